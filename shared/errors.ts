@@ -1,0 +1,111 @@
+/**
+ * Named error classes. Step Functions matches `Retry`/`Catch` on the error *name*
+ * (`errorType` of a Lambda failure is the thrown error's `name`), so every class sets
+ * `name` explicitly and never relies on minified constructor names.
+ *
+ * Transient errors are retried by the state machine; fatal ones go to a Fail state with the
+ * message as the cause. Each message says what happened and what to do about it.
+ */
+
+export abstract class DataSyncError extends Error {
+  /** true when retrying the same request later can succeed. */
+  abstract readonly transient: boolean;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The upstream (or the network in front of it) failed in a way that may pass: 5xx, timeout, reset, truncated or non-JSON body. */
+export class UpstreamUnavailableError extends DataSyncError {
+  override readonly name = 'UpstreamUnavailableError';
+  readonly transient = true;
+  constructor(
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** HTTP 429. Carries how long the server asked us to wait. */
+export class RateLimitedError extends DataSyncError {
+  override readonly name = 'RateLimitedError';
+  readonly transient = true;
+  constructor(
+    message: string,
+    /** Seconds from the Retry-After header (falls back to X-RateLimit-Reset). */
+    readonly retryAfterSeconds: number,
+    readonly rateLimit?: RateLimitInfo,
+  ) {
+    super(message);
+  }
+}
+
+/** 400 CURSOR_EXPIRED. */
+export class CursorExpiredError extends DataSyncError {
+  override readonly name = 'CursorExpiredError';
+  readonly transient = false;
+}
+
+/** 400 CURSOR_INVALID_FORMAT, or a 502 answered to a request that carried a cursor, or a cursor that does not decode locally. */
+export class CursorInvalidError extends DataSyncError {
+  override readonly name = 'CursorInvalidError';
+  readonly transient = false;
+}
+
+/** The server refused both the refreshed cursor and one rebuilt from the stored position: an operator must act. */
+export class CursorRejectedError extends DataSyncError {
+  override readonly name = 'CursorRejectedError';
+  readonly transient = false;
+}
+
+/** 401/403: missing or wrong API key. Retrying cannot help. */
+export class AuthError extends DataSyncError {
+  override readonly name = 'AuthError';
+  readonly transient = false;
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Another execution holds a live lease on the source. */
+export class LeaseHeldError extends DataSyncError {
+  override readonly name = 'LeaseHeldError';
+  readonly transient = false;
+}
+
+/** The checkpoint moved under us (optimistic concurrency): another invocation committed first. */
+export class CheckpointConflictError extends DataSyncError {
+  override readonly name = 'CheckpointConflictError';
+  readonly transient = true;
+}
+
+/** Configuration (env, CLI options, construct props) is missing or malformed. */
+export class ConfigError extends DataSyncError {
+  override readonly name = 'ConfigError';
+  readonly transient = false;
+}
+
+/** The upstream answered something that is not the documented API (unexpected status or shape) and retrying will not change it. */
+export class UpstreamProtocolError extends DataSyncError {
+  override readonly name = 'UpstreamProtocolError';
+  readonly transient = false;
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Rate-limit headers of one response. */
+export interface RateLimitInfo {
+  limit: number;
+  remaining: number;
+  /** Seconds until the window resets (the API sends seconds, not an epoch). May be fractional when a scaled simulator sends its exact header. */
+  resetSeconds: number;
+}
