@@ -1,0 +1,309 @@
+import { z } from 'zod';
+import {
+  AuthError,
+  ConfigError,
+  CursorExpiredError,
+  CursorInvalidError,
+  RateLimitedError,
+  type RateLimitInfo,
+  UpstreamProtocolError,
+  UpstreamUnavailableError,
+} from '../errors.ts';
+import { type ErrorBody, errorBodySchema, parseEventsBody } from './schemas.ts';
+import type { FetchPageResult } from './types.ts';
+
+export interface DataSyncClientOptions {
+  /** API base, e.g. `http://127.0.0.1:4010/api/v1` (DATASYNC_API_URL). */
+  baseUrl: string;
+  /** Sent as `X-API-Key`. */
+  apiKey: string;
+  /** Whole request including the body read. @default 30000 */
+  timeoutMs?: number;
+  /** @default globalThis.fetch */
+  fetch?: typeof fetch;
+  /** @default 'datasync-ingest/0.1' */
+  userAgent?: string;
+  /** Wall clock for startedAtMs/latencyMs. @default Date.now */
+  now?: () => number;
+}
+
+export interface FetchEventsParams {
+  limit: number;
+  cursor?: string | null;
+  /** The caller's cancellation; combined with the client's own timeout. */
+  signal?: AbortSignal;
+}
+
+export interface DataSyncClient {
+  /**
+   * One `GET {base}/events`. No retries: the caller owns the retry policy. Throws:
+   * - {@link RateLimitedError} on 429 (retryAfterSeconds from Retry-After(-Exact), else the reset, else 1);
+   * - {@link CursorExpiredError} / {@link CursorInvalidError} on 400 CURSOR_EXPIRED / CURSOR_INVALID_FORMAT;
+   * - {@link AuthError} on 401/403;
+   * - {@link UpstreamUnavailableError} on 5xx, network failure, timeout, truncated or non-JSON body.
+   *   Its `status` is the HTTP status (undefined for network faults). A 502 answered to a request
+   *   that carried a cursor may be the server refusing that cursor (one observer saw it): the
+   *   caller recognises it by `status === 502` and its own cursor, and decides;
+   * - {@link UpstreamProtocolError} on any other status or a 200 body that is not an events page.
+   * A cancellation through `params.signal` rethrows the signal's reason unchanged.
+   */
+  fetchEvents(params: FetchEventsParams): Promise<FetchPageResult>;
+}
+
+const optionsSchema = z.object({
+  baseUrl: z.string(),
+  apiKey: z.string(),
+  timeoutMs: z.number().int().positive().max(900_000).default(30_000),
+  userAgent: z.string().min(1).default('datasync-ingest/0.1'),
+});
+
+const headerNumber = z
+  .string()
+  .trim()
+  .regex(/^\d+(?:\.\d+)?$/)
+  .transform(Number);
+
+/** Creates the client. Throws {@link ConfigError} for a malformed base URL or an empty API key. */
+export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClient {
+  const parsed = optionsSchema.safeParse(opts);
+  if (!parsed.success) {
+    throw new ConfigError(
+      `Invalid DataSync client options (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`,
+    );
+  }
+  const { timeoutMs, userAgent } = parsed.data;
+  const eventsUrl = eventsEndpoint(parsed.data.baseUrl);
+  const apiKey = parsed.data.apiKey.trim();
+  if (apiKey === '') {
+    throw new ConfigError(
+      'The DataSync API key is empty: set DATASYNC_API_KEY (local runs) or the DATASYNC_API_KEY secret (deployed) to the key',
+    );
+  }
+  const doFetch = opts.fetch ?? globalThis.fetch;
+  const now = opts.now ?? Date.now;
+
+  return {
+    async fetchEvents({ limit, cursor, signal }) {
+      if (!Number.isInteger(limit) || limit < 1) {
+        throw new ConfigError(
+          `Page size ${limit} is invalid: PAGE_SIZE must be a whole number from 1 to 5000`,
+        );
+      }
+      const url = new URL(eventsUrl);
+      url.searchParams.set('limit', String(limit));
+      if (cursor) url.searchParams.set('cursor', cursor);
+      const hasCursor = Boolean(cursor);
+
+      const timeout = AbortSignal.timeout(timeoutMs);
+      const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      const startedAtMs = now();
+
+      let response: Response;
+      let bytes: Uint8Array;
+      try {
+        response = await doFetch(url, {
+          method: 'GET',
+          headers: { 'X-API-Key': apiKey, Accept: 'application/json', 'User-Agent': userAgent },
+          // A redirect could carry the API key to another host; a moved API is a configuration matter.
+          redirect: 'manual',
+          signal: combined,
+        });
+        bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        throw transportError(error, timeout.aborted, timeoutMs, url, hasCursor);
+      }
+      const latencyMs = now() - startedAtMs;
+      const status = response.status;
+      const headers = response.headers;
+      const rateLimit = parseRateLimit(headers);
+      const requestId = headers.get('x-request-id');
+      const text = new TextDecoder().decode(bytes);
+
+      if (status >= 200 && status < 300) {
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch (error) {
+          throw new UpstreamUnavailableError(
+            `The events response (HTTP ${status}, ${bytes.byteLength} bytes${requestIdNote(requestId)}) is not valid JSON ` +
+              `(${(error as Error).message}): probably a truncated body; the request is safe to retry`,
+            status,
+            { cause: error },
+          );
+        }
+        const page = parseEventsBody(json);
+        return {
+          page,
+          status,
+          rateLimit,
+          requestId: requestId ?? page.requestId,
+          startedAtMs,
+          latencyMs,
+          bytes: bytes.byteLength,
+        };
+      }
+      throw statusError(status, headers, text, rateLimit, requestId, hasCursor);
+    },
+  };
+}
+
+function eventsEndpoint(baseUrl: string): string {
+  const expected =
+    'DATASYNC_API_URL must be the API base as an absolute http(s) URL without query or fragment, e.g. https://api.example.com/api/v1';
+  let u: URL;
+  try {
+    u = new URL(baseUrl.trim());
+  } catch {
+    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not a URL: ${expected}`);
+  }
+  if (
+    (u.protocol !== 'http:' && u.protocol !== 'https:') ||
+    u.search !== '' ||
+    u.hash !== '' ||
+    u.username !== ''
+  ) {
+    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not usable: ${expected}`);
+  }
+  return `${u.origin}${u.pathname.replace(/\/+$/, '')}/events`;
+}
+
+/** The three standard headers, with the simulator's fractional reset preferred; null unless all are present and numeric. */
+export function parseRateLimit(headers: Headers): RateLimitInfo | null {
+  const limit = readHeaderNumber(headers, 'x-ratelimit-limit');
+  const remaining = readHeaderNumber(headers, 'x-ratelimit-remaining');
+  const reset =
+    readHeaderNumber(headers, 'x-ratelimit-reset-exact') ?? readHeaderNumber(headers, 'x-ratelimit-reset');
+  if (limit === null || remaining === null || reset === null) return null;
+  return { limit, remaining, resetSeconds: reset };
+}
+
+function readHeaderNumber(headers: Headers, name: string): number | null {
+  const raw = headers.get(name);
+  if (raw === null) return null;
+  const parsed = headerNumber.safeParse(raw);
+  return parsed.success ? parsed.data : null;
+}
+
+function parseErrorBody(text: string): ErrorBody | null {
+  try {
+    const parsed = errorBodySchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+function statusError(
+  status: number,
+  headers: Headers,
+  text: string,
+  rateLimit: RateLimitInfo | null,
+  requestId: string | null,
+  hasCursor: boolean,
+): Error {
+  const body = parseErrorBody(text);
+  const said = body ? `${body.code ?? body.error}: ${body.message}` : bodyPreview(text);
+  const rid = requestIdNote(requestId);
+
+  if (status === 429) {
+    const fromBody = body?.rateLimit
+      ? {
+          limit: body.rateLimit.limit,
+          remaining: body.rateLimit.remaining,
+          resetSeconds: body.rateLimit.reset,
+        }
+      : null;
+    const info = rateLimit ?? fromBody ?? undefined;
+    const retryAfter =
+      readHeaderNumber(headers, 'retry-after-exact') ??
+      readHeaderNumber(headers, 'retry-after') ??
+      body?.rateLimit?.retryAfter ??
+      info?.resetSeconds ??
+      1;
+    return new RateLimitedError(
+      `The DataSync API rate-limited the request (HTTP 429${rid}: ${said}); wait ${retryAfter} s before the next request`,
+      retryAfter,
+      info,
+    );
+  }
+  if (status === 400 && body?.code === 'CURSOR_EXPIRED') {
+    return new CursorExpiredError(
+      `The DataSync API refused the cursor as expired (${body.message}${rid}): refresh its exp or rebuild it from the stored position`,
+    );
+  }
+  if (status === 400 && body?.code === 'CURSOR_INVALID_FORMAT') {
+    return new CursorInvalidError(
+      `The DataSync API refused the cursor as malformed (${body.message}${rid}): rebuild it from the stored position`,
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new AuthError(
+      `The DataSync API refused the API key (HTTP ${status}${rid}: ${said}): check the DATASYNC_API_KEY secret ` +
+        '(deployed) or the DATASYNC_API_KEY variable (local runs) holds a valid key',
+      status,
+    );
+  }
+  if (status >= 500) {
+    const lb = headers.get('server')?.startsWith('awselb') ? ' from the load balancer' : '';
+    const maybeCursor =
+      status === 502 && hasCursor
+        ? '; a 502 to a request with a cursor may also mean the cursor was refused'
+        : '';
+    return new UpstreamUnavailableError(
+      `The DataSync API is unavailable (HTTP ${status}${lb}${rid}: ${said})${maybeCursor}; the request is safe to retry`,
+      status,
+    );
+  }
+  return new UpstreamProtocolError(
+    `The DataSync API answered HTTP ${status}${rid} (${said}), which the events endpoint does not document: ` +
+      'check DATASYNC_API_URL points at the API base (…/api/v1); if it does, the API changed',
+    status,
+  );
+}
+
+function transportError(
+  error: unknown,
+  timedOut: boolean,
+  timeoutMs: number,
+  url: URL,
+  hasCursor: boolean,
+): UpstreamUnavailableError {
+  const where = `${url.origin}${url.pathname}${hasCursor ? ' (with cursor)' : ''}`;
+  if (timedOut) {
+    return new UpstreamUnavailableError(
+      `The DataSync API did not answer within ${timeoutMs} ms (${where}); the request is safe to retry, ` +
+        'or raise REQUEST_TIMEOUT_MS if pages are this slow',
+      undefined,
+      { cause: error },
+    );
+  }
+  return new UpstreamUnavailableError(
+    `The request to the DataSync API failed (${where}): ${describeCause(error)}; the request is safe to retry, ` +
+      'and if it keeps failing check that DATASYNC_API_URL is reachable',
+    undefined,
+    { cause: error },
+  );
+}
+
+/** undici reports "fetch failed" / "terminated" and hides the useful part (ECONNRESET, "other side closed") in `cause`. */
+function describeCause(error: unknown): string {
+  const parts: string[] = [];
+  let e: unknown = error;
+  for (let depth = 0; depth < 4 && e instanceof Error; depth++) {
+    const code = (e as { code?: unknown }).code;
+    parts.push(typeof code === 'string' ? `${e.message} (${code})` : e.message);
+    e = e.cause;
+  }
+  return parts.length > 0 ? parts.join(': ') : String(error);
+}
+
+function bodyPreview(text: string): string {
+  const t = text.trim();
+  if (t === '') return 'empty body';
+  return JSON.stringify(t.length > 120 ? `${t.slice(0, 120)}…` : t);
+}
+
+function requestIdNote(requestId: string | null): string {
+  return requestId ? `, request id ${requestId}` : '';
+}
