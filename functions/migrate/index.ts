@@ -1,0 +1,4 @@
+import { createMigrateHandler } from './handler.ts';
+
+/** The Lambda entry: applies the committed drizzle migrations (idempotent, lock-protected). */
+export const handler = createMigrateHandler();

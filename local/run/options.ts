@@ -1,0 +1,159 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { sourceIdSchema } from '#shared/step.ts';
+
+/** Raised for bad command-line input: the CLI prints the message alone and exits 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export const localRunOptionsSchema = z.object({
+  databaseUrl: z
+    .string()
+    .refine((v) => /^postgres(ql)?:\/\/[^/]+/.test(v), {
+      error: '--database-url must be a postgres:// URL, e.g. postgres://user:pass@127.0.0.1:5432/datasync',
+    })
+    .nullable(),
+  apiUrl: z
+    .string()
+    .refine(
+      (v) => {
+        try {
+          const u = new URL(v);
+          return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname.length > 0;
+        } catch {
+          return false;
+        }
+      },
+      { error: '--api-url must be an http(s) URL of the API base, e.g. https://host/api/v1' },
+    )
+    .nullable(),
+  apiKey: z.string().min(1).nullable(),
+  events: z.number().int().min(1).max(50_000_000),
+  windowSeconds: z.number().positive().max(3600),
+  rateLimit: z.number().int().min(0).max(100_000),
+  windowMode: z.enum(['fixed', 'sliding']),
+  timeScale: z.number().positive().max(100_000),
+  latencyMs: z.number().min(0).max(600_000),
+  chaos: z.boolean(),
+  seed: z.number().int(),
+  sourceId: sourceIdSchema,
+  reset: z.boolean(),
+  json: z.boolean(),
+  /** Continue as a new execution after this many iterations (the stack's default is 1000). */
+  maxIterations: z.number().int().min(1).max(10_000),
+  minSpacingMs: z.number().int().min(0).max(600_000),
+  dataDir: z.string().min(1),
+  progress: z.enum(['auto', 'tty', 'lines', 'none']),
+});
+export type LocalRunOptions = z.infer<typeof localRunOptionsSchema>;
+
+export const USAGE = `Usage: npm run local -- [options]
+
+Runs the synthesized state machine in-process against PostgreSQL and the DataSync API.
+
+Upstream (default: the bundled simulator, started in-process):
+  --api-url URL          a real DataSync API base, e.g. https://host/api/v1 (or DATASYNC_API_URL)
+  --api-key KEY          its API key (or DATASYNC_API_KEY)
+  --events N             simulator data set size (default 3000000)
+  --window-seconds S     simulator rate-limit window (default 20)
+  --rate-limit R         simulator requests per window (default 10; 0 = unlimited)
+  --window-mode M        fixed | sliding (default fixed)
+  --latency-ms MS        simulator latency per page (default 0; the live service takes about 3500)
+  --time-scale X         divide every duration (simulator window, TTL, latency; Wait states; spacing) by X
+  --chaos                simulator fault profile (malformed rows, duplicates, 5xx, truncated bodies)
+  --seed N               simulator data set seed (default 1)
+Database (default: an embedded PostgreSQL in .local/postgres, kept between runs):
+  --database-url URL     use this PostgreSQL instead (or DATABASE_URL)
+Run:
+  --source S             source id (default "default")
+  --reset                delete the source's rows and checkpoint first (asks nothing)
+  --max-iterations N     continue as a new execution after N pages (default 1000)
+  --min-spacing-ms MS    minimum spacing between requests before scaling (default 2200)
+  --json                 print one JSON summary as the last line
+  --progress MODE        auto | tty | lines | none (default auto: a bar on a terminal, lines otherwise)
+  --help                 this text`;
+
+export function parseLocalRunArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): LocalRunOptions | 'help' {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'database-url': { type: 'string' },
+        'api-url': { type: 'string' },
+        'api-key': { type: 'string' },
+        events: { type: 'string' },
+        'window-seconds': { type: 'string' },
+        'rate-limit': { type: 'string' },
+        'window-mode': { type: 'string' },
+        'time-scale': { type: 'string' },
+        'latency-ms': { type: 'string' },
+        chaos: { type: 'boolean' },
+        seed: { type: 'string' },
+        source: { type: 'string' },
+        reset: { type: 'boolean' },
+        json: { type: 'boolean' },
+        'max-iterations': { type: 'string' },
+        'min-spacing-ms': { type: 'string' },
+        'data-dir': { type: 'string' },
+        progress: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}. Run \`npm run local -- --help\` for the options.`);
+  }
+  if (values.help) return 'help';
+
+  const num = (name: string, fallback: number): number => {
+    const raw = values[name];
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(n)) {
+      throw new UsageError(`--${name} must be a number, got ${JSON.stringify(raw)}`);
+    }
+    return n;
+  };
+  const str = (name: string): string | null =>
+    typeof values[name] === 'string' ? (values[name] as string) : null;
+
+  const apiUrl = str('api-url') ?? env.DATASYNC_API_URL ?? null;
+  const apiKey = str('api-key') ?? env.DATASYNC_API_KEY ?? null;
+  if (apiUrl && !apiKey) throw new UsageError('--api-url needs --api-key (or DATASYNC_API_KEY) as well');
+
+  const candidate = {
+    databaseUrl: str('database-url') ?? env.DATABASE_URL ?? null,
+    apiUrl,
+    apiKey,
+    events: num('events', 3_000_000),
+    windowSeconds: num('window-seconds', 20),
+    rateLimit: num('rate-limit', 10),
+    windowMode: str('window-mode') ?? 'fixed',
+    timeScale: num('time-scale', 1),
+    latencyMs: num('latency-ms', 0),
+    chaos: values.chaos === true,
+    seed: num('seed', 1),
+    sourceId: str('source') ?? 'default',
+    reset: values.reset === true,
+    json: values.json === true,
+    maxIterations: num('max-iterations', 1000),
+    minSpacingMs: num('min-spacing-ms', 2200),
+    dataDir: str('data-dir') ?? '.local',
+    progress: str('progress') ?? 'auto',
+  };
+  const parsed = localRunOptionsSchema.safeParse(candidate);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = String(issue?.path[0] ?? '');
+    const flag = `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const message = issue?.message ?? 'invalid';
+    throw new UsageError(message.startsWith('--') ? message : `${flag}: ${message}`);
+  }
+  return parsed.data;
+}
