@@ -60,7 +60,11 @@ export function refreshCursor(cursor: string, nowMs: number, ttlMs = 116_000): s
 }
 
 /** Builds a fresh cursor from a stored position (timestamp, id), for when a refreshed cursor is refused. */
-export function cursorFromPosition(position: { ts: number; id: string }, nowMs: number, ttlMs = 116_000): string {
+export function cursorFromPosition(
+  position: { ts: number; id: string },
+  nowMs: number,
+  ttlMs = 116_000,
+): string {
   return encodeCursor({ id: position.id, ts: position.ts, v: CURSOR_VERSION, exp: nowMs + ttlMs });
 }
 
