@@ -1,0 +1,168 @@
+import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
+import postgres, { type Sql } from 'postgres';
+import { z } from 'zod';
+import { ConfigError, DataSyncError } from '../errors.ts';
+import * as schema from './schema.ts';
+
+export type Db = PostgresJsDatabase<typeof schema> & { $client: Sql };
+/** Every repository function accepts either the drizzle instance or the postgres.js client under it. */
+export type DbLike = Db | Sql;
+
+/** PostgreSQL cannot be reached (refused, timed out, dropped). Transient: the state machine retries it. */
+export class DatabaseUnavailableError extends DataSyncError {
+  override readonly name = 'DatabaseUnavailableError';
+  readonly transient = true;
+}
+
+const connectionObjectSchema = z.object({
+  host: z.string().min(1, { error: 'host is required' }),
+  port: z.number().int().min(1).max(65_535),
+  user: z.string().min(1, { error: 'user is required' }),
+  password: z.string(),
+  database: z.string().min(1, { error: 'database is required' }),
+  ssl: z.union([z.boolean(), z.literal('require')]).optional(),
+});
+export type ConnectionObject = z.infer<typeof connectionObjectSchema>;
+
+const connectionSchema = z.union([
+  z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), {
+    error: 'must be a postgres:// URL such as postgres://user:password@host:5432/dbname',
+  }),
+  connectionObjectSchema,
+]);
+
+const optionsSchema = z.object({
+  max: z.number().int().min(1).max(100).default(1),
+  applicationName: z.string().min(1).max(63).default('datasync-ingest'),
+  /** Server-side limit per statement; a 5000-row page takes well under a second. */
+  statementTimeoutMs: z.number().int().min(0).default(60_000),
+  connectTimeoutSeconds: z.number().int().min(1).default(10),
+  /** Lambda containers freeze between invocations: drop idle sockets before the server or a NAT does. */
+  idleTimeoutSeconds: z.number().int().min(1).default(60),
+});
+export type CreateSqlOptions = z.input<typeof optionsSchema>;
+
+/**
+ * A postgres.js client: one connection by default (a Lambda invocation does one thing at a
+ * time, and RDS connection slots are the scarce resource), bounded connect and statement
+ * times, server notices silenced.
+ */
+export function createSql(config: string | ConnectionObject, opts: CreateSqlOptions = {}): Sql {
+  const parsedConfig = connectionSchema.safeParse(config);
+  if (!parsedConfig.success) {
+    throw new ConfigError(
+      `Invalid database connection: ${parsedConfig.error.issues.map((i) => `${i.path.join('.') || 'url'} ${i.message}`).join('; ')}. ` +
+        'Set DATABASE_URL to postgres://user:password@host:port/dbname (or fix the DATABASE_SECRET_ARN secret).',
+    );
+  }
+  const o = optionsSchema.parse(opts);
+  const common = {
+    max: o.max,
+    connect_timeout: o.connectTimeoutSeconds,
+    idle_timeout: o.idleTimeoutSeconds,
+    onnotice: () => {},
+    connection: {
+      application_name: o.applicationName,
+      statement_timeout: o.statementTimeoutMs,
+    },
+  };
+  const c = parsedConfig.data;
+  if (typeof c === 'string') return postgres(c, common);
+  return postgres({
+    ...common,
+    host: c.host,
+    port: c.port,
+    username: c.user,
+    password: c.password,
+    database: c.database,
+    ssl: c.ssl === 'require' ? 'require' : (c.ssl ?? false),
+  });
+}
+
+/**
+ * The drizzle instance over a postgres.js client. Note that drizzle replaces the client's
+ * timestamptz parsers (raw queries then see strings): the repositories in shared/db therefore
+ * convert instants to epoch milliseconds in SQL and never rely on either parser.
+ */
+export function createDb(sql: Sql): Db {
+  return drizzle(sql, { schema }) as Db;
+}
+
+/** The postgres.js client behind a drizzle instance, or the client itself. */
+export function sqlOf(db: DbLike): Sql {
+  return (typeof db === 'function' ? db : db.$client) as Sql;
+}
+
+/** Where a client connects, for messages: host:port/database, never the password. */
+export function describeTarget(sql: Sql): string {
+  const o = sql.options as unknown as { host?: string[]; port?: number[]; database?: string };
+  const host = o.host?.[0] ?? 'localhost';
+  const port = o.port?.[0] ?? 5432;
+  return `${host}:${port}/${o.database ?? ''}`;
+}
+
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EPIPE',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  // Server-side: shutting down, starting up, out of connection slots.
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+]);
+const REFUSED_CONFIG_CODES = new Set(['28P01', '28000', '3D000']);
+
+/**
+ * Turns a connection-level failure into a named error whose message names the target and the
+ * fix; any other error (a constraint, a bad value) is returned unchanged. `target` is a
+ * postgres:// URL (its password is never printed) or the client itself.
+ */
+export function describeDbError(error: unknown, target: string | Sql): unknown {
+  if (error instanceof DataSyncError) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return error;
+  const where = typeof target === 'string' ? describeUrl(target) : describeTarget(target);
+  const cause = error instanceof Error ? error.message : String(error);
+  if (UNREACHABLE_CODES.has(code) || code.startsWith('08')) {
+    return new DatabaseUnavailableError(
+      `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +
+        'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
+      { cause: error },
+    );
+  }
+  if (REFUSED_CONFIG_CODES.has(code)) {
+    return new ConfigError(
+      `PostgreSQL at ${where} refused the connection (${code}: ${cause}). Check the user, password and database name in ` +
+        'DATABASE_URL (or the DATABASE_SECRET_ARN secret), and that the database exists.',
+    );
+  }
+  return error;
+}
+
+function describeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname}`;
+  } catch {
+    return '<unparseable DATABASE_URL>';
+  }
+}
+
+/** Runs a database call and rethrows connection failures as named, actionable errors. */
+export async function withDbErrors<T>(sql: Sql, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw describeDbError(error, sql);
+  }
+}

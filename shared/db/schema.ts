@@ -1,0 +1,94 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  bigserial,
+  check,
+  integer,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+  unique,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+/*
+ * The database schema. drizzle-kit generates the SQL migrations in drizzle/ from this file
+ * (`npx drizzle-kit generate`); the repositories in this folder write raw SQL against it for
+ * speed and convert every instant in SQL, so they do not depend on the client's type parsers.
+ */
+
+/**
+ * One row per upstream event. Deliberately lean: only the primary key is indexed, because the
+ * write volume (millions of rows through ON CONFLICT) is what this table costs.
+ */
+export const events = pgTable('events', {
+  id: uuid('id').primaryKey(),
+  sessionId: uuid('session_id'),
+  userId: uuid('user_id'),
+  type: text('type'),
+  name: text('name'),
+  properties: jsonb('properties'),
+  occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
+  deviceType: text('device_type'),
+  browser: text('browser'),
+  sourceId: text('source_id'),
+  ingestedAt: timestamp('ingested_at', { withTimezone: true, mode: 'date' }).defaultNow(),
+});
+
+export const CHECKPOINT_STATUSES = ['running', 'complete', 'failed'] as const;
+
+/** The resumable state of one source: where it is, what it did, and who may move it. */
+export const checkpoints = pgTable(
+  'checkpoints',
+  {
+    sourceId: text('source_id').primaryKey().default('default'),
+    cursor: text('cursor'),
+    /** The (timestamp, id) the cursor encodes: a refused cursor can be rebuilt from it. */
+    positionTs: timestamp('position_ts', { withTimezone: true, mode: 'date' }),
+    positionId: text('position_id'),
+    pages: bigint('pages', { mode: 'number' }).notNull().default(0),
+    eventsInserted: bigint('events_inserted', { mode: 'number' }).notNull().default(0),
+    duplicatesSkipped: bigint('duplicates_skipped', { mode: 'number' }).notNull().default(0),
+    rejected: bigint('rejected', { mode: 'number' }).notNull().default(0),
+    requests: bigint('requests', { mode: 'number' }).notNull().default(0),
+    rateLimited: bigint('rate_limited', { mode: 'number' }).notNull().default(0),
+    /** meta.total of the last page, when the upstream sends it. */
+    totalReported: bigint('total_reported', { mode: 'number' }),
+    /** Earliest instant the next request may be sent (pacing survives restarts). */
+    nextRequestAt: timestamp('next_request_at', { withTimezone: true, mode: 'date' }),
+    lastRateLimit: jsonb('last_rate_limit'),
+    status: text('status', { enum: CHECKPOINT_STATUSES }).notNull().default('running'),
+    lastError: text('last_error'),
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: timestamp('lease_expires_at', { withTimezone: true, mode: 'date' }),
+    /** Optimistic concurrency: every write that moves the source bumps it. */
+    version: integer('version').notNull().default(0),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [check('checkpoints_status_check', sql`${t.status} in ('running', 'complete', 'failed')`)],
+);
+
+/**
+ * Events that could not be normalised, kept with the reason. `raw` is the exact JSON text of
+ * the raw event: text rather than jsonb because hostile input may hold what jsonb refuses
+ * (JSON.stringify escapes a NUL as \u0000, which text stores fine). The same rejected row served
+ * twice (pages repeat rows) is stored once thanks to (source_id, raw_hash).
+ */
+export const rejectedEvents = pgTable(
+  'rejected_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    sourceId: text('source_id').notNull(),
+    eventId: text('event_id'),
+    reason: text('reason').notNull(),
+    raw: text('raw').notNull(),
+    /** sha256 hex of `raw`. */
+    rawHash: text('raw_hash').notNull(),
+    pageCursor: text('page_cursor'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [unique('rejected_events_source_raw_hash_key').on(t.sourceId, t.rawHash)],
+);

@@ -1,0 +1,152 @@
+import { eq } from 'drizzle-orm';
+import type { Sql } from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { acquireLease, getCheckpoint } from '#shared/db/checkpoints.ts';
+import {
+  createDb,
+  createSql,
+  DatabaseUnavailableError,
+  describeDbError,
+  withDbErrors,
+} from '#shared/db/client.ts';
+import { runMigrations } from '#shared/db/migrate.ts';
+import { persistPage } from '#shared/db/persist.ts';
+import { checkpoints, events } from '#shared/db/schema.ts';
+import { ConfigError } from '#shared/errors.ts';
+import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+
+let testDb: TestDatabase;
+let sql: Sql;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase('dsi_client');
+  sql = createSql(testDb.url);
+  await runMigrations(sql);
+});
+afterAll(async () => {
+  await sql?.end({ timeout: 5 });
+  await testDb.drop();
+});
+
+describe('createSql / createDb on one client', () => {
+  it('keeps raw repository queries and drizzle queries consistent after drizzle took over the parsers', async () => {
+    const db = createDb(sql);
+    const cp = await acquireLease(db, {
+      sourceId: 'mixed',
+      owner: 'x',
+      nowMs: 1_767_225_600_123,
+      ttlMs: 1000,
+    });
+    await persistPage(sql, {
+      sourceId: 'mixed',
+      expectedVersion: cp.version,
+      owner: 'x',
+      events: [
+        {
+          id: '00000000-0000-4000-8000-000000000001',
+          sessionId: '00000000-0000-4000-8000-000000000002',
+          userId: '00000000-0000-4000-8000-000000000003',
+          type: 'click',
+          name: 'n',
+          properties: { a: [1, 'two'] },
+          occurredAtMs: 1_767_225_600_007,
+          deviceType: null,
+          browser: 'Firefox',
+        },
+      ],
+      rejects: [],
+      pageCursor: null,
+      next: {
+        cursor: 'c2',
+        positionTs: 1_767_225_600_007,
+        positionId: '00000000-0000-4000-8000-000000000001',
+        hasMore: true,
+        nextRequestAtMs: 1_767_225_602_500,
+        rateLimit: { limit: 10, remaining: 9, resetSeconds: 60 },
+        totalReported: null,
+      },
+      requestsMade: 1,
+      rateLimitedSeen: 0,
+    });
+
+    // Repository (raw SQL): instants are epoch ms whatever the parsers are.
+    const viaRepo = await getCheckpoint(db, 'mixed');
+    expect(viaRepo?.leaseExpiresAtMs).toBe(1_767_225_601_123);
+    expect(viaRepo?.positionTs).toBe(1_767_225_600_007);
+    expect(viaRepo?.nextRequestAtMs).toBe(1_767_225_602_500);
+    expect(viaRepo?.lastRateLimit).toEqual({ limit: 10, remaining: 9, resetSeconds: 60 });
+
+    // drizzle: its own mapping gives Dates and parsed jsonb.
+    const [row] = await db.select().from(events).where(eq(events.sourceId, 'mixed'));
+    expect(row?.occurredAt).toBeInstanceOf(Date);
+    expect(row?.occurredAt.getTime()).toBe(1_767_225_600_007);
+    expect(row?.properties).toEqual({ a: [1, 'two'] });
+    const [c] = await db.select().from(checkpoints).where(eq(checkpoints.sourceId, 'mixed'));
+    expect(c?.nextRequestAt?.getTime()).toBe(1_767_225_602_500);
+    expect(c?.eventsInserted).toBe(1);
+
+    // A raw query on the same client still runs (it sees strings for timestamptz, as documented).
+    const [raw] = await sql<{ ms: number }[]>`
+      select (extract(epoch from occurred_at) * 1000)::float8 as ms from events where source_id = 'mixed'`;
+    expect(raw?.ms).toBe(1_767_225_600_007);
+  });
+
+  it('uses one connection and sets application_name and statement_timeout', async () => {
+    const c = createSql(testDb.url, { applicationName: 'dsi-client-test', statementTimeoutMs: 1234 });
+    try {
+      const [row] = await c<{ app: string; timeout: string }[]>`
+        select current_setting('application_name') as app, current_setting('statement_timeout') as timeout`;
+      expect(row).toEqual({ app: 'dsi-client-test', timeout: '1234ms' });
+      expect(c.options.max).toBe(1);
+    } finally {
+      await c.end({ timeout: 5 });
+    }
+  });
+
+  it('rejects a malformed connection string with a ConfigError saying what to set', () => {
+    expect(() => createSql('mysql://nope')).toThrow(ConfigError);
+    expect(() => createSql('mysql://nope')).toThrow(/DATABASE_URL/);
+  });
+});
+
+describe('unreachable database', () => {
+  it('surfaces as DatabaseUnavailableError naming host:port and the fix, never the password', async () => {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    const url = 'postgres://someone:s3cret-pw@127.0.0.1:1/ingest';
+    const c = createSql(url, { connectTimeoutSeconds: 2 });
+    try {
+      const error = await getCheckpoint(c, 'default').catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      const message = (error as Error).message;
+      expect(message).toContain('127.0.0.1:1');
+      expect(message).toContain('DATABASE_URL');
+      expect(message).toMatch(/PostgreSQL is running/);
+      expect(message).not.toContain('s3cret-pw');
+      expect((error as DatabaseUnavailableError).transient).toBe(true);
+
+      const described = describeDbError(
+        Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+        url,
+      );
+      expect((described as Error).message).toContain('127.0.0.1:1/ingest');
+      expect((described as Error).message).not.toContain('s3cret-pw');
+    } finally {
+      await c.end({ timeout: 1 });
+    }
+  });
+
+  it('reports a wrong database name as a ConfigError, and leaves other errors alone', async () => {
+    const u = new URL(testDb.url);
+    u.pathname = '/dsi_does_not_exist';
+    const c = createSql(u.toString());
+    try {
+      const error = await withDbErrors(c, () => c`select 1`).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toMatch(/database name/);
+    } finally {
+      await c.end({ timeout: 1 });
+    }
+    const plain = await withDbErrors(sql, () => sql`select 1/0`).catch((e: unknown) => e);
+    expect((plain as { code?: string }).code).toBe('22012');
+  });
+});
