@@ -329,6 +329,7 @@ async function fetchWithRecovery(deps: StepDeps, cp: Checkpoint): Promise<Fetche
   if (cursor && cursorExpiresWithin(cursor, clock.now(), margin)) {
     cursor = refreshOrRebuild(cp, cursor, clock.now(), ttl);
     stage = 'refreshed';
+    logger.info('cursor expired or about to: refreshed before the request', { sourceId: cp.sourceId });
   }
 
   let requests = 0;
@@ -353,8 +354,9 @@ async function fetchWithRecovery(deps: StepDeps, cp: Checkpoint): Promise<Fetche
       }
       if (error instanceof AuthError) throw error;
 
+      const sent = cursor;
       const cursorRefused =
-        cursor !== null &&
+        sent !== null &&
         (error instanceof CursorExpiredError ||
           error instanceof CursorInvalidError ||
           (error instanceof UpstreamUnavailableError && error.status === 502));
@@ -377,7 +379,7 @@ async function fetchWithRecovery(deps: StepDeps, cp: Checkpoint): Promise<Fetche
         stage = nextStage;
         cursor =
           nextStage === 'refreshed'
-            ? refreshOrRebuild(cp, cursor, clock.now(), ttl)
+            ? refreshOrRebuild(cp, sent, clock.now(), ttl)
             : rebuild(cp, clock.now(), ttl, error);
         continue;
       }

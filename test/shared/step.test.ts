@@ -1,0 +1,310 @@
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { getCheckpoint } from '#shared/db/checkpoints.ts';
+import { createDb } from '#shared/db/client.ts';
+import { AuthError, CheckpointConflictError, CursorRejectedError, LeaseHeldError } from '#shared/errors.ts';
+import { runStep, type StepStore } from '#shared/step.ts';
+import { createStore } from '#shared/store.ts';
+import { createPipelineFixture, type PipelineFixture, storedInstants } from '#test/support/pipeline.ts';
+
+async function counts(f: PipelineFixture, sourceId = 'default') {
+  const [e] = await f.sql<{ n: number; d: number }[]>`
+    select count(*)::int as n, count(distinct id)::int as d from events where source_id = ${sourceId}`;
+  const [r] = await f.sql<
+    { n: number }[]
+  >`select count(*)::int as n from rejected_events where source_id = ${sourceId}`;
+  const cp = await getCheckpoint(createDb(f.sql), sourceId);
+  return { rows: e!.n, distinct: e!.d, rejects: r!.n, cp };
+}
+
+describe('runStep against a 60,000-event simulator and a real PostgreSQL', () => {
+  let f: PipelineFixture;
+  beforeAll(async () => {
+    f = await createPipelineFixture({ events: 60_000 });
+  });
+  afterAll(() => f?.close());
+
+  it('ingests every event exactly once with the simulator instants, then reports done', async () => {
+    const outputs = await f.runToDone('exec-full');
+    expect(outputs.at(-1)).toMatchObject({ done: true, nextCursor: null });
+    expect(outputs.filter((o) => o.page.received > 0)).toHaveLength(12);
+    const c = await counts(f);
+    expect(c.rows).toBe(60_000);
+    expect(c.distinct).toBe(60_000);
+    expect(c.rejects).toBe(0);
+    expect(c.cp).toMatchObject({
+      status: 'complete',
+      eventsInserted: 60_000,
+      pages: 12,
+      duplicatesSkipped: 0,
+    });
+    const stored = await storedInstants(f.sql);
+    for (let i = 0; i < f.sim.dataset.total; i++) {
+      expect(stored.get(f.sim.dataset.idAt(i))).toBe(f.sim.dataset.timestampAt(i));
+    }
+    // iteration counts invocations within the execution
+    expect(outputs.map((o) => o.iteration)).toEqual(outputs.map((_, i) => i + 1));
+  });
+
+  it('returns done at once for a complete source, without a request', async () => {
+    const before = f.sim.stats().requests;
+    const out = await runStep(f.deps(), { executionId: 'exec-again', state: { sourceId: 'default' } });
+    expect(out).toMatchObject({ done: true, page: { received: 0 }, totals: { inserted: 60_000 } });
+    expect(f.sim.stats().requests).toBe(before);
+  });
+});
+
+// Event ids are unique across the data set (the table's primary key), so each test gets a
+// database of its own rather than a source of its own.
+describe('crashes at every seam resume with exact counts', () => {
+  let f: PipelineFixture;
+  beforeEach(async () => {
+    f = await createPipelineFixture({ events: 15_000 });
+  });
+  afterEach(() => f?.close());
+
+  it('a crash after the fetch and before the commit refetches the same page', async () => {
+    const real = createStore(f.sql);
+    let crashes = 0;
+    const crashing: StepStore = {
+      ...real,
+      persistPage: async (args) => {
+        if (crashes === 0 && args.pageCursor !== null) {
+          crashes++;
+          throw new Error('simulated crash before commit');
+        }
+        return real.persistPage(args);
+      },
+    };
+    const state = { sourceId: 'before-commit' };
+    const first = await runStep(f.deps({ store: crashing }), { executionId: 'e1', state });
+    expect(first.page.inserted).toBe(5000);
+    await expect(runStep(f.deps({ store: crashing }), { executionId: 'e1', state: first })).rejects.toThrow(
+      'simulated crash before commit',
+    );
+    const mid = await counts(f, 'before-commit');
+    expect(mid.rows).toBe(5000);
+    expect(mid.cp?.pages).toBe(1);
+    await f.runToDone('e1', { sourceId: 'before-commit', deps: f.deps({ store: crashing }) });
+    const end = await counts(f, 'before-commit');
+    expect(end).toMatchObject({ rows: 15_000, distinct: 15_000 });
+    expect(end.cp).toMatchObject({
+      status: 'complete',
+      eventsInserted: 15_000,
+      pages: 3,
+      duplicatesSkipped: 0,
+    });
+  });
+
+  it('a crash after the commit and before the return goes on from the committed page', async () => {
+    const real = createStore(f.sql);
+    let crashed = false;
+    const crashing: StepStore = {
+      ...real,
+      persistPage: async (args) => {
+        const result = await real.persistPage(args);
+        if (!crashed) {
+          crashed = true;
+          throw new Error('simulated crash after commit');
+        }
+        return result;
+      },
+    };
+    await expect(
+      runStep(f.deps({ store: crashing }), { executionId: 'e2', state: { sourceId: 'after-commit' } }),
+    ).rejects.toThrow('simulated crash after commit');
+    // The state machine retries with the same state: the checkpoint already moved on.
+    const outputs = await f.runToDone('e2', { sourceId: 'after-commit', deps: f.deps({ store: crashing }) });
+    expect(outputs.reduce((n, o) => n + o.page.received, 0)).toBe(10_000);
+    const end = await counts(f, 'after-commit');
+    expect(end).toMatchObject({ rows: 15_000, distinct: 15_000 });
+    expect(end.cp).toMatchObject({
+      status: 'complete',
+      eventsInserted: 15_000,
+      pages: 3,
+      duplicatesSkipped: 0,
+    });
+  });
+
+  it('the same page committed twice is refused the second time and stores nothing twice', async () => {
+    const real = createStore(f.sql);
+    let captured: Parameters<StepStore['persistPage']>[0] | null = null;
+    const capturing: StepStore = {
+      ...real,
+      persistPage: async (args) => {
+        captured = args;
+        return real.persistPage(args);
+      },
+    };
+    await runStep(f.deps({ store: capturing }), { executionId: 'e3', state: { sourceId: 'twice' } });
+    expect(captured).not.toBeNull();
+    await expect(real.persistPage(captured!)).rejects.toBeInstanceOf(CheckpointConflictError);
+    const c = await counts(f, 'twice');
+    expect(c.rows).toBe(5000);
+    expect(c.cp).toMatchObject({ pages: 1, eventsInserted: 5000 });
+  });
+});
+
+describe('concurrency and leases', () => {
+  let f: PipelineFixture;
+  beforeEach(async () => {
+    f = await createPipelineFixture({ events: 20_000 });
+  });
+  afterEach(() => f?.close());
+
+  it('two invocations of one execution racing on a source: exactly one advances', async () => {
+    const state = { sourceId: 'race' };
+    const results = await Promise.allSettled([
+      runStep(f.deps(), { executionId: 'same', state }),
+      runStep(f.deps(), { executionId: 'same', state }),
+    ]);
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    expect(ok).toHaveLength(1);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.reason).toBeInstanceOf(CheckpointConflictError);
+    const c = await counts(f, 'race');
+    expect(c.rows).toBe(5000);
+    expect(c.cp?.pages).toBe(1);
+  });
+
+  it("a different execution's live lease is refused with LeaseHeldError naming the holder", async () => {
+    await runStep(f.deps(), { executionId: 'holder', state: { sourceId: 'leased' } });
+    const err = await runStep(f.deps(), { executionId: 'intruder', state: { sourceId: 'leased' } }).catch(
+      (e) => e,
+    );
+    expect(err).toBeInstanceOf(LeaseHeldError);
+    expect(err.message).toContain('holder');
+    const c = await counts(f, 'leased');
+    expect(c.cp?.pages).toBe(1);
+    // the explicit handover from a finished parent is accepted
+    const child = await runStep(f.deps(), {
+      executionId: 'child',
+      state: { sourceId: 'leased', parentExecutionId: 'holder' },
+    });
+    expect(child.page.inserted).toBe(5000);
+  });
+});
+
+describe('rate limiting, cursors and auth', () => {
+  it('a 429 does not advance, records the headers and asks the Wait state for the server’s delay', async () => {
+    const f = await createPipelineFixture({ events: 20_000, rateLimit: 2, windowSeconds: 60 });
+    try {
+      const first = await runStep(f.deps(), { executionId: 'r', state: { sourceId: 'rl' } });
+      expect(first.page.inserted).toBe(5000);
+      // another client of the same key spends the window
+      await fetch(`${f.sim.url}/events?limit=1`, { headers: { 'X-API-Key': f.sim.options.apiKey } });
+      const before = await counts(f, 'rl');
+      const second = await runStep(f.deps({ config: { maxInTaskSleepMs: 0 } }), {
+        executionId: 'r',
+        state: first,
+      });
+      expect(second).toMatchObject({ done: false, skipped: 'rate-limited', page: { received: 0 } });
+      expect(second.waitSeconds).toBeGreaterThanOrEqual(50);
+      const after = await counts(f, 'rl');
+      expect(after.rows).toBe(before.rows);
+      expect(after.cp?.cursor).toBe(before.cp?.cursor);
+      expect(after.cp?.rateLimited).toBe(1);
+      expect(after.cp?.lastRateLimit).toMatchObject({ limit: 2, remaining: 0 });
+      expect(after.cp!.nextRequestAtMs!).toBeGreaterThan(Date.now() + 50_000);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('a cursor that expired during a long pause is refreshed and accepted', async () => {
+    const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
+    try {
+      const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
+      const first = await runStep(deps, { executionId: 'c', state: { sourceId: 'ttl' } });
+      await new Promise((r) => setTimeout(r, 1_300));
+      const second = await runStep(deps, { executionId: 'c', state: first });
+      expect(second.page.inserted).toBe(5000);
+      // The step saw the stored cursor had expired and refreshed it before asking: no 400 at all.
+      expect(f.sim.stats().byStatus['400']).toBeUndefined();
+      expect(
+        f.logs.some((l) => l.message === 'cursor expired or about to: refreshed before the request'),
+      ).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('a refused refreshed cursor falls back to the rebuilt one, then fails clearly without losing anything', async () => {
+    const f = await createPipelineFixture({
+      events: 15_000,
+      cursorTtlSeconds: 1,
+      rejectRefreshedCursors: true,
+    });
+    try {
+      const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
+      const first = await runStep(deps, { executionId: 'x', state: { sourceId: 'stuck' } });
+      const before = await counts(f, 'stuck');
+      await new Promise((r) => setTimeout(r, 1_300));
+      const err = await runStep(deps, { executionId: 'x', state: first }).catch((e) => e);
+      expect(err).toBeInstanceOf(CursorRejectedError);
+      expect(err.message).toContain('"stuck"');
+      expect(err.message).toContain(`id=${before.cp?.positionId}`);
+      // refreshed before the request (it had expired), refused; rebuilt from the position, refused
+      expect(
+        f.logs.filter((l) => l.message.startsWith('cursor refused')).map((l) => l.fields?.stage),
+      ).toEqual(['rebuilt']);
+      expect(f.sim.stats().faults.refreshedCursorRejected).toBe(2);
+      const after = await counts(f, 'stuck');
+      expect(after.rows).toBe(5000);
+      expect(after.cp?.cursor).toBe(before.cp?.cursor);
+      expect(after.cp?.pages).toBe(before.cp?.pages);
+      expect(after.cp?.lastError).toContain('CursorRejectedError');
+      expect(after.cp?.leaseOwner ?? null).toBeNull();
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('a wrong API key fails with AuthError on the first call, with no retry and no progress recorded', async () => {
+    const f = await createPipelineFixture({ events: 10_000 });
+    try {
+      const err = await runStep(f.deps({ apiKey: 'wrong-key' }), {
+        executionId: 'a',
+        state: { sourceId: 'auth' },
+      }).catch((e) => e);
+      expect(err).toBeInstanceOf(AuthError);
+      expect(f.sim.stats().requests).toBe(1);
+      const c = await counts(f, 'auth');
+      expect(c.rows).toBe(0);
+      expect(c.cp).toMatchObject({ pages: 0, eventsInserted: 0, cursor: null, requests: 0 });
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe('the chaos profile', () => {
+  it('completes with every valid event once and every malformed one in rejected_events with its reason', async () => {
+    const f = await createPipelineFixture({ events: 40_000, chaos: true, seed: 7, duplicateRowRate: 0.5 });
+    try {
+      const deps = f.deps({ config: { retryBudgetMs: 30_000 } });
+      await f.runToDone('chaos', { sourceId: 'chaos', deps, maxSteps: 200 });
+      const ds = f.sim.dataset;
+      const c = await counts(f, 'chaos');
+      expect(c.rows).toBe(ds.expectedValidCount());
+      expect(c.distinct).toBe(c.rows);
+      const rejected = ds.rejectedIndices();
+      expect(rejected.length).toBeGreaterThan(0);
+      expect(c.rejects).toBe(rejected.length);
+      const rows = await f.sql<{ event_id: string | null; reason: string }[]>`
+        select event_id, reason from rejected_events where source_id = 'chaos'`;
+      const rejectedIds = new Set(rows.map((r) => r.event_id));
+      for (const i of rejected) expect(rejectedIds.has(ds.idAt(i))).toBe(true);
+      for (const r of rows) expect(r.reason).toMatch(/^(timestamp|sessionId|userId|type|name)/);
+      const stored = await storedInstants(f.sql, 'chaos');
+      for (let i = 0; i < ds.total; i++) {
+        if (ds.isValid(i)) expect(stored.get(ds.idAt(i))).toBe(ds.timestampAt(i));
+      }
+      expect(c.cp).toMatchObject({ status: 'complete', eventsInserted: c.rows, rejected: c.rejects });
+      expect(c.cp!.duplicatesSkipped).toBeGreaterThan(0); // pages that repeat rows from before their cursor
+      expect(f.sim.stats().faults.transientError + f.sim.stats().faults.truncatedBody).toBeGreaterThan(0);
+    } finally {
+      await f.close();
+    }
+  });
+});
