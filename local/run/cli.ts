@@ -5,6 +5,14 @@ import { type LocalRunSummary, runLocal } from './runner.ts';
  * `npm run local`: exit 0 only when the source is complete and the verification holds;
  * 2 for bad options; 130 when interrupted; 1 otherwise. Every failure is one clear line.
  */
+// The AWS SDK inside aws-local-stepfunctions warns on every run that Node 20 support ends;
+// that is noise here (the runner supports Node 20), while other warnings still show.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (/node >=22|upgrade to node/i.test(w.message)) return;
+  process.stderr.write(`${w.name}: ${w.message}\n`);
+});
+
 async function main(): Promise<number> {
   let options: ReturnType<typeof parseLocalRunArgs>;
   try {
