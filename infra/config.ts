@@ -1,0 +1,69 @@
+import { z } from 'zod';
+import { ConfigError } from '#shared/errors.ts';
+
+/** Where the stack is deployed: real AWS (VPC + RDS) or LocalStack (compose Postgres, no VPC). */
+export const targetSchema = z.enum(['aws', 'localstack']);
+export type Target = z.infer<typeof targetSchema>;
+
+const httpUrl = z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), {
+  error: 'must be an http(s) URL such as https://host/api/v1',
+});
+
+/** A Step Functions state machine name (also part of its ARN): letters, digits, `-` and `_`. */
+export const stateMachineNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,80}$/, { error: 'must be 1-80 letters, digits, "-" or "_"' });
+
+/**
+ * Choices the app reads from CDK context (`-c key=value` or cdk.json `context`). Context values
+ * given on the command line are strings, so numbers and booleans are coerced here, once.
+ */
+export const contextSchema = z.object({
+  target: targetSchema.default('aws'),
+  datasyncApiUrl: httpUrl.optional(),
+  stackName: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, { error: 'must be a CloudFormation stack name' })
+    .default('DataSyncIngest'),
+  stateMachineName: stateMachineNameSchema.optional(),
+  apiKeySecretName: z.string().min(1).optional(),
+  apiKeySecretArn: z
+    .string()
+    .startsWith('arn:', { error: 'must be a Secrets Manager secret ARN' })
+    .optional(),
+  alarmTopicArn: z.string().startsWith('arn:', { error: 'must be an SNS topic ARN' }).optional(),
+  natGateways: z.coerce.number().int().min(0).max(3).optional(),
+  databaseInstanceType: z
+    .string()
+    .regex(/^[a-z0-9]+\.[a-z0-9]+$/, { error: 'must look like t4g.micro' })
+    .optional(),
+  deletionProtection: z
+    .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
+    .optional(),
+  databaseRemovalPolicy: z.enum(['snapshot', 'retain', 'destroy']).optional(),
+  maxIterationsPerExecution: z.coerce.number().int().min(1).max(2500).optional(),
+  minRequestSpacingMs: z.coerce.number().int().min(0).max(600_000).optional(),
+  pageSize: z.coerce.number().int().min(1).max(5000).optional(),
+  reservedConcurrency: z.coerce.number().int().min(1).max(10).optional(),
+});
+export type AppContext = z.infer<typeof contextSchema>;
+
+/** The keys `contextSchema` knows, so the app reads exactly these from the CDK context. */
+export const CONTEXT_KEYS = Object.keys(contextSchema.shape) as (keyof AppContext)[];
+
+/** Parses the raw context values; an invalid one is a ConfigError naming the key and the fix. */
+export function parseContext(raw: Record<string, unknown>): AppContext {
+  const parsed = contextSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`);
+    throw new ConfigError(
+      `Invalid CDK context: ${lines.join('; ')}. Fix the value passed with -c key=value or in cdk.json "context".`,
+    );
+  }
+  if (parsed.data.apiKeySecretName && parsed.data.apiKeySecretArn) {
+    throw new ConfigError(
+      'Invalid CDK context: set either apiKeySecretName or apiKeySecretArn, not both (they name the same secret).',
+    );
+  }
+  return parsed.data;
+}

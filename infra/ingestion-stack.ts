@@ -1,0 +1,340 @@
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  CfnOutput,
+  Duration,
+  RemovalPolicy,
+  SecretValue,
+  Stack,
+  type StackProps,
+  Validations,
+} from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import type { Construct } from 'constructs';
+import { z } from 'zod';
+import { ConfigError } from '#shared/errors.ts';
+import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
+import { IngestAlarms } from './constructs/alarms.ts';
+import { Database } from './constructs/database.ts';
+import { IngestFunction } from './constructs/ingest-function.ts';
+import { hashDirectory, Migrations } from './constructs/migrations.ts';
+import { Network } from './constructs/network.ts';
+import { IngestStateMachine } from './state-machine.ts';
+
+/** The repository root: entries, package-lock.json and drizzle/ are found from here. */
+export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The compose Postgres the LocalStack target's functions reach (service name on the compose network). */
+export interface LocalDatabaseConnection {
+  /** @default 'postgres' */
+  readonly host?: string;
+  /** @default 5432 */
+  readonly port?: number;
+  /** @default 'postgres' */
+  readonly username?: string;
+  /** A development password only: it is stored in the stack's template. @default 'postgres' */
+  readonly password?: string;
+  /** @default 'datasync' */
+  readonly dbname?: string;
+}
+
+/** Props of {@link IngestionStack}. */
+export interface IngestionStackProps extends StackProps {
+  /** `aws` (VPC + RDS) or `localstack` (no VPC, no RDS: the compose Postgres via a secret). @default 'aws' */
+  readonly target?: Target;
+  /**
+   * Base URL of the DataSync API, e.g. `https://host/api/v1`. Required for the `aws` target.
+   * @default 'http://simulator:4010/api/v1' for the `localstack` target
+   */
+  readonly datasyncApiUrl?: string;
+  /** @default 'datasync-ingest' */
+  readonly stateMachineName?: string;
+  /** An existing secret holding the API key, by name or ARN. @default - a new empty secret */
+  readonly apiKeySecret?: { readonly name: string } | { readonly arn: string };
+  /** @default 1 */
+  readonly natGateways?: number;
+  /** @default ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO) */
+  readonly databaseInstanceType?: ec2.InstanceType;
+  /** @default false */
+  readonly databaseMultiAz?: boolean;
+  /** @default true */
+  readonly deletionProtection?: boolean;
+  /** @default RemovalPolicy.SNAPSHOT */
+  readonly databaseRemovalPolicy?: RemovalPolicy;
+  /** @default 512 */
+  readonly fetchPageMemoryMb?: number;
+  /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.seconds(60) */
+  readonly fetchPageTimeout?: Duration;
+  /**
+   * Reserved concurrency of fetch-page: 1 means no misconfiguration can ever fan out against the
+   * upstream's rate limit. The account needs unreserved headroom (AWS keeps 10 unreserved).
+   * @default 1
+   */
+  readonly reservedConcurrency?: number;
+  /** MIN_REQUEST_SPACING_MS of the function. @default 2200 */
+  readonly minRequestSpacingMs?: number;
+  /** PAGE_SIZE of the function. @default 5000 */
+  readonly pageSize?: number;
+  /** @default 1000 */
+  readonly maxIterationsPerExecution?: number;
+  /** @default Duration.hours(24) */
+  readonly executionTimeout?: Duration;
+  /** @default logs.RetentionDays.ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /** @default 'DataSyncIngest' */
+  readonly metricsNamespace?: string;
+  /** Alarm notifications go here. @default - none */
+  readonly alarmTopicArn?: string;
+  /** @default 1 */
+  readonly rejectedEventsThreshold?: number;
+  /** The committed drizzle migrations, copied into the migration function's bundle. @default '<repo>/drizzle' */
+  readonly migrationsDir?: string;
+  /** LocalStack target only. @default the compose Postgres: postgres:5432, user/password postgres, db datasync */
+  readonly localDatabase?: LocalDatabaseConnection;
+}
+
+const propsSchema = z.object({
+  target: targetSchema.default('aws'),
+  datasyncApiUrl: z
+    .string()
+    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), {
+      error: 'must be an http(s) URL such as https://host/api/v1',
+    })
+    .optional(),
+  stateMachineName: stateMachineNameSchema.default('datasync-ingest'),
+  natGateways: z.number().int().min(0).max(3).default(1),
+  fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
+  reservedConcurrency: z.number().int().min(1).max(10).default(1),
+  minRequestSpacingMs: z.number().int().min(0).max(600_000).default(2200),
+  pageSize: z.number().int().min(1).max(5000).default(5000),
+  metricsNamespace: z.string().min(1).default('DataSyncIngest'),
+});
+
+const FETCH_PAGE_SERVICE = 'fetch-page';
+
+/**
+ * The whole deployment: network and database (aws target), the API key secret, the migration
+ * function run on deploy, the fetch-page function, the state machine, alarms and outputs.
+ */
+export class IngestionStack extends Stack {
+  readonly target: Target;
+  readonly fetchPage: IngestFunction;
+  readonly migrate: IngestFunction;
+  readonly ingestStateMachine: IngestStateMachine;
+  readonly databaseSecret: secretsmanager.ISecret;
+  readonly apiKeySecret: secretsmanager.ISecret;
+  readonly network?: Network;
+  readonly database?: Database;
+  /** The secret's name as a plain string when known (the attribute of a created secret is a token). */
+  private apiKeySecretLiteralName: string | undefined;
+
+  constructor(scope: Construct, id: string, props: IngestionStackProps = {}) {
+    super(scope, id, props);
+    const parsed = propsSchema.safeParse(props);
+    if (!parsed.success) {
+      const lines = parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`);
+      throw new ConfigError(`Invalid IngestionStack props: ${lines.join('; ')}`);
+    }
+    const p = parsed.data;
+    this.target = p.target;
+    const isAws = p.target === 'aws';
+    const apiUrl = p.datasyncApiUrl ?? (isAws ? undefined : 'http://simulator:4010/api/v1');
+    if (!apiUrl) {
+      throw new ConfigError(
+        'The DataSync API URL is not set: pass -c datasyncApiUrl=https://<host>/api/v1 (or set it in cdk.json "context").',
+      );
+    }
+    const logRetention = props.logRetention;
+    const fetchPageTimeout = props.fetchPageTimeout ?? Duration.seconds(60);
+
+    this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
+
+    let lambdaPlacement:
+      | { vpc: ec2.IVpc; vpcSubnets: ec2.SubnetSelection; securityGroups: ec2.ISecurityGroup[] }
+      | undefined;
+    if (isAws) {
+      this.network = new Network(this, 'Network', {
+        natGateways: p.natGateways,
+        flowLogRetention: logRetention,
+      });
+      this.database = new Database(this, 'Database', {
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.databaseSubnets,
+        instanceType: props.databaseInstanceType,
+        multiAz: props.databaseMultiAz,
+        deletionProtection: props.deletionProtection,
+        removalPolicy: props.databaseRemovalPolicy,
+      });
+      const functionsSg = new ec2.SecurityGroup(this, 'FunctionsSecurityGroup', {
+        vpc: this.network.vpc,
+        description: 'datasync-ingest functions: egress to the DataSync API, Secrets Manager and PostgreSQL',
+        allowAllOutbound: true,
+      });
+      this.database.allowFrom(functionsSg);
+      this.databaseSecret = this.database.instance.secret!;
+      lambdaPlacement = {
+        vpc: this.network.vpc,
+        vpcSubnets: this.network.lambdaSubnets,
+        securityGroups: [functionsSg],
+      };
+    } else {
+      const db = props.localDatabase ?? {};
+      this.databaseSecret = new secretsmanager.Secret(this, 'LocalDatabaseSecret', {
+        description:
+          'Connection to the compose Postgres (LocalStack target; no TLS inside the compose network)',
+        // The same JSON shape RDS generates, plus "ssl": false, which the functions honour.
+        secretStringValue: SecretValue.unsafePlainText(
+          JSON.stringify({
+            host: db.host ?? 'postgres',
+            port: db.port ?? 5432,
+            username: db.username ?? 'postgres',
+            password: db.password ?? 'postgres',
+            dbname: db.dbname ?? 'datasync',
+            ssl: false,
+          }),
+        ),
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      Validations.of(this.databaseSecret).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason:
+          'LocalStack target: the secret names a throw-away compose Postgres with a development password.',
+      });
+    }
+
+    const migrationsDir = props.migrationsDir ?? join(PROJECT_ROOT, 'drizzle');
+    const migrationsHash = hashDirectory(migrationsDir);
+
+    this.migrate = new IngestFunction(this, 'Migrate', {
+      entry: join(PROJECT_ROOT, 'functions/migrate/index.ts'),
+      projectRoot: PROJECT_ROOT,
+      description: 'Applies the committed drizzle migrations (run on deploy)',
+      serviceName: 'migrate',
+      metricsNamespace: p.metricsNamespace,
+      memorySize: 256,
+      timeout: Duration.minutes(5),
+      logRetention,
+      ...lambdaPlacement,
+      environment: {
+        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
+        MIGRATIONS_DIR: '/var/task/drizzle',
+      },
+      afterBundling: (_inputDir, outputDir) => [`cp -R "${migrationsDir}" "${outputDir}/drizzle"`],
+    });
+    this.databaseSecret.grantRead(this.migrate.function);
+
+    this.fetchPage = new IngestFunction(this, 'FetchPage', {
+      entry: join(PROJECT_ROOT, 'functions/fetch-page/index.ts'),
+      projectRoot: PROJECT_ROOT,
+      description: 'Fetches one page of DataSync events and stores it with the checkpoint',
+      serviceName: FETCH_PAGE_SERVICE,
+      metricsNamespace: p.metricsNamespace,
+      memorySize: p.fetchPageMemoryMb,
+      timeout: fetchPageTimeout,
+      reservedConcurrentExecutions: p.reservedConcurrency,
+      logRetention,
+      ...lambdaPlacement,
+      environment: {
+        DATASYNC_API_URL: apiUrl,
+        DATASYNC_API_KEY_SECRET_ARN: this.apiKeySecret.secretArn,
+        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
+        MIN_REQUEST_SPACING_MS: String(p.minRequestSpacingMs),
+        PAGE_SIZE: String(p.pageSize),
+      },
+    });
+    this.apiKeySecret.grantRead(this.fetchPage.function);
+    this.databaseSecret.grantRead(this.fetchPage.function);
+
+    this.ingestStateMachine = new IngestStateMachine(this, 'Ingestion', {
+      fetchPage: this.fetchPage.function,
+      // Headroom over the function timeout for a cold start and the invoke round trip.
+      taskTimeout: fetchPageTimeout.plus(Duration.seconds(30)),
+      stateMachineName: p.stateMachineName,
+      maxIterationsPerExecution: props.maxIterationsPerExecution,
+      executionTimeout: props.executionTimeout,
+      logRetention,
+    });
+
+    new Migrations(this, 'Migrations', {
+      handler: this.migrate,
+      migrationsHash,
+      executeAfter: this.database && this.network ? [this.network, this.database] : [this.databaseSecret],
+      executeBefore: [this.ingestStateMachine],
+    });
+
+    new IngestAlarms(this, 'Alarms', {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      metricsNamespace: p.metricsNamespace,
+      serviceName: FETCH_PAGE_SERVICE,
+      rejectedEventsThreshold: props.rejectedEventsThreshold,
+      alarmTopic: props.alarmTopicArn
+        ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+        : undefined,
+    });
+
+    this.acknowledgeFunctionFindings();
+
+    const smArn = this.ingestStateMachine.stateMachine.stateMachineArn;
+    new CfnOutput(this, 'StateMachineArn', { value: smArn });
+    new CfnOutput(this, 'DatabaseSecretArn', { value: this.databaseSecret.secretArn });
+    new CfnOutput(this, 'ApiKeySecretName', {
+      value: this.apiKeySecretLiteralName ?? this.apiKeySecret.secretName,
+    });
+    new CfnOutput(this, 'StartExecutionCommand', {
+      value: `aws stepfunctions start-execution --state-machine-arn ${smArn} --input '{"sourceId":"default"}'`,
+    });
+  }
+
+  private resolveApiKeySecret(ref: IngestionStackProps['apiKeySecret']): secretsmanager.ISecret {
+    if (ref && 'name' in ref) {
+      const imported = secretsmanager.Secret.fromSecretNameV2(this, 'ApiKeySecret', ref.name);
+      this.apiKeySecretLiteralName = ref.name;
+      return imported;
+    }
+    if (ref && 'arn' in ref)
+      return secretsmanager.Secret.fromSecretCompleteArn(this, 'ApiKeySecret', ref.arn);
+    this.apiKeySecretLiteralName = `${this.stackName}/datasync-api-key`;
+    const secret = new secretsmanager.Secret(this, 'ApiKeySecret', {
+      secretName: this.apiKeySecretLiteralName,
+      description:
+        'DataSync API key: put the key in with aws secretsmanager put-secret-value (docs/deploy.md)',
+      // Not a generated random string, which would look like a key: the function recognises this
+      // marker and fails with a ConfigError that says how to put the real key in.
+      secretStringValue: SecretValue.unsafePlainText('REPLACE_ME'),
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    Validations.of(secret).acknowledge({
+      id: 'AwsSolutions-SMG4',
+      reason:
+        'The DataSync API key is issued by the vendor, which offers no API to rotate it: rotation is manual.',
+    });
+    return secret;
+  }
+
+  private acknowledgeFunctionFindings(): void {
+    for (const fn of [this.fetchPage, this.migrate]) {
+      const role = fn.function.role;
+      if (!role) continue;
+      Validations.of(role).acknowledge({
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        reason: 'The AWS managed basic execution policy grants only CloudWatch Logs writes.',
+      });
+      if (this.target === 'aws') {
+        Validations.of(role).acknowledge({
+          id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
+          reason: 'The AWS managed VPC access policy grants only the ENI actions a function in a VPC needs.',
+        });
+      }
+      const policy = role.node.tryFindChild('DefaultPolicy');
+      if (policy) {
+        Validations.of(policy).acknowledge({
+          id: 'AwsSolutions-IAM5[Resource::*]',
+          reason: 'X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions.',
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,259 @@
+import { App, ArnFormat, type CfnElement, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct } from 'constructs';
+import { ConfigError } from '#shared/errors.ts';
+// A cycle by design (the stack builds the state machine; synthesizeDefinition builds the stack):
+// safe because neither module uses the other at load time.
+import { IngestionStack, type IngestionStackProps } from './ingestion-stack.ts';
+
+/** State names are a contract: the local runner maps task states to in-process handlers by name. */
+export const FETCH_PAGE_STATE = 'FetchPage';
+export const DONE_CHOICE_STATE = 'Done?';
+export const WAIT_STATE = 'Wait';
+export const CONTINUE_AS_NEW_STATE = 'ContinueAsNew';
+export const SUCCEEDED_STATE = 'Succeeded';
+export const CONTINUED_STATE = 'ContinuedAsNew';
+export const FAILED_STATE = 'Failed';
+
+/** Errors the fetch-page function throws that another attempt can cure. */
+export const TRANSIENT_ERRORS = [
+  'UpstreamUnavailableError',
+  'RateLimitedError',
+  'CheckpointConflictError',
+  'DatabaseUnavailableError',
+  'States.Timeout',
+] as const;
+
+/** Errors no retry can cure: the execution fails at once with the function's message as the cause. */
+export const FATAL_ERRORS = ['AuthError', 'CursorRejectedError', 'LeaseHeldError', 'ConfigError'] as const;
+
+/**
+ * Lambda service faults. CDK's default retry covers the first four, but not throttling, which a
+ * reserved concurrency of 1 makes likely when an operator invokes the function by hand.
+ */
+export const LAMBDA_SERVICE_ERRORS = [
+  'Lambda.ServiceException',
+  'Lambda.AWSLambdaException',
+  'Lambda.SdkClientException',
+  'Lambda.ClientExecutionTimeoutException',
+  'Lambda.TooManyRequestsException',
+] as const;
+
+/** Props of {@link IngestStateMachine}. */
+export interface IngestStateMachineProps {
+  /** The fetch-page function. */
+  readonly fetchPage: lambda.IFunction;
+  /** How long one FetchPage task may run, at least the function's own timeout. */
+  readonly taskTimeout: Duration;
+  /** The state machine's name; its own ARN is built from it for the continue-as-new grant. @default 'datasync-ingest' */
+  readonly stateMachineName?: string;
+  /**
+   * FetchPage invocations before the execution continues as a new one. One Task+Choice+Wait
+   * iteration writes about 9 history events; Standard executions fail at 25,000.
+   * @default 1000
+   */
+  readonly maxIterationsPerExecution?: number;
+  /** Overall execution timeout. @default Duration.hours(24) */
+  readonly executionTimeout?: Duration;
+  /** @default logs.RetentionDays.ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+}
+
+/**
+ * The ingestion loop: FetchPage -> Done? -> (Succeeded | ContinueAsNew | Wait -> FetchPage).
+ * The function paces itself and says how long to wait; the state machine owns retries, the
+ * history-size limit (continue-as-new) and failing loudly on fatal errors.
+ */
+export class IngestStateMachine extends Construct {
+  readonly stateMachine: sfn.StateMachine;
+  readonly logGroup: logs.LogGroup;
+  readonly stateMachineName: string;
+
+  constructor(scope: Construct, id: string, props: IngestStateMachineProps) {
+    super(scope, id);
+    const maxIterations = props.maxIterationsPerExecution ?? 1000;
+    if (!Number.isInteger(maxIterations) || maxIterations < 1 || maxIterations > 2500) {
+      throw new ConfigError(
+        `maxIterationsPerExecution must be a whole number from 1 to 2500 (about 9 history events each, limit 25,000), got ${maxIterations}.`,
+      );
+    }
+    this.stateMachineName = props.stateMachineName ?? 'datasync-ingest';
+
+    const failed = new sfn.Fail(this, FAILED_STATE, {
+      stateName: FAILED_STATE,
+      errorPath: '$.error.Error',
+      causePath: '$.error.Cause',
+    });
+
+    const fetchPage = new tasks.LambdaInvoke(this, FETCH_PAGE_STATE, {
+      stateName: FETCH_PAGE_STATE,
+      lambdaFunction: props.fetchPage,
+      payloadResponseOnly: true,
+      payload: sfn.TaskInput.fromObject({
+        executionId: sfn.JsonPath.stringAt('$$.Execution.Id'),
+        state: sfn.JsonPath.entirePayload,
+      }),
+      taskTimeout: sfn.Timeout.duration(props.taskTimeout),
+      // Our own retriers below: the CDK default misses Lambda.TooManyRequestsException.
+      retryOnServiceExceptions: false,
+    })
+      .addRetry({
+        errors: [...LAMBDA_SERVICE_ERRORS],
+        interval: Duration.seconds(2),
+        maxAttempts: 6,
+        backoffRate: 2,
+        maxDelay: Duration.seconds(60),
+        jitterStrategy: sfn.JitterType.FULL,
+      })
+      .addRetry({
+        errors: [...TRANSIENT_ERRORS],
+        interval: Duration.seconds(5),
+        maxAttempts: 8,
+        backoffRate: 2,
+        maxDelay: Duration.seconds(120),
+        jitterStrategy: sfn.JitterType.FULL,
+      })
+      .addCatch(failed, { errors: [...FATAL_ERRORS], resultPath: '$.error' })
+      .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    // $$.StateMachine.Id is this state machine's ARN at run time: no circular reference to the
+    // construct, and the local runner fills it in the same way.
+    const continueAsNew = new sfn.CustomState(this, CONTINUE_AS_NEW_STATE, {
+      stateJson: {
+        Type: 'Task',
+        Resource: `arn:${Stack.of(this).partition}:states:::states:startExecution`,
+        Parameters: {
+          'StateMachineArn.$': '$$.StateMachine.Id',
+          Input: {
+            'sourceId.$': '$.sourceId',
+            'parentExecutionId.$': '$$.Execution.Id',
+          },
+        },
+        TimeoutSeconds: 60,
+      },
+    })
+      // A start that failed ambiguously and is retried can create a second child; the lease
+      // lets only one of them (the one that took over from this execution) make progress.
+      .addRetry({
+        errors: [sfn.Errors.ALL],
+        interval: Duration.seconds(2),
+        maxAttempts: 3,
+        backoffRate: 2,
+        jitterStrategy: sfn.JitterType.FULL,
+      })
+      .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    const wait = new sfn.Wait(this, WAIT_STATE, {
+      stateName: WAIT_STATE,
+      time: sfn.WaitTime.secondsPath('$.waitSeconds'),
+    });
+
+    const done = new sfn.Choice(this, DONE_CHOICE_STATE, { stateName: DONE_CHOICE_STATE })
+      .when(
+        sfn.Condition.booleanEquals('$.done', true),
+        new sfn.Succeed(this, SUCCEEDED_STATE, { stateName: SUCCEEDED_STATE }),
+      )
+      .when(
+        sfn.Condition.numberGreaterThanEquals('$.iteration', maxIterations),
+        continueAsNew.next(new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE })),
+      )
+      .otherwise(wait.next(fetchPage));
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      // Vended-log groups for Step Functions must start with /aws/vendedlogs/ to avoid the
+      // resource-policy size limit.
+      logGroupName: `/aws/vendedlogs/states/${this.stateMachineName}`,
+      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
+      stateMachineName: this.stateMachineName,
+      stateMachineType: sfn.StateMachineType.STANDARD,
+      definitionBody: sfn.DefinitionBody.fromChainable(fetchPage.next(done)),
+      timeout: props.executionTimeout ?? Duration.hours(24),
+      tracingEnabled: true,
+      logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
+    });
+    const selfArn = Stack.of(this).formatArn({
+      service: 'states',
+      resource: 'stateMachine',
+      resourceName: this.stateMachineName,
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
+    this.stateMachine.addToRolePolicy(
+      new iam.PolicyStatement({ actions: ['states:StartExecution'], resources: [selfArn] }),
+    );
+    const policy = this.stateMachine.role.node.tryFindChild('DefaultPolicy');
+    if (policy) {
+      Validations.of(policy).acknowledge(
+        {
+          id: 'AwsSolutions-IAM5[Resource::*]',
+          reason:
+            'X-Ray PutTraceSegments/PutTelemetryRecords/GetSampling* and the CloudWatch Logs delivery actions (CreateLogDelivery, PutResourcePolicy, DescribeLogGroups...) do not support resource-level permissions.',
+        },
+        {
+          id: `AwsSolutions-IAM5[Resource::<${Stack.of(this).getLogicalId(props.fetchPage.node.defaultChild as CfnElement)}.Arn>:*]`,
+          reason:
+            'lambda:InvokeFunction on the fetch-page function and its versions/aliases only (CDK grants "<arn>:*" for qualified invocations).',
+        },
+      );
+    }
+  }
+}
+
+/** A readable stand-in for a CloudFormation reference inside the plain ASL. */
+function placeholder(token: unknown): string {
+  if (token && typeof token === 'object') {
+    const t = token as Record<string, unknown>;
+    if ('Ref' in t) {
+      const ref = String(t.Ref);
+      const pseudo: Record<string, string> = {
+        'AWS::Partition': 'aws',
+        'AWS::Region': 'us-east-1',
+        'AWS::AccountId': '123456789012',
+        'AWS::URLSuffix': 'amazonaws.com',
+      };
+      return pseudo[ref] ?? `arn:aws:lambda:us-east-1:123456789012:function:${ref}`;
+    }
+    if ('Fn::GetAtt' in t) {
+      const [logicalId] = t['Fn::GetAtt'] as [string, string];
+      return `arn:aws:lambda:us-east-1:123456789012:function:${logicalId}`;
+    }
+  }
+  throw new ConfigError(
+    `Cannot turn ${JSON.stringify(token)} into plain ASL: only Ref and Fn::GetAtt are expected in the definition; update synthesizeDefinition to handle it.`,
+  );
+}
+
+/** Turns the resolved `DefinitionString` (a string or an `Fn::Join`) into the plain ASL object. */
+export function definitionToAsl(resolved: unknown): Record<string, unknown> {
+  if (typeof resolved === 'string') return JSON.parse(resolved);
+  const join = (resolved as { 'Fn::Join'?: [string, unknown[]] })['Fn::Join'];
+  if (!join) {
+    throw new ConfigError(
+      `Unexpected state machine definition shape: ${JSON.stringify(resolved).slice(0, 200)}`,
+    );
+  }
+  const [separator, parts] = join;
+  return JSON.parse(parts.map((p) => (typeof p === 'string' ? p : placeholder(p))).join(separator));
+}
+
+/**
+ * The plain ASL of the real stack's state machine, built in memory with bundling skipped: the one
+ * definition both the cloud and the local runner execute. ARNs are readable placeholders. The
+ * upstream URL is irrelevant to the definition, so a reserved `.invalid` host stands in for it.
+ */
+export function synthesizeDefinition(props: Partial<IngestionStackProps> = {}): Record<string, unknown> {
+  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
+  const stack = new IngestionStack(app, 'DataSyncIngest', {
+    datasyncApiUrl: 'https://datasync.invalid/api/v1',
+    ...props,
+  });
+  const cfn = stack.ingestStateMachine.stateMachine.node.defaultChild as sfn.CfnStateMachine;
+  return definitionToAsl(stack.resolve(cfn.definitionString));
+}

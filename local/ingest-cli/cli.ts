@@ -1,0 +1,61 @@
+import { SFNClient } from '@aws-sdk/client-sfn';
+import { DataSyncError } from '#shared/errors.ts';
+import { parseIngestArgs, USAGE } from './args.ts';
+import { type CheckpointView, formatStatus, ingestionStatus, startIngestion, stopIngestion } from './core.ts';
+
+/** Opens the database only for `status --database-url`: the rest of the CLI needs AWS alone. */
+async function checkpointReader(url: string) {
+  const { createSql } = await import('#shared/db/client.ts');
+  const { getCheckpoint } = await import('#shared/db/checkpoints.ts');
+  const sql = createSql(url, { applicationName: 'datasync-ingest-cli' });
+  return {
+    read: async (sourceId: string): Promise<CheckpointView | null> => getCheckpoint(sql, sourceId),
+    close: () => sql.end({ timeout: 5 }),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = parseIngestArgs(argv, process.env);
+  if (cmd === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
+  const target = { stateMachineArn: cmd.stateMachineArn, sourceId: cmd.sourceId };
+  const region = cmd.stateMachineArn.split(':')[3];
+  const sfn = new SFNClient(region ? { region } : {});
+  const now = () => Date.now();
+  if (cmd.command === 'start') {
+    const r = await startIngestion({ sfn, now }, target);
+    console.log(`started ${r.executionArn}`);
+    if (r.parentExecutionId) console.log(`takes over the lease of ${r.parentExecutionId}`);
+    return 0;
+  }
+  if (cmd.command === 'stop') {
+    const r = await stopIngestion({ sfn, now }, target, cmd.cause);
+    console.log(`stopped ${r.executionArn}`);
+    return 0;
+  }
+  const reader = cmd.databaseUrl ? await checkpointReader(cmd.databaseUrl) : null;
+  try {
+    const report = await ingestionStatus(
+      { sfn, now, ...(reader ? { readCheckpoint: reader.read } : {}) },
+      target,
+    );
+    for (const line of formatStatus(report)) console.log(line);
+    return 0;
+  } finally {
+    await reader?.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    // Our errors carry the cause and the fix; anything else (AWS credentials, network) keeps its name.
+    const e = error instanceof Error ? error : new Error(String(error));
+    console.error(e instanceof DataSyncError ? e.message : `${e.name}: ${e.message}`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,397 @@
+import { App, RemovalPolicy } from 'aws-cdk-lib';
+import { Match } from 'aws-cdk-lib/assertions';
+import { describe, expect, it } from 'vitest';
+import { stackPropsFromContext } from '#infra/app.ts';
+import { parseContext } from '#infra/config.ts';
+import { hashDirectory } from '#infra/constructs/migrations.ts';
+import { IngestionStack } from '#infra/ingestion-stack.ts';
+import { buildStack, FIXTURE_MIGRATIONS, onlyResource, skipBundlingApp, TEST_API_URL } from './support.ts';
+
+/** Synthesized CloudFormation is untyped JSON; the assertions below state the shape they expect. */
+// biome-ignore lint/suspicious/noExplicitAny: template JSON has no static type
+type CfnProps = Record<string, any>;
+
+const { template } = buildStack();
+const resources = template.toJSON().Resources as Record<string, { Type: string; Properties: CfnProps }>;
+const fetchPage = onlyResource(template, 'AWS::Lambda::Function', {
+  Description: Match.stringLikeRegexp('page'),
+});
+const migrate = onlyResource(template, 'AWS::Lambda::Function', {
+  Description: Match.stringLikeRegexp('migrations'),
+});
+const db = onlyResource(template, 'AWS::RDS::DBInstance');
+const apiKeySecret = onlyResource(template, 'AWS::SecretsManager::Secret', {
+  Name: 'DataSyncIngest/datasync-api-key',
+});
+const dbSecretAttachment = onlyResource(template, 'AWS::SecretsManager::SecretTargetAttachment');
+
+function policyOf(role: unknown) {
+  const [policy] = Object.values(resources).filter(
+    (r) => r.Type === 'AWS::IAM::Policy' && JSON.stringify(r.Properties.Roles) === JSON.stringify([role]),
+  );
+  if (!policy) throw new Error(`no policy for ${JSON.stringify(role)}`);
+  return policy.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[];
+}
+const roleRef = (fn: { resource: { Properties: CfnProps } }) => ({
+  Ref: fn.resource.Properties.Role['Fn::GetAtt'][0],
+});
+
+describe('fetch-page function', () => {
+  const props = fetchPage.resource.Properties as CfnProps;
+
+  it('runs Node.js 24 on ARM64 with tracing, source maps and its own log group', () => {
+    expect(props.Runtime).toBe('nodejs24.x');
+    expect(props.Architectures).toEqual(['arm64']);
+    expect(props.TracingConfig).toEqual({ Mode: 'Active' });
+    expect(props.MemorySize).toBe(512);
+    expect(props.Timeout).toBe(60);
+    expect(props.Environment.Variables.NODE_OPTIONS).toBe('--enable-source-maps');
+    const logGroupId = props.LoggingConfig.LogGroup.Ref as string;
+    expect(resources[logGroupId]).toMatchObject({
+      Type: 'AWS::Logs::LogGroup',
+      Properties: { RetentionInDays: 30 },
+    });
+  });
+
+  it('is capped at one concurrent execution so nothing can fan out against the rate limit', () => {
+    expect(props.ReservedConcurrentExecutions).toBe(1);
+  });
+
+  it('runs in the private subnets with egress, never in the public or isolated ones', () => {
+    const subnets = (props.VpcConfig.SubnetIds as { Ref: string }[]).map((s) => s.Ref);
+    expect(subnets).toHaveLength(2);
+    for (const subnet of subnets) expect(subnet).toMatch(/^NetworkVpclambdaSubnet/);
+  });
+
+  it('gets configuration and secret ARNs in its environment, never secret values', () => {
+    expect(props.Environment.Variables).toEqual({
+      NODE_OPTIONS: '--enable-source-maps',
+      POWERTOOLS_SERVICE_NAME: 'fetch-page',
+      POWERTOOLS_METRICS_NAMESPACE: 'DataSyncIngest',
+      LOG_LEVEL: 'INFO',
+      DATASYNC_API_URL: TEST_API_URL,
+      DATASYNC_API_KEY_SECRET_ARN: { Ref: apiKeySecret.logicalId },
+      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      MIN_REQUEST_SPACING_MS: '2200',
+      PAGE_SIZE: '5000',
+    });
+    expect(JSON.stringify(props.Environment)).not.toMatch(/password|REPLACE_ME|DATASYNC_API_KEY"/i);
+  });
+
+  it('may read exactly its two secrets and nothing else', () => {
+    const statements = policyOf(roleRef(fetchPage));
+    const secretStatements = statements.filter((s) =>
+      [s.Action].flat().some((a) => a.startsWith('secretsmanager:')),
+    );
+    expect(secretStatements.map((s) => s.Resource)).toEqual([
+      { Ref: apiKeySecret.logicalId },
+      { Ref: dbSecretAttachment.logicalId },
+    ]);
+    for (const s of secretStatements) {
+      expect([s.Action].flat().sort()).toEqual([
+        'secretsmanager:DescribeSecret',
+        'secretsmanager:GetSecretValue',
+      ]);
+    }
+    const others = statements.filter((s) => !secretStatements.includes(s));
+    expect(others.flatMap((s) => [s.Action].flat()).sort()).toEqual([
+      'xray:PutTelemetryRecords',
+      'xray:PutTraceSegments',
+    ]);
+  });
+});
+
+describe('migrations', () => {
+  const props = migrate.resource.Properties as CfnProps;
+
+  it('run from a VPC function that reads only the database secret and finds the bundled migrations', () => {
+    expect(props.Environment.Variables).toMatchObject({
+      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      MIGRATIONS_DIR: '/var/task/drizzle',
+      MIGRATIONS_HASH: hashDirectory(FIXTURE_MIGRATIONS),
+    });
+    const secretResources = policyOf(roleRef(migrate))
+      .filter((s) => [s.Action].flat().some((a) => a.startsWith('secretsmanager:')))
+      .map((s) => s.Resource);
+    expect(secretResources).toEqual([{ Ref: dbSecretAttachment.logicalId }]);
+  });
+
+  it('run on deploy whenever the function version changes, after the database and before the state machine', () => {
+    const trigger = onlyResource(template, 'Custom::Trigger');
+    const versionId = trigger.resource.Properties.HandlerArn as { Ref: string };
+    expect(resources[versionId.Ref]).toMatchObject({
+      Type: 'AWS::Lambda::Version',
+      Properties: { FunctionName: { Ref: migrate.logicalId } },
+    });
+    expect(trigger.resource.Properties.ExecuteOnHandlerChange).toBe(true);
+    const all = template.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+    expect(all[trigger.logicalId]!.DependsOn).toEqual(expect.arrayContaining([db.logicalId]));
+    const sm = onlyResource(template, 'AWS::StepFunctions::StateMachine');
+    expect(all[sm.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
+  });
+
+  it('hash changes exactly when a migration changes', () => {
+    const h = hashDirectory(FIXTURE_MIGRATIONS);
+    expect(h).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashDirectory(FIXTURE_MIGRATIONS)).toBe(h);
+    expect(() => hashDirectory(`${FIXTURE_MIGRATIONS}/missing`)).toThrow(
+      /does not exist: generate the drizzle migrations/,
+    );
+  });
+});
+
+describe('database', () => {
+  const props = db.resource.Properties as CfnProps;
+
+  it('is PostgreSQL 16, encrypted, private, with backups and deletion protection', () => {
+    expect(props).toMatchObject({
+      Engine: 'postgres',
+      EngineVersion: '16',
+      DBInstanceClass: 'db.t4g.micro',
+      StorageEncrypted: true,
+      PubliclyAccessible: false,
+      DeletionProtection: true,
+      BackupRetentionPeriod: 7,
+      MultiAZ: false,
+    });
+    expect(template.toJSON().Resources[db.logicalId]).toMatchObject({
+      DeletionPolicy: 'Snapshot',
+      UpdateReplacePolicy: 'Snapshot',
+    });
+  });
+
+  it('forces TLS through its parameter group', () => {
+    const pg = onlyResource(template, 'AWS::RDS::DBParameterGroup');
+    expect(pg.resource.Properties).toMatchObject({
+      Family: 'postgres16',
+      Parameters: { 'rds.force_ssl': '1' },
+    });
+    expect(props.DBParameterGroupName).toEqual({ Ref: pg.logicalId });
+  });
+
+  it('lives in the isolated subnets', () => {
+    const group = onlyResource(template, 'AWS::RDS::DBSubnetGroup');
+    const subnets = (group.resource.Properties.SubnetIds as { Ref: string }[]).map((s) => s.Ref);
+    for (const subnet of subnets) expect(subnet).toMatch(/^NetworkVpcdatabaseSubnet/);
+    const routes = Object.values(resources).filter(
+      (r) =>
+        r.Type === 'AWS::EC2::Route' && JSON.stringify(r.Properties.RouteTableId).includes('databaseSubnet'),
+    );
+    expect(routes).toEqual([]);
+  });
+
+  it('admits only the functions security group, on 5432, and nothing else', () => {
+    const dbSg = (props.VPCSecurityGroups as { 'Fn::GetAtt': [string, string] }[])[0]!['Fn::GetAtt'][0];
+    const fnSg = (
+      (fetchPage.resource.Properties as CfnProps).VpcConfig.SecurityGroupIds as { 'Fn::GetAtt': [string] }[]
+    )[0]!['Fn::GetAtt'][0];
+    const ingress = Object.values(resources).filter(
+      (r) => r.Type === 'AWS::EC2::SecurityGroupIngress' && r.Properties.GroupId['Fn::GetAtt']?.[0] === dbSg,
+    );
+    expect(ingress.map((r) => r.Properties)).toEqual([
+      expect.objectContaining({
+        IpProtocol: 'tcp',
+        FromPort: 5432,
+        ToPort: 5432,
+        SourceSecurityGroupId: { 'Fn::GetAtt': [fnSg, 'GroupId'] },
+      }),
+    ]);
+    expect(resources[dbSg]!.Properties.SecurityGroupIngress).toBeUndefined();
+  });
+});
+
+describe('network', () => {
+  it('has one NAT gateway by default and a Secrets Manager interface endpoint in the function subnets', () => {
+    template.resourceCountIs('AWS::EC2::NatGateway', 1);
+    template.hasResourceProperties('AWS::EC2::VPCEndpoint', {
+      VpcEndpointType: 'Interface',
+      ServiceName: 'com.amazonaws.us-east-1.secretsmanager',
+      PrivateDnsEnabled: true,
+      SubnetIds: [
+        { Ref: Match.stringLikeRegexp('^NetworkVpclambdaSubnet1') },
+        { Ref: Match.stringLikeRegexp('^NetworkVpclambdaSubnet2') },
+      ],
+    });
+    template.resourceCountIs('AWS::EC2::FlowLog', 1);
+  });
+});
+
+describe('state machine permissions', () => {
+  const sm = onlyResource(template, 'AWS::StepFunctions::StateMachine');
+  const statements = policyOf({ Ref: (sm.resource.Properties as CfnProps).RoleArn['Fn::GetAtt'][0] });
+
+  it('invokes only the fetch-page function', () => {
+    const invoke = statements.filter((s) => [s.Action].flat().some((a) => a.startsWith('lambda:')));
+    expect(invoke).toEqual([
+      expect.objectContaining({
+        Action: 'lambda:InvokeFunction',
+        Resource: [
+          { 'Fn::GetAtt': [fetchPage.logicalId, 'Arn'] },
+          { 'Fn::Join': ['', [{ 'Fn::GetAtt': [fetchPage.logicalId, 'Arn'] }, ':*']] },
+        ],
+      }),
+    ]);
+  });
+
+  it('starts only itself', () => {
+    const start = statements.filter((s) => [s.Action].flat().some((a) => a.startsWith('states:')));
+    expect(start).toEqual([
+      expect.objectContaining({
+        Action: 'states:StartExecution',
+        Resource: {
+          'Fn::Join': [
+            '',
+            [
+              'arn:',
+              { Ref: 'AWS::Partition' },
+              ':states:us-east-1:123456789012:stateMachine:datasync-ingest',
+            ],
+          ],
+        },
+      }),
+    ]);
+    expect(sm.resource.Properties.StateMachineName).toBe('datasync-ingest');
+  });
+});
+
+describe('alarms and outputs', () => {
+  it('alarms on failed, timed-out and aborted executions and on rejected events', () => {
+    for (const metric of ['ExecutionsFailed', 'ExecutionsTimedOut', 'ExecutionsAborted']) {
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: 'AWS/States',
+        MetricName: metric,
+        Threshold: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      });
+    }
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'DataSyncIngest',
+      MetricName: 'EventsRejected',
+      Dimensions: [{ Name: 'service', Value: 'fetch-page' }],
+      Statistic: 'Sum',
+    });
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+  });
+
+  it('sends alarms to the SNS topic when one is given', () => {
+    const topicArn = 'arn:aws:sns:us-east-1:123456789012:ops';
+    const { template: t } = buildStack({ alarmTopicArn: topicArn });
+    const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
+    expect(alarms).toHaveLength(4);
+    for (const a of alarms) expect(a.Properties.AlarmActions).toEqual([topicArn]);
+    expect(
+      Object.values(template.findResources('AWS::CloudWatch::Alarm'))[0]!.Properties.AlarmActions,
+    ).toBeUndefined();
+  });
+
+  it('outputs the state machine ARN, the secrets and the start command', () => {
+    template.hasOutput('StateMachineArn', {
+      Value: { Ref: Match.stringLikeRegexp('^IngestionStateMachine') },
+    });
+    template.hasOutput('DatabaseSecretArn', { Value: { Ref: dbSecretAttachment.logicalId } });
+    template.hasOutput('ApiKeySecretName', { Value: 'DataSyncIngest/datasync-api-key' });
+    template.hasOutput('StartExecutionCommand', {
+      Value: {
+        'Fn::Join': [
+          '',
+          [
+            'aws stepfunctions start-execution --state-machine-arn ',
+            { Ref: Match.stringLikeRegexp('^IngestionStateMachine') },
+            ` --input '{"sourceId":"default"}'`,
+          ],
+        ],
+      },
+    });
+  });
+});
+
+describe('configuration', () => {
+  it('imports an existing API key secret by ARN instead of creating one', () => {
+    const arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:vendor/datasync-AbCdEf';
+    const { template: t } = buildStack({ apiKeySecret: { arn } });
+    expect(
+      Object.keys(t.findResources('AWS::SecretsManager::Secret', { Properties: { Name: Match.anyValue() } })),
+    ).toEqual([]);
+    t.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ DATASYNC_API_KEY_SECRET_ARN: arn }) },
+    });
+  });
+
+  it('honours the sizing and safety props', () => {
+    const { template: t } = buildStack({
+      natGateways: 2,
+      deletionProtection: false,
+      databaseRemovalPolicy: RemovalPolicy.DESTROY,
+      reservedConcurrency: 2,
+      stateMachineName: 'ingest-b',
+    });
+    t.resourceCountIs('AWS::EC2::NatGateway', 2);
+    t.hasResource('AWS::RDS::DBInstance', {
+      DeletionPolicy: 'Delete',
+      Properties: Match.objectLike({ DeletionProtection: false }),
+    });
+    t.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 2 });
+    t.hasResourceProperties('AWS::StepFunctions::StateMachine', { StateMachineName: 'ingest-b' });
+  });
+
+  it('refuses an aws target without the DataSync API URL, naming the fix', () => {
+    expect(() => new IngestionStack(skipBundlingApp(), 'S', { migrationsDir: FIXTURE_MIGRATIONS })).toThrow(
+      /-c datasyncApiUrl=https:\/\/<host>\/api\/v1/,
+    );
+  });
+
+  it('refuses invalid props', () => {
+    expect(
+      () =>
+        new IngestionStack(skipBundlingApp(), 'S', {
+          datasyncApiUrl: 'ftp://x',
+          migrationsDir: FIXTURE_MIGRATIONS,
+          reservedConcurrency: 0,
+        }),
+    ).toThrow(/Invalid IngestionStack props: datasyncApiUrl must be an http\(s\) URL.*reservedConcurrency/);
+  });
+
+  it('parses command-line context strings into typed props', () => {
+    const ctx = parseContext({
+      target: 'aws',
+      datasyncApiUrl: TEST_API_URL,
+      natGateways: '2',
+      deletionProtection: 'false',
+      databaseRemovalPolicy: 'destroy',
+      apiKeySecretName: 'vendor/datasync',
+      databaseInstanceType: 't4g.small',
+    });
+    const props = stackPropsFromContext(ctx);
+    expect(props).toMatchObject({
+      natGateways: 2,
+      deletionProtection: false,
+      databaseRemovalPolicy: RemovalPolicy.DESTROY,
+      apiKeySecret: { name: 'vendor/datasync' },
+    });
+    expect(props.databaseInstanceType?.toString()).toBe('t4g.small');
+    expect(parseContext({}).target).toBe('aws');
+  });
+
+  it('rejects bad context with the key and the fix', () => {
+    expect(() => parseContext({ target: 'gcp' })).toThrow(/Invalid CDK context: target .*-c key=value/);
+    expect(() => parseContext({ natGateways: 'two' })).toThrow(/natGateways/);
+    expect(() => parseContext({ apiKeySecretName: 'a', apiKeySecretArn: 'arn:aws:x' })).toThrow(
+      /either apiKeySecretName or apiKeySecretArn/,
+    );
+  });
+
+  it('builds the app from context', async () => {
+    const { buildApp } = await import('#infra/app.ts');
+    const app = new App({
+      context: {
+        'aws:cdk:bundling-stacks': [],
+        datasyncApiUrl: TEST_API_URL,
+        stackName: 'CtxStack',
+        stateMachineName: 'from-context',
+      },
+    });
+    const { stack } = buildApp(app, { migrationsDir: FIXTURE_MIGRATIONS });
+    expect(stack.stackName).toBe('CtxStack');
+    expect(stack.ingestStateMachine.stateMachineName).toBe('from-context');
+  });
+});
