@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { cursorExpiresWithin, cursorFromPosition, decodeCursor, refreshCursor } from './cursor.ts';
 import type { Checkpoint } from './db/checkpoints.ts';
+import type { PersistPageInput, PersistPageResult } from './db/persist.ts';
 import {
   AuthError,
   CursorExpiredError,
@@ -14,7 +15,7 @@ import {
 } from './errors.ts';
 import { planNextRequest, waitSecondsFor } from './pacing.ts';
 import { normalisePage } from './upstream/normalise.ts';
-import type { FetchPageResult, NormalisedEvent, RejectedEvent } from './upstream/types.ts';
+import type { FetchPageResult, NormalisedEvent } from './upstream/types.ts';
 
 /** Source ids end up in logs, metrics and execution names: keep them to a safe alphabet. */
 export const sourceIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, {
@@ -114,31 +115,9 @@ export interface StepStore {
     rateLimit: RateLimitInfo | null;
     requestsMade: number;
   }): Promise<Checkpoint>;
-  persistPage(
-    args: PersistArgs,
-  ): Promise<{ inserted: number; duplicates: number; rejectsInserted: number; checkpoint: Checkpoint }>;
+  persistPage(args: PersistPageInput): Promise<PersistPageResult>;
   releaseLease(args: { sourceId: string; owner: string }): Promise<void>;
   recordFailure(args: { sourceId: string; error: string }): Promise<void>;
-}
-
-export interface PersistArgs {
-  sourceId: string;
-  expectedVersion: number;
-  owner: string;
-  events: NormalisedEvent[];
-  rejects: RejectedEvent[];
-  pageCursor: string | null;
-  next: {
-    cursor: string | null;
-    positionTs: number | null;
-    positionId: string | null;
-    hasMore: boolean;
-    nextRequestAtMs: number;
-    rateLimit: RateLimitInfo | null;
-    totalReported: number | null;
-  };
-  requestsMade: number;
-  rateLimitedSeen: number;
 }
 
 export interface UpstreamClient {
