@@ -17,8 +17,25 @@ export interface BenchModule {
 }
 
 export const benchmarks: Record<string, { description: string; load: () => Promise<BenchModule> }> = {
+  simulator: {
+    description:
+      'simulator pages/s over real HTTP, 5000-event pages, no rate limit (local/simulator/bench.ts)',
+    load: () => import('./simulator.ts') as Promise<BenchModule>,
+  },
   persist: {
     description: '600 pages x 5000 events through persistPage into PostgreSQL',
     load: () => import('./persist.ts') as Promise<BenchModule>,
+  },
+  pipeline: {
+    description: '1,000,000 events unthrottled through the state machine, handler and PostgreSQL',
+    load: () => import('./pipeline.ts') as Promise<BenchModule>,
+  },
+  memory: {
+    description: 'peak RSS of the handler storing 200 pages of 5000 events (child process)',
+    load: () => import('./memory.ts') as Promise<BenchModule>,
+  },
+  floor: {
+    description: 'elapsed / rate-limit floor, 600 pages, 12 time-scaled window configurations (~19 min)',
+    load: () => import('./floor.ts') as Promise<BenchModule>,
   },
 };

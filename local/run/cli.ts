@@ -77,12 +77,17 @@ function printSummary(s: LocalRunSummary): void {
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
     `verification: ${s.verified ? 'OK' : 'FAILED'}`,
   ];
-  if (s.error) lines.push(`error: ${s.error.name}: ${s.error.message}`);
-  if (s.status === 'interrupted')
-    lines.push('interrupted: run the same command again to resume from the checkpoint');
-  const text = `${lines.join('\n')}\n`;
-  if (s.status === 'complete') process.stdout.write(text);
-  else process.stderr.write(text);
+  // The figures go to stdout; stderr gets the one line that says what went wrong and what to do.
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}\n`);
+  else if (s.status === 'interrupted')
+    process.stderr.write('interrupted: run the same command again to resume from the checkpoint\n');
+  else if (s.status !== 'complete' || !s.verified)
+    process.stderr.write(
+      s.duplicatesSkipped > 0 && s.events < (s.expectedEvents ?? 0)
+        ? `error: ${s.expectedEvents! - s.events} of the upstream's events were already stored under another source (rows are keyed by event id alone); ingest into a separate database or --reset that source\n`
+        : `error: the run ended ${s.status} and the stored rows do not match the checkpoint; see the log in --data-dir/logs\n`,
+    );
 }
 
 function jsonSummary(s: LocalRunSummary) {

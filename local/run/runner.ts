@@ -11,11 +11,12 @@ import {
   synthesizeDefinition,
   WAIT_STATE,
 } from '#infra/state-machine.ts';
-import { getCheckpoint, resetSource } from '#shared/db/checkpoints.ts';
+import { getCheckpoint, releaseLease, resetSource } from '#shared/db/checkpoints.ts';
 import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
+import { AuthError, LeaseHeldError } from '#shared/errors.ts';
 import type { StepOutput } from '#shared/step.ts';
-import { startEmbeddedPostgres } from '../embedded-postgres.ts';
+import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { startSimulator } from '../simulator/index.ts';
 import type { LocalRunOptions } from './options.ts';
 import { createProgressReporter } from './progress.ts';
@@ -63,6 +64,11 @@ export interface LocalRunIo {
   progressMode: 'tty' | 'lines' | 'none';
   /** Aborts the run (Ctrl-C): the current execution stops after its in-flight step. */
   signal?: AbortSignal;
+  /**
+   * Events per request (the handler's PAGE_SIZE). Only benchmarks change it, to keep the page
+   * count while making pages cheaper (bench/floor.ts). @default 5000
+   */
+  pageSize?: number;
 }
 
 const LOCAL_OWNER = /^local:([^:]+):(\d+):/;
@@ -84,6 +90,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
     // 1. PostgreSQL: the given URL, else the embedded server kept in .local/postgres.
     let databaseUrl = options.databaseUrl;
     if (!databaseUrl) {
+      const { startEmbeddedPostgres } = await importWithoutSignalHooks();
       const pg = await startEmbeddedPostgres({
         dataDir: join(dataDir, 'postgres'),
         log: (l) => io.out(`${l}\n`),
@@ -122,6 +129,9 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       );
     }
 
+    // A wrong key or an unreachable API must fail before anything is written for the source.
+    if (!simulator) await preflightUpstream(apiUrl, apiKey ?? '');
+
     if (options.reset) {
       await resetSource(db, options.sourceId);
       io.out(`reset: source "${options.sourceId}" emptied\n`);
@@ -146,6 +156,13 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       if (m && m[1] === hostname() && !processAlive(Number(m[2]))) {
         parentExecutionId = holder;
         io.out(`resuming: the previous local run (pid ${m[2]}) is gone; taking over its lease\n`);
+      } else {
+        // Refuse before starting an execution, so a second run writes nothing and says why in one line.
+        const until = new Date(before?.leaseExpiresAtMs ?? 0).toISOString();
+        throw new LeaseHeldError(
+          `Source "${options.sourceId}" is being ingested by another run (${holder}, lease until ${until}). ` +
+            'Wait for it to finish or stop it, then run this command again; use --source to ingest another source meanwhile.',
+        );
       }
     }
     if (before && !options.reset) {
@@ -173,7 +190,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         DATASYNC_API_KEY: apiKey ?? '',
         DATABASE_URL: databaseUrl,
         MIN_REQUEST_SPACING_MS: String(Math.ceil(options.minSpacingMs / options.timeScale)),
-        PAGE_SIZE: '5000',
+        PAGE_SIZE: String(io.pageSize ?? 5000),
         RETRY_BUDGET_MS: String(Math.ceil(20_000 / Math.max(1, Math.min(options.timeScale, 20)))),
         LEASE_TTL_MS: String(Math.max(10_000, Math.ceil(180_000 / options.timeScale))),
       },
@@ -283,7 +300,14 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
     tick();
     progress.done();
 
-    const after = await getCheckpoint(db, options.sourceId);
+    let after = await getCheckpoint(db, options.sourceId);
+    // An aborted execution never reaches the step that hands the lease back; without this, a
+    // deployed run (or one on another host) would be refused until the TTL runs out.
+    const ours = `local:${hostname()}:${process.pid}:`;
+    if (interrupted && after?.leaseOwner?.startsWith(ours)) {
+      await releaseLease(db, { sourceId: options.sourceId, owner: after.leaseOwner });
+      after = await getCheckpoint(db, options.sourceId);
+    }
     const v = await verify(sql, options.sourceId);
     const status = interrupted
       ? 'interrupted'
@@ -361,6 +385,21 @@ function describeLimit(o: LocalRunOptions): string {
   return `${o.rateLimit} requests per ${o.windowSeconds} s ${o.windowMode}${scale}${o.chaos ? ', chaos' : ''}`;
 }
 
+/**
+ * embedded-postgres installs async-exit-hook when its module loads, and that hook answers SIGINT and
+ * SIGTERM with process.exit(130/143) before the CLI can stop the run and print how to resume. So the
+ * module loads only when needed, and its signal listeners are dropped (cleanup stops the server).
+ */
+async function importWithoutSignalHooks() {
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+  const mod = await import('../embedded-postgres.ts');
+  for (const s of signals) {
+    for (const l of process.listeners(s)) if (!before.get(s)?.has(l)) process.removeListener(s, l);
+  }
+  return mod;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -368,6 +407,36 @@ function processAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * One small request (limit=1) before the first execution. Only a wrong key or an API that cannot
+ * be reached at all stops the run here; a 429 or a passing 5xx is left to the workflow's retries.
+ */
+async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> {
+  const client = createDataSyncClient({ baseUrl: apiUrl, apiKey, timeoutMs: 15_000 });
+  let lastError: unknown = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await client.fetchEvents({ limit: 1 });
+      return;
+    } catch (error) {
+      if (error instanceof AuthError) {
+        throw new AuthError(
+          `The DataSync API at ${apiUrl} refused the API key (HTTP ${error.status}). Check --api-key / DATASYNC_API_KEY.`,
+          error.status,
+        );
+      }
+      if ((error as Error).name !== 'UpstreamUnavailableError') return;
+      lastError = error;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  const reason = (lastError as Error).message.split(';')[0];
+  throw new Error(
+    `Cannot reach the DataSync API at ${apiUrl} (${reason}). Check --api-url / DATASYNC_API_URL and the network, ` +
+      'or leave both unset to use the bundled simulator.',
+  );
 }
 
 async function checkDatabase(sql: Sql, url: string): Promise<void> {

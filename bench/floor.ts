@@ -1,0 +1,165 @@
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { localRunOptionsSchema } from '#local/run/options.ts';
+import { runLocal } from '#local/run/runner.ts';
+import {
+  openTarget,
+  positiveInt,
+  postgresVersion,
+  quietIo,
+  readPageLogs,
+  round1,
+  round3,
+  tempDataDir,
+} from './lib.ts';
+
+/**
+ * How close the pipeline paces to the rate limit: 600 pages through the synthesized state
+ * machine, the handler and PostgreSQL against the simulator limited to 10 requests per window,
+ * for windows of 20, 30 and 60 s, fixed and sliding, without and with 3.5 s upstream latency.
+ *
+ * The floor of a configuration: the 600th request cannot start before (ceil(600/10) - 1) x W =
+ * 59 W after the first one, and takes at least the upstream latency L itself, so
+ *   floor = 59 W + L            (L = 0 without latency; our own compute is not in it)
+ * and elapsed is measured the same way: from the first request's start to the moment the last
+ * page is stored (from the step's own log lines). ratio = elapsed / floor.
+ *
+ * Every configuration is time-scaled (the runner divides the simulator's window, latency and
+ * TTLs, the Wait states and the minimum spacing by the scale) so that the scaled per-request floor
+ * W / 10 / scale is the same everywhere (--request-floor-ms, default 100 ms), and pages hold
+ * --page-size events (default 500, not 5000): the page count stays 600, but a 500-event page
+ * costs ~30 ms of compute instead of ~250 ms, well under the 100 ms per-request floor, so the
+ * figure measures pacing and not the CPU. 12 configurations x ~60-130 s fit in 20 minutes.
+ */
+interface Config {
+  windowSeconds: number;
+  windowMode: 'fixed' | 'sliding';
+  latencyMs: number;
+}
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      pages: { type: 'string', default: '600' },
+      'page-size': { type: 'string', default: '500' },
+      'request-floor-ms': { type: 'string', default: '100' },
+      'min-spacing-ms': { type: 'string', default: '2200' },
+      only: { type: 'string' },
+    },
+    allowPositionals: false,
+  });
+  const pages = positiveInt(values.pages, '--pages');
+  const pageSize = positiveInt(values['page-size'], '--page-size');
+  const requestFloorMs = positiveInt(values['request-floor-ms'], '--request-floor-ms');
+  const minSpacingMs = Number(values['min-spacing-ms']);
+  if (!Number.isInteger(minSpacingMs) || minSpacingMs < 0)
+    throw new Error(`--min-spacing-ms must be a whole number >= 0, got "${values['min-spacing-ms']}"`);
+  const limit = 10;
+  const all: Config[] = [];
+  for (const latencyMs of [0, 3500])
+    for (const windowMode of ['fixed', 'sliding'] as const)
+      for (const windowSeconds of [20, 30, 60]) all.push({ windowSeconds, windowMode, latencyMs });
+  // --only 20:fixed:0,60:sliding:3500 picks configurations (for trying a change quickly).
+  const wanted = values.only?.split(',').map((s) => s.trim());
+  const configs = wanted ? all.filter((c) => wanted.includes(label(c))) : all;
+  if (configs.length === 0)
+    throw new Error(
+      `--only matched no configuration; use window:mode:latency, e.g. ${all.map(label).join(',')}`,
+    );
+
+  const target = await openTarget('dsi_bench_floor');
+  const data = await tempDataDir('floor');
+  console.log(
+    `floor: ${configs.length} configurations x ${pages} pages of ${pageSize} events, ${limit} requests per window, ` +
+      `scaled per-request floor ${requestFloorMs} ms, min spacing ${minSpacingMs} ms before scaling, into ${target.label}`,
+  );
+  console.log(
+    `floor: floor = (ceil(${pages}/${limit}) - 1) x W + L (the last request cannot start earlier and takes its latency L), scaled; ` +
+      'elapsed = first request start to last page stored',
+  );
+  try {
+    const postgres = await postgresVersion(target.url);
+    const results: Record<string, unknown>[] = [];
+    for (const [i, c] of configs.entries()) {
+      const timeScale = (c.windowSeconds * 1000) / limit / requestFloorMs;
+      const sourceId = `floor-${i}`;
+      const options = localRunOptionsSchema.parse({
+        databaseUrl: target.url,
+        apiUrl: null,
+        apiKey: null,
+        events: pages * pageSize,
+        windowSeconds: c.windowSeconds,
+        rateLimit: limit,
+        windowMode: c.windowMode,
+        timeScale,
+        latencyMs: c.latencyMs,
+        chaos: false,
+        // Event ids are the primary key across sources: each configuration needs its own data set.
+        seed: i + 1,
+        sourceId,
+        reset: true,
+        json: false,
+        maxIterations: 1000,
+        minSpacingMs,
+        dataDir: data.dir,
+        progress: 'none',
+      });
+      const summary = await runLocal(
+        options,
+        quietIo(() => false, pageSize),
+      );
+      if (summary.status !== 'complete' || !summary.verified) {
+        throw new Error(
+          `floor: ${label(c)} ended ${summary.status} (verified ${summary.verified}, ${summary.events} events, ` +
+            `${summary.error ? `${summary.error.name}: ${summary.error.message}` : 'no error'}); see ${data.dir}/logs/${sourceId}.log`,
+        );
+      }
+      const logs = await readPageLogs(resolve(data.dir, 'logs', `${sourceId}.log`));
+      const first = logs[0];
+      const last = logs.at(-1);
+      if (!first || !last || logs.length !== pages)
+        throw new Error(`floor: expected ${pages} page log lines for ${label(c)}, found ${logs.length}`);
+      const elapsedSeconds = (last.atMs - (first.atMs - first.persistMs - first.upstreamLatencyMs)) / 1000;
+      const floorSeconds =
+        ((Math.ceil(pages / limit) - 1) * c.windowSeconds + c.latencyMs / 1000) / timeScale;
+      // Requests go one after the other: none can start before the previous one has returned.
+      const sequentialSeconds = (pages * c.latencyMs) / 1000 / timeScale;
+      const entry = {
+        config: label(c),
+        windowSeconds: c.windowSeconds,
+        windowMode: c.windowMode,
+        latencyMs: c.latencyMs,
+        timeScale: round3(timeScale),
+        elapsedSeconds: round1(elapsedSeconds),
+        floorSeconds: round1(floorSeconds),
+        ratio: round3(elapsedSeconds / floorSeconds),
+        rateLimited: summary.rateLimited,
+        requests: summary.requests,
+        sequentialLatencySeconds: round1(sequentialSeconds),
+      };
+      results.push(entry);
+      console.log(
+        `  ${label(c).padEnd(16)} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs floor ${entry.floorSeconds} s = ` +
+          `${entry.ratio.toFixed(3)} x, ${summary.rateLimited} x 429 in ${summary.requests} requests` +
+          (c.latencyMs > 0
+            ? ` (${pages} sequential latencies alone: ${entry.sequentialLatencySeconds} s)`
+            : ''),
+      );
+    }
+    return { bench: 'floor', pages, pageSize, requestFloorMs, minSpacingMs, configs: results, postgres };
+  } finally {
+    await target.drop();
+    await data.remove();
+  }
+}
+
+function label(c: Config): string {
+  return `${c.windowSeconds}:${c.windowMode}:${c.latencyMs}`;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const result = await run(process.argv.slice(2));
+  console.log(JSON.stringify(result));
+}

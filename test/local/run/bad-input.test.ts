@@ -1,0 +1,116 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningSimulator, startSimulator } from '#local/simulator/index.ts';
+import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+import { lines, readSource, runCli } from './support.ts';
+
+// Every mistake a user can make on the command line ends in one line on stderr, a non-zero exit,
+// and nothing stored for the source.
+let db: TestDatabase;
+let dataDir: string;
+let simulator: RunningSimulator;
+
+beforeAll(async () => {
+  db = await createTestDatabase('dsi_local_bad');
+  dataDir = mkdtempSync(join(tmpdir(), 'dsi-local-bad-'));
+  simulator = await startSimulator({ port: 0, events: 1000, apiKey: 'the-right-key', rateLimit: 0 });
+});
+
+afterAll(async () => {
+  await simulator?.close();
+  await db?.drop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function expectNothingStored(): Promise<void> {
+  const state = await readSource(db.url, 'default');
+  expect(state.events).toBe(0);
+  expect(state.rejectedRows).toBe(0);
+  expect(state.checkpoint).toBeNull();
+}
+
+describe('npm run local with bad input', () => {
+  it('rejects an unknown option with the way to the help', async () => {
+    const r = await runCli(['--evnets', '10', '--database-url', db.url, '--data-dir', dataDir]);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual([
+      "error: Unknown option '--evnets'. Run `npm run local -- --help` for the options.",
+    ]);
+    await expectNothingStored();
+  });
+
+  it('names an unreachable database and how to point at another', async () => {
+    const r = await runCli([
+      '--database-url',
+      'postgres://postgres@127.0.0.1:1/x',
+      '--data-dir',
+      dataDir,
+      '--json',
+    ]);
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(
+      /^error: Cannot connect to PostgreSQL at 127\.0\.0\.1:1: .*Check --database-url/,
+    );
+    expect(r.stdout).not.toContain('"status"');
+  });
+
+  it('stops on a wrong API key before writing a checkpoint', async () => {
+    const r = await runCli([
+      '--api-url',
+      simulator.url,
+      '--api-key',
+      'a-wrong-key',
+      '--database-url',
+      db.url,
+      '--data-dir',
+      dataDir,
+      '--json',
+    ]);
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(
+      /^error: The DataSync API at .* refused the API key \(HTTP 40[13]\)\. Check --api-key/,
+    );
+    await expectNothingStored();
+  });
+
+  it('names an API that cannot be reached', async () => {
+    const r = await runCli([
+      '--api-url',
+      'http://127.0.0.1:1/api/v1',
+      '--api-key',
+      'k',
+      '--database-url',
+      db.url,
+      '--data-dir',
+      dataDir,
+    ]);
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(
+      /^error: Cannot reach the DataSync API at http:\/\/127\.0\.0\.1:1\/api\/v1 .*Check --api-url/,
+    );
+    await expectNothingStored();
+  });
+
+  it('rejects a malformed --api-url', async () => {
+    const r = await runCli([
+      '--api-url',
+      'htp:/nowhere',
+      '--api-key',
+      'k',
+      '--database-url',
+      db.url,
+      '--data-dir',
+      dataDir,
+    ]);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual([
+      'error: --api-url must be an http(s) URL of the API base, e.g. https://host/api/v1',
+    ]);
+    await expectNothingStored();
+  });
+});

@@ -1,0 +1,153 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDataset } from '#local/simulator/index.ts';
+import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+import { lastJson, lines, readSource, runCli, startCli, waitForSource } from './support.ts';
+
+// The synthesized state machine, run by the CLI as a child process against the real PostgreSQL and
+// the simulator over HTTP. Time-scaled so the default 10-per-20 s limit is a 10-per-0.4 s limit.
+let db: TestDatabase;
+let dataDir: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase('dsi_local_run');
+  dataDir = mkdtempSync(join(tmpdir(), 'dsi-local-run-'));
+});
+
+afterAll(async () => {
+  await db?.drop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('npm run local, end to end', () => {
+  const paced = (source: string) => [
+    '--events',
+    '100000',
+    '--time-scale',
+    '50',
+    // No client-side spacing: the pacing comes from the rate-limit headers, 429s and Wait states.
+    '--min-spacing-ms',
+    '0',
+    '--max-iterations',
+    '3',
+    '--source',
+    source,
+    '--database-url',
+    db.url,
+    '--data-dir',
+    dataDir,
+    '--json',
+  ];
+
+  it('stores 100,000 events exactly once across several continue-as-new executions under the time-scaled rate limit', async () => {
+    const result = await runCli(paced('paced'));
+    expect(result.code, result.stderr).toBe(0);
+    const summary = lastJson(result.stdout);
+    expect(summary).toMatchObject({
+      status: 'complete',
+      sourceId: 'paced',
+      events: 100_000,
+      distinctIds: 100_000,
+      rejected: 0,
+      pages: 20,
+      expectedEvents: 100_000,
+      verified: true,
+    });
+    expect(summary.executions).toBeGreaterThanOrEqual(3);
+    // 20 pages at 3 iterations each need at least 7 executions; 429 iterations only add to that.
+    expect(summary.executions).toBeGreaterThanOrEqual(7);
+    expect(summary.requests).toBe(20 + summary.rateLimited);
+    expect(result.stderr.trim()).toBe('');
+
+    // Every id of the data set, each once.
+    const dataset = createDataset({ events: 100_000, seed: 1 });
+    const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      const rows = await sql<{ id: string }[]>`select id from events where source_id = 'paced'`;
+      const stored = new Set(rows.map((r) => r.id));
+      expect(rows.length).toBe(100_000);
+      expect(stored.size).toBe(100_000);
+      let missing = 0;
+      for (let i = 0; i < dataset.total; i++) if (!stored.has(dataset.idAt(i))) missing++;
+      expect(missing).toBe(0);
+    } finally {
+      await sql.end();
+    }
+    const state = await readSource(db.url, 'paced');
+    expect(state.checkpoint).toMatchObject({ status: 'complete', eventsInserted: 100_000, leaseOwner: null });
+
+    // Not a terminal: plain lines, no carriage returns or escape codes.
+    expect(result.stdout).not.toContain('\r');
+    expect(result.stdout).not.toContain(String.fromCharCode(27));
+    const known =
+      /^(simulator: |logs: |progress: |status: |events stored: |duplicates skipped: |pages: |verification: |\{)/;
+    for (const line of lines(result.stdout)) expect(line).toMatch(known);
+    expect(result.stdout).toContain('verification: OK');
+  });
+
+  it('says a complete source is already complete and changes nothing', async () => {
+    const result = await runCli(paced('paced'));
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(
+      'source "paced" is already complete (100,000 events stored): nothing to do',
+    );
+    expect(result.stdout).not.toContain('progress:');
+    expect(lastJson(result.stdout)).toMatchObject({
+      status: 'complete',
+      events: 100_000,
+      executions: 0,
+      verified: true,
+    });
+    expect((await readSource(db.url, 'paced')).events).toBe(100_000);
+  });
+
+  it('refuses a second concurrent run on the same source in one line while the first completes', async () => {
+    // Unscaled spacing at time-scale 2 is 1.1 s per page: the first run holds the lease for about 11 s.
+    const args = [
+      '--events',
+      '50000',
+      '--time-scale',
+      '2',
+      // The events table keys rows by event id alone: another seed keeps this data set apart from "paced".
+      '--seed',
+      '2',
+      '--source',
+      'shared',
+      '--database-url',
+      db.url,
+      '--data-dir',
+      dataDir,
+      '--json',
+    ];
+    const first = startCli(args);
+    await waitForSource(
+      db.url,
+      'shared',
+      (s) => s.checkpoint?.leaseOwner != null && s.checkpoint.pages >= 1,
+      first,
+    );
+    const second = await runCli(args);
+    const atRefusal = await readSource(db.url, 'shared');
+    expect(second.code).not.toBe(0);
+    expect(lines(second.stderr)).toHaveLength(1);
+    expect(second.stderr).toMatch(/^error: Source "shared" is being ingested by another run \(local:/);
+    expect(second.stderr).toContain('run this command again');
+    expect(second.stdout).not.toContain('"status"');
+    expect(atRefusal.checkpoint?.status).toBe('running');
+
+    const done = await first.done;
+    expect(done.code, `${done.stdout}\n${done.stderr}`).toBe(0);
+    expect(lastJson(done.stdout)).toMatchObject({
+      status: 'complete',
+      events: 50_000,
+      distinctIds: 50_000,
+      verified: true,
+    });
+    const state = await readSource(db.url, 'shared');
+    expect(state.events).toBe(50_000);
+    expect(state.distinctIds).toBe(50_000);
+  });
+});
