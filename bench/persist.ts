@@ -7,6 +7,7 @@ import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
 import type { NormalisedEvent } from '#shared/upstream/types.ts';
+import { openTarget } from './lib.ts';
 
 /**
  * 600 pages x 5000 events through the production persistPage (one transaction per page: bulk
@@ -25,7 +26,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   });
   const pages = positiveInt(values.pages, '--pages');
   const pageSize = positiveInt(values['page-size'], '--page-size');
-  const target = await openTarget();
+  const target = await openTarget('dsi_bench');
   const sql = createSql(target.url, { applicationName: 'datasync-bench-persist', statementTimeoutMs: 0 });
   try {
     await runMigrations(sql);
@@ -172,27 +173,6 @@ const PAGES = [
   '/account/settings',
   '/blog/launch',
 ];
-
-async function openTarget(): Promise<{
-  url: string;
-  label: string;
-  throwAway: boolean;
-  drop(): Promise<void>;
-}> {
-  const given = process.env.DATABASE_URL;
-  if (given) {
-    const u = new URL(given);
-    return {
-      url: given,
-      label: `${u.hostname}:${u.port || 5432}${u.pathname}`,
-      throwAway: false,
-      drop: async () => {},
-    };
-  }
-  const { createTestDatabase } = await import('#test/support/db.ts');
-  const db = await createTestDatabase('dsi_bench');
-  return { url: db.url, label: `throw-away database ${db.name}`, throwAway: true, drop: () => db.drop() };
-}
 
 function positiveInt(value: string | undefined, flag: string): number {
   const n = Number(value);
