@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
@@ -43,6 +44,27 @@ const optionsSchema = z.object({
 export type CreateSqlOptions = z.input<typeof optionsSchema>;
 
 /**
+ * postgres.js 3.4 leaves Nagle's algorithm on. After a large write (a 1 MB COPY payload) the
+ * next small message then waits for the server's delayed ACK: measured 40 ms per page on the
+ * 2-core machine (docs/benchmarks.md). libpq, node-postgres and pgjdbc set TCP_NODELAY; this
+ * does the same through postgres.js's `socket` option, which hands it the socket to connect.
+ * A Unix socket path is connected as it is; a multi-host URL keeps postgres.js's own socket,
+ * which tries the hosts in turn.
+ */
+function noDelaySocket(options: { host?: string[]; port?: number[]; path?: string | false }): net.Socket {
+  const socket = new net.Socket();
+  if (options.path) return socket.connect(options.path);
+  socket.setNoDelay(true);
+  return socket.connect(options.port?.[0] ?? 5432, options.host?.[0] ?? 'localhost');
+}
+
+/** postgres://u:p@h1:5432,h2:5432/db: postgres.js tries the hosts in turn, which a given socket cannot. */
+function isMultiHost(url: string): boolean {
+  const authority = url.replace(/^postgres(ql)?:\/\//, '').split(/[/?#]/, 1)[0] ?? '';
+  return authority.slice(authority.lastIndexOf('@') + 1).includes(',');
+}
+
+/**
  * A postgres.js client: one connection by default (a Lambda invocation does one thing at a
  * time, and RDS connection slots are the scarce resource), bounded connect and statement
  * times, server notices silenced.
@@ -56,7 +78,9 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
     );
   }
   const o = optionsSchema.parse(opts);
+  const c = parsedConfig.data;
   const common = {
+    ...(typeof c === 'string' && isMultiHost(c) ? {} : { socket: noDelaySocket }),
     max: o.max,
     connect_timeout: o.connectTimeoutSeconds,
     idle_timeout: o.idleTimeoutSeconds,
@@ -66,7 +90,6 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
       statement_timeout: o.statementTimeoutMs,
     },
   };
-  const c = parsedConfig.data;
   if (typeof c === 'string') return postgres(c, common);
   return postgres({
     ...common,

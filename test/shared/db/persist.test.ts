@@ -88,7 +88,13 @@ describe('persistPage', () => {
     const { sourceId, cp } = await freshSource();
     const events = Array.from({ length: 250 }, (_, i) => event({ occurredAtMs: T0 + i }));
     const r = await persistPage(sql, input(sourceId, cp, events, { requestsMade: 3, rateLimitedSeen: 1 }));
-    expect(r).toMatchObject({ inserted: 250, duplicates: 0, rejectsInserted: 0, version: cp.version + 1 });
+    expect(r).toMatchObject({
+      inserted: 250,
+      duplicates: 0,
+      rejectsInserted: 0,
+      version: cp.version + 1,
+      writePath: 'copy',
+    });
     expect(await count('events', sourceId)).toBe(250);
     expect(r.checkpoint).toMatchObject({
       cursor: 'cursor-after-1',
@@ -114,7 +120,9 @@ describe('persistPage', () => {
     const events = Array.from({ length: 100 }, () => event());
     const first = await persistPage(sql, input(sourceId, cp, events));
     const second = await persistPage(sql, input(sourceId, first.checkpoint, events));
-    expect(second).toMatchObject({ inserted: 0, duplicates: 100 });
+    expect(first.writePath).toBe('copy');
+    // Every id is stored already: the COPY is refused, the INSERT ... ON CONFLICT path counts them.
+    expect(second).toMatchObject({ inserted: 0, duplicates: 100, writePath: 'insert' });
     expect(second.checkpoint).toMatchObject({ pages: 2, eventsInserted: 100, duplicatesSkipped: 100 });
     expect(await count('events', sourceId)).toBe(100);
   });
@@ -130,10 +138,44 @@ describe('persistPage', () => {
       sql,
       input(sourceId, first.checkpoint, [c, a, { ...c, name: 'second copy' }, a]),
     );
-    expect(r).toMatchObject({ inserted: 1, duplicates: 3 });
+    expect(r).toMatchObject({ inserted: 1, duplicates: 3, writePath: 'insert' });
     expect(r.checkpoint).toMatchObject({ eventsInserted: 3, duplicatesSkipped: 3 });
     const [row] = await sql<{ name: string }[]>`select name from events where id = ${c.id}`;
     expect(row?.name).toBe('event_abc');
+  });
+
+  it('keeps the COPY path for ids repeated only inside the page, storing the first occurrence', async () => {
+    const { sourceId, cp } = await freshSource();
+    const a = event();
+    const b = event();
+    const r = await persistPage(sql, input(sourceId, cp, [a, b, { ...a, name: 'later copy' }, b, a]));
+    expect(r).toMatchObject({ inserted: 2, duplicates: 3, writePath: 'copy' });
+    expect(r.checkpoint).toMatchObject({ eventsInserted: 2, duplicatesSkipped: 3 });
+    const [row] = await sql<{ name: string }[]>`select name from events where id = ${a.id}`;
+    expect(row?.name).toBe('event_abc');
+  });
+
+  it('counts exactly when another source stored some of the ids while this page was in flight', async () => {
+    const mine = await freshSource();
+    const theirs = await freshSource('exec-2');
+    const shared = Array.from({ length: 40 }, () => event());
+    const onlyMine = Array.from({ length: 60 }, () => event());
+    // The other source commits its page first; ours then meets 40 stored ids and falls back.
+    await persistPage(sql, { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
+    const r = await persistPage(
+      sql,
+      input(mine.sourceId, mine.cp, [...onlyMine.slice(0, 30), ...shared, ...onlyMine.slice(30)]),
+    );
+    expect(r).toMatchObject({ inserted: 60, duplicates: 40, writePath: 'insert' });
+    expect(await count('events', mine.sourceId)).toBe(60);
+    expect(await count('events', theirs.sourceId)).toBe(40);
+  });
+
+  it('reports writePath none and moves the checkpoint for a page without valid events', async () => {
+    const { sourceId, cp } = await freshSource();
+    const r = await persistPage(sql, input(sourceId, cp, []));
+    expect(r).toMatchObject({ inserted: 0, duplicates: 0, writePath: 'none' });
+    expect(r.checkpoint.pages).toBe(cp.pages + 1);
   });
 
   it('rolls everything back on a stale expectedVersion and throws CheckpointConflictError', async () => {
