@@ -26,6 +26,16 @@ const envSchema = z.object({
   REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1000).max(120_000).default(30_000),
   /** How long transient upstream faults are retried inside one invocation before the state machine's retry takes over. */
   RETRY_BUDGET_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
+  /**
+   * Added to every wait derived from the rate-limit headers (Reset, Retry-After): covers a
+   * server that rounds Reset down and clock granularity. Time-scaled local runs scale it too.
+   */
+  RATE_LIMIT_MARGIN_MS: z.coerce
+    .number({ error: 'must be a whole number of milliseconds' })
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(250),
   /** Longest sleep the function does itself; longer waits go back to the Wait state. */
   MAX_IN_TASK_SLEEP_MS: z.coerce.number().int().min(0).max(60_000).default(3_000),
   /** Added to each wait: a lease outlives the Wait state plus one invocation. */

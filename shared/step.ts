@@ -136,6 +136,8 @@ export interface StepDeps {
     retryBudgetMs: number;
     maxInTaskSleepMs: number;
     leaseTtlMs: number;
+    /** Added to header-derived waits (Reset, Retry-After). @default DEFAULT_SAFETY_MARGIN_MS (250) */
+    safetyMarginMs?: number;
     /** Refresh a cursor that expires within this margin (the request itself takes seconds). */
     cursorRefreshMarginMs?: number;
     /** Cursor lifetime used when refreshing or rebuilding (the service gives about 116 s). */
@@ -221,6 +223,7 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
       responseAtMs,
       minSpacingMs: config.minSpacingMs,
       rateLimit: result.rateLimit,
+      safetyMarginMs: config.safetyMarginMs,
     });
 
     const persistStarted = clock.now();
@@ -270,6 +273,7 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
       rateLimit: result.rateLimit,
       upstreamLatencyMs: result.latencyMs,
       persistMs,
+      writePath: persisted.writePath,
       waitSeconds,
       pacing: plan.reason,
     });
@@ -328,6 +332,7 @@ async function fetchWithRecovery(deps: StepDeps, cp: Checkpoint): Promise<Fetche
           minSpacingMs: config.minSpacingMs,
           rateLimit: error.rateLimit ?? null,
           retryAfterSeconds: error.retryAfterSeconds,
+          safetyMarginMs: config.safetyMarginMs,
         });
         return { kind: 'rate-limited', error, notBeforeMs: plan.notBeforeMs, requests };
       }

@@ -15,6 +15,7 @@ import { getCheckpoint, releaseLease, resetSource } from '#shared/db/checkpoints
 import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { AuthError, LeaseHeldError } from '#shared/errors.ts';
+import { DEFAULT_SAFETY_MARGIN_MS } from '#shared/pacing.ts';
 import type { StepOutput } from '#shared/step.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { startSimulator } from '../simulator/index.ts';
@@ -190,6 +191,9 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         DATASYNC_API_KEY: apiKey ?? '',
         DATABASE_URL: databaseUrl,
         MIN_REQUEST_SPACING_MS: String(Math.ceil(options.minSpacingMs / options.timeScale)),
+        // The simulator's windows shrink by timeScale: so must the margin added to its Reset,
+        // or a scaled run pays 250 ms per window that a real run pays per 20-60 s.
+        RATE_LIMIT_MARGIN_MS: String(Math.ceil(DEFAULT_SAFETY_MARGIN_MS / options.timeScale)),
         PAGE_SIZE: String(io.pageSize ?? 5000),
         RETRY_BUDGET_MS: String(Math.ceil(20_000 / Math.max(1, Math.min(options.timeScale, 20)))),
         LEASE_TTL_MS: String(Math.max(10_000, Math.ceil(180_000 / options.timeScale))),

@@ -211,6 +211,36 @@ describe('rate limiting, cursors and auth', () => {
     }
   });
 
+  it('adds the configured safety margin to a spent window’s Reset, and 250 ms by default', async () => {
+    const f = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
+    try {
+      const t0 = Date.now();
+      await runStep(f.deps({ config: { safetyMarginMs: 30_000 } }), {
+        executionId: 'm',
+        state: { sourceId: 'm1' },
+      });
+      const t1 = Date.now();
+      const withMargin = (await counts(f, 'm1')).cp!.nextRequestAtMs!;
+      // One request per 60 s window: the window is spent, Reset is about 60 s from the response.
+      expect(withMargin).toBeGreaterThanOrEqual(t0 + 59_000 + 30_000);
+      expect(withMargin).toBeLessThanOrEqual(t1 + 61_000 + 30_000);
+
+      const f2 = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
+      try {
+        const t2 = Date.now();
+        await runStep(f2.deps(), { executionId: 'm', state: { sourceId: 'm2' } });
+        const t3 = Date.now();
+        const byDefault = (await counts(f2, 'm2')).cp!.nextRequestAtMs!;
+        expect(byDefault).toBeGreaterThanOrEqual(t2 + 59_000 + 250);
+        expect(byDefault).toBeLessThanOrEqual(t3 + 61_000 + 250);
+      } finally {
+        await f2.close();
+      }
+    } finally {
+      await f.close();
+    }
+  });
+
   it('a cursor that expired during a long pause is refreshed and accepted', async () => {
     const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
     try {
