@@ -214,7 +214,7 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
 
     const { result, cursorUsed, requests } = fetched;
     const { page } = result;
-    const { events, rejects } = normalisePage(page.data);
+    const { events, rejects } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
     const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
 
     const responseAtMs = result.startedAtMs + result.latencyMs;

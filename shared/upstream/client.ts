@@ -118,7 +118,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
       const headers = response.headers;
       const rateLimit = parseRateLimit(headers);
       const requestId = headers.get('x-request-id');
-      const text = new TextDecoder().decode(bytes);
+      const { text, invalidUtf8 } = decodeUtf8(bytes);
 
       if (status >= 200 && status < 300) {
         let json: unknown;
@@ -133,6 +133,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
           );
         }
         const page = parseEventsBody(json);
+        if (invalidUtf8) page.invalidUtf8 = true;
         return {
           page,
           status,
@@ -306,4 +307,19 @@ function bodyPreview(text: string): string {
 
 function requestIdNote(requestId: string | null): string {
   return requestId ? `, request id ${requestId}` : '';
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lenientUtf8 = new TextDecoder('utf-8');
+
+/**
+ * UTF-8 text of a body. Bytes that are not UTF-8 become U+FFFD (WHATWG decoding) and the result
+ * says so, so that the events that carried them are rejected rather than stored altered.
+ */
+export function decodeUtf8(bytes: Uint8Array): { text: string; invalidUtf8: boolean } {
+  try {
+    return { text: strictUtf8.decode(bytes), invalidUtf8: false };
+  } catch {
+    return { text: lenientUtf8.decode(bytes), invalidUtf8: true };
+  }
 }

@@ -115,11 +115,24 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
   };
 }
 
+/** The reject reason for an event that carried bytes that are not UTF-8. */
+export const INVALID_UTF8_REASON =
+  'the response body held bytes that are not UTF-8 in this event (kept here as U+FFFD): the upstream sent a malformed value';
+
 /** Normalises a page's events one by one; order is kept within each list. */
-export function normalisePage(data: unknown[]): { events: NormalisedEvent[]; rejects: RejectedEvent[] } {
+export function normalisePage(
+  data: unknown[],
+  opts: { invalidUtf8?: boolean } = {},
+): { events: NormalisedEvent[]; rejects: RejectedEvent[] } {
   const events: NormalisedEvent[] = [];
   const rejects: RejectedEvent[] = [];
   for (const raw of data) {
+    // Only in a page whose body was not valid UTF-8 (rare): a U+FFFD there may stand for bytes
+    // the decoder replaced, and storing it would silently alter the value.
+    if (opts.invalidUtf8 && JSON.stringify(raw)?.includes('\ufffd')) {
+      rejects.push({ raw, reason: INVALID_UTF8_REASON });
+      continue;
+    }
     const r = normaliseEvent(raw);
     if (r.ok) events.push(r.event);
     else rejects.push(r.reject);

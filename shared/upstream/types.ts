@@ -46,6 +46,11 @@ export interface EventsPage {
   /** pagination.cursorExpiresIn (seconds) when present. */
   cursorExpiresIn: number | null;
   requestId: string | null;
+  /**
+   * The body held bytes that are not UTF-8; they were decoded as U+FFFD. normalisePage then
+   * rejects every event that shows a U+FFFD, instead of storing an altered value.
+   */
+  invalidUtf8?: boolean;
 }
 
 /** What one successful events request gives back. */

@@ -7,6 +7,7 @@ import { UpstreamProtocolError } from '#shared/errors.ts';
 import type { StepDeps } from '#shared/step.ts';
 import { createStore } from '#shared/store.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
+import { INVALID_UTF8_REASON } from '#shared/upstream/normalise.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 import {
   cursorAt,
@@ -186,26 +187,28 @@ describe('hostile input from a crafted upstream', () => {
       // Control characters inside a value are data and stay; only those around it are trimmed.
       expect((await storedRow(controls.id))?.name).toBe('a\u0001b\u001fc\u007fd\u200be');
       expect((await storedRow(controls.id))?.properties).toEqual(controls.properties);
-      // Invalid UTF-8 becomes U+FFFD (WHATWG decoding): stored, visibly marked, never a refused page.
-      expect((await storedRow(binary.id))?.name).toBe('bin\ufffd\ufffd\ufffdend');
+      // Invalid UTF-8: the event is a reject (its raw kept with U+FFFD), never stored altered,
+      // never a refused page.
+      expect(await storedRow(binary.id)).toBeNull();
 
       expect(await storedRow(nulInName.id)).toBeNull();
       expect(await storedRow(nulInProps.id)).toBeNull();
       const reasons = await rejectReasons('hostile-values');
-      expect(reasons).toHaveLength(2);
+      expect(reasons).toHaveLength(3);
       expect(reasons[0]).toMatch(
         /^name: contains U\+0000 or an unpaired surrogate, which PostgreSQL cannot store/,
       );
       expect(reasons[1]).toBe(
         'properties: contains U+0000 or an unpaired surrogate, which PostgreSQL jsonb cannot store',
       );
+      expect(reasons[2]).toBe(INVALID_UTF8_REASON);
 
       const c = await sourceCounts(sql, 'hostile-values');
-      const valid = page1.length - 2 + page2.length + 1 + final.length;
+      const valid = page1.length - 2 + page2.length + final.length;
       expect(c.rows).toBe(valid);
       expect(c.checkpoint?.status).toBe('complete');
       expect(c.checkpoint?.eventsInserted).toBe(valid);
-      expect(c.checkpoint?.rejected).toBe(2);
+      expect(c.checkpoint?.rejected).toBe(3);
       expect(c.checkpoint?.pages).toBe(5);
       const tables =
         await sql`select count(*)::int as n from pg_tables where tablename in ('events', 'checkpoints')`;

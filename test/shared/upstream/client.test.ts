@@ -304,6 +304,26 @@ describe('fetchEvents', () => {
     expect(e.message).toMatch(/HTTP 200, 500 bytes.*not valid JSON/);
   });
 
+  it('flags a body with bytes that are not UTF-8, and only such a body', async () => {
+    const body = JSON.stringify({ data: [{ name: 'PLACEHOLDER' }], hasMore: false, nextCursor: null });
+    const [before, after] = body.split('PLACEHOLDER') as [string, string];
+    respond = (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' });
+      res.end(
+        Buffer.concat([Buffer.from(`${before}a`), Buffer.from([0xff, 0xc3]), Buffer.from(`b${after}`)]),
+      );
+    };
+    const bad = await client().fetchEvents({ limit: 10 });
+    expect(bad.page.invalidUtf8).toBe(true);
+    expect(bad.page.data).toEqual([{ name: 'a\ufffd\ufffdb' }]);
+
+    // A real U+FFFD, correctly encoded, is data: no flag.
+    respond = json(200, { data: [{ name: 'a\ufffdb' }], hasMore: false, nextCursor: null });
+    const good = await client().fetchEvents({ limit: 10 });
+    expect(good.page.invalidUtf8).toBeUndefined();
+    expect(good.page.data).toEqual([{ name: 'a\ufffdb' }]);
+  });
+
   it('maps a 200 JSON body of the wrong shape to UpstreamProtocolError', async () => {
     respond = json(200, { name: 'DataSync Analytics API', version: 'v1' });
     expect(await failure(client().fetchEvents({ limit: 10 }))).toBeInstanceOf(UpstreamProtocolError);

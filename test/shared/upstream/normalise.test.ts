@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  INVALID_UTF8_REASON,
   MAX_TIMESTAMP_MS,
   MIN_TIMESTAMP_MS,
   normaliseEvent,
@@ -319,6 +320,20 @@ describe('normalisePage', () => {
     ]);
     expect(rejects.map((r) => r.raw)).toEqual([bad1, bad2]);
     expect(rejects[0]?.reason).toBe('timestamp: unparseable value "garbage"');
+  });
+
+  it('in a page that was not valid UTF-8, rejects the events showing U+FFFD and keeps the others', () => {
+    const replaced = rawEvent({ id: '065a1ce4-7f87-4dc0-a18a-6ee5cdbaf027', name: 'bin\ufffdend' });
+    const inProps = rawEvent({ id: 'a90549db-0eb5-4d60-856f-65e44421e97e', properties: { q: '\ufffd' } });
+    const clean = rawEvent();
+    const flagged = normalisePage([replaced, clean, inProps], { invalidUtf8: true });
+    expect(flagged.events.map((e) => e.id)).toEqual([ID]);
+    expect(flagged.rejects).toEqual([
+      { raw: replaced, reason: INVALID_UTF8_REASON },
+      { raw: inProps, reason: INVALID_UTF8_REASON },
+    ]);
+    // The same events in a page that decoded cleanly: U+FFFD is a character like any other.
+    expect(normalisePage([replaced, clean, inProps]).events).toHaveLength(3);
   });
 
   it('handles an empty page', () => {
