@@ -47,7 +47,12 @@ describe('bench/lib helpers', () => {
       [
         JSON.stringify({ time: '2026-11-29T06:00:00.000Z', level: 'INFO', message: 'cursor refreshed' }),
         page('2026-11-29T06:00:01.250Z', 'page stored', 30),
-        JSON.stringify({ time: '2026-11-29T06:00:01.300Z', level: 'WARN', message: 'retrying', upstreamLatencyMs: 'x' }),
+        JSON.stringify({
+          time: '2026-11-29T06:00:01.300Z',
+          level: 'WARN',
+          message: 'retrying',
+          upstreamLatencyMs: 'x',
+        }),
         page('2026-11-29T06:00:02.500Z', 'source complete', 31),
         '',
       ].join('\n'),
