@@ -55,7 +55,12 @@ function noDelaySocket(options: { host?: string[]; port?: number[]; path?: strin
   const socket = new net.Socket();
   if (options.path) return socket.connect(options.path);
   socket.setNoDelay(true);
-  return socket.connect(options.port?.[0] ?? 5432, options.host?.[0] ?? 'localhost');
+  const host = options.host?.[0] ?? 'localhost';
+  const port = options.port?.[0] ?? 5432;
+  // postgres.js sets these on its own socket and reads them back: socket.host is the TLS SNI
+  // servername in secure(), and both appear in its connection error messages.
+  Object.assign(socket, { host, port });
+  return socket.connect(port, host);
 }
 
 /** postgres://u:p@h1:5432,h2:5432/db: postgres.js tries the hosts in turn, which a given socket cannot. */
@@ -80,7 +85,7 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
   const o = optionsSchema.parse(opts);
   const c = parsedConfig.data;
   const common = {
-    ...(typeof c === 'string' && isMultiHost(c) ? {} : { socket: noDelaySocket }),
+    ...((typeof c === 'string' ? isMultiHost(c) : c.host.includes(',')) ? {} : { socket: noDelaySocket }),
     max: o.max,
     connect_timeout: o.connectTimeoutSeconds,
     idle_timeout: o.idleTimeoutSeconds,

@@ -1,4 +1,4 @@
-import type { TransactionSql } from 'postgres';
+import postgres, { type TransactionSql } from 'postgres';
 import type { NormalisedEvent } from '../upstream/types.ts';
 
 /*
@@ -31,7 +31,10 @@ for (let i = 0; i < 6; i++) {
   HEX[97 + i] = 10 + i;
 }
 
-/** A value the binary encoder cannot represent; the caller falls back to the SQL insert, which reports it. */
+/**
+ * A value the binary encoder cannot represent exactly; the caller falls back to the SQL insert.
+ * normalisePage never produces one (ids are canonical UUIDs, instants finite, properties parsed JSON).
+ */
 export class NotEncodableError extends Error {
   override readonly name = 'NotEncodableError';
 }
@@ -117,7 +120,7 @@ class Writer {
 /**
  * The binary COPY payload for `copy events (EVENT_COPY_COLUMNS) from stdin (format binary)`.
  * Throws NotEncodableError for a value it cannot represent exactly (normalisation rules those
- * out; the caller then uses the SQL insert, whose error names the value).
+ * out; the caller then uses the SQL insert).
  */
 export function encodeEventsBinary(events: readonly NormalisedEvent[], sourceId: string): Buffer {
   const w = new Writer(19 + events.length * 400);
@@ -126,7 +129,9 @@ export function encodeEventsBinary(events: readonly NormalisedEvent[], sourceId:
   w.int32(0);
   w.int32(0);
   for (const e of events) {
-    const properties = JSON.stringify(e.properties ?? null);
+    // null/absent properties are SQL NULL, as json_to_recordset makes a JSON null.
+    const properties =
+      e.properties === null || e.properties === undefined ? null : JSON.stringify(e.properties);
     if (properties === undefined) throw new NotEncodableError(`properties of event ${e.id} is not JSON`);
     w.int16(FIELDS);
     w.uuid(e.id, 'id');
@@ -134,7 +139,8 @@ export function encodeEventsBinary(events: readonly NormalisedEvent[], sourceId:
     w.uuid(e.userId, 'userId');
     w.text(e.type);
     w.text(e.name);
-    w.jsonb(properties);
+    if (properties === null) w.int32(-1);
+    else w.jsonb(properties);
     w.timestamptz(e.occurredAtMs, 'occurredAt');
     w.text(e.deviceType);
     w.text(e.browser);
@@ -192,9 +198,14 @@ export async function copyIn(tx: TransactionSql, statement: string, payload: Buf
   });
 }
 
-/** A server refusal (it carries a SQLSTATE) becomes CopyRefusedError; anything else (the connection) stays as it is. */
+/**
+ * What the INSERT path can settle becomes CopyRefusedError: a value the server refused (class
+ * 22), a constraint (class 23: an id stored already), or the probe's "transaction aborted"
+ * (25P02). Anything else (the connection, a statement timeout, a deadlock) stays as it is.
+ */
 function refusal(error: unknown): unknown {
   if (error instanceof CopyRefusedError) return error;
+  if (!(error instanceof postgres.PostgresError)) return error;
   const e = error as { code?: unknown; message?: string };
   if (e?.code === '25P02') {
     return new CopyRefusedError(
@@ -203,7 +214,7 @@ function refusal(error: unknown): unknown {
       { cause: error },
     );
   }
-  if (typeof e?.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
+  if (typeof e?.code === 'string' && (e.code.startsWith('22') || e.code.startsWith('23'))) {
     return new CopyRefusedError(`PostgreSQL refused the COPY (${e.code}: ${e.message})`, { cause: error });
   }
   return error;

@@ -50,7 +50,7 @@ interface Row {
   userId: string;
   type: string;
   name: string;
-  properties: string;
+  properties: string | null;
   micros: string;
   deviceType: string | null;
   browser: string | null;
@@ -67,10 +67,11 @@ async function rowsOf(sourceId: string): Promise<Map<string, Row>> {
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-/** The SQL path's meaning of the same values, for comparison: jsonb of the JSON text, instant to the microsecond. */
-async function expectedProperties(value: unknown): Promise<string> {
-  const [row] = await sql<{ t: string }[]>`select (${JSON.stringify(value ?? null)}::text::jsonb)::text as t`;
-  return row?.t ?? '';
+/** What the SQL path (json_to_recordset) stores for the same value: SQL NULL for null, else jsonb of the JSON text. */
+async function expectedProperties(value: unknown): Promise<string | null> {
+  const [row] = await sql<{ t: string | null }[]>`
+    select p::text as t from json_to_recordset(${JSON.stringify([{ p: value ?? null }])}::text::json) as r(p jsonb)`;
+  return row ? row.t : 'missing';
 }
 
 describe('encodeEventsBinary + copyIn', () => {
@@ -180,16 +181,33 @@ describe('encodeEventsBinary + copyIn', () => {
     expect((await rowsOf(sourceId)).size).toBe(0);
   });
 
-  it('passes a connection failure through as it is, not as a refusal', async () => {
+  it('passes a connection failure through as it is, not as a refusal, and settles', async () => {
     const other = createSql(testDb.url, { max: 1 });
-    const error = await other
+    let copying: Promise<unknown> | null = null;
+    const [{ pid } = { pid: 0 }] = await other<{ pid: number }[]>`select pg_backend_pid() as pid`;
+    const transaction = other
       .begin(async (tx) => {
-        const [{ pid } = { pid: 0 }] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid`;
         await sql`select pg_terminate_backend(${pid})`;
-        return copyIn(tx, COPY, encodeEventsBinary([event()], 'gone'));
+        // Wait until the backend is gone, so the COPY meets a closed connection.
+        for (let i = 0; i < 100; i++) {
+          const [row] = await sql<
+            { n: number }[]
+          >`select count(*)::int as n from pg_stat_activity where pid = ${pid}`;
+          if (row?.n === 0) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        copying = copyIn(tx, COPY, encodeEventsBinary([event()], 'gone')).catch((e: unknown) => e);
+        return copying;
       })
       .catch((e: unknown) => e);
+    await transaction;
     await other.end({ timeout: 1 });
+    expect(copying).not.toBeNull();
+    // copyIn's own outcome, not sql.begin's: it settled, with the connection's error.
+    const error = await Promise.race([
+      copying,
+      new Promise((r) => setTimeout(() => r('still waiting'), 5000)),
+    ]);
     expect(error).toBeInstanceOf(Error);
     expect(error).not.toBeInstanceOf(CopyRefusedError);
   });

@@ -155,12 +155,12 @@ describe('persistPage', () => {
     expect(row?.name).toBe('event_abc');
   });
 
-  it('counts exactly when another source stored some of the ids while this page was in flight', async () => {
+  it('counts exactly when another source already stored some of the page’s ids', async () => {
     const mine = await freshSource();
     const theirs = await freshSource('exec-2');
     const shared = Array.from({ length: 40 }, () => event());
     const onlyMine = Array.from({ length: 60 }, () => event());
-    // The other source commits its page first; ours then meets 40 stored ids and falls back.
+    // The other source committed its page first; ours meets 40 stored ids and falls back.
     await persistPage(sql, { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
     const r = await persistPage(
       sql,
@@ -359,6 +359,10 @@ describe('persistPage', () => {
       expect(row?.ms).toBe(e.occurredAtMs);
       expect(row?.properties ? JSON.parse(row.properties) : null).toEqual(e.properties ?? null);
     }
+    // null properties are SQL NULL (not the jsonb value null), on the COPY path as on the INSERT path.
+    expect(r.writePath).toBe('copy');
+    const nullProps = events.find((e) => e.properties === null);
+    expect(byId.get(nullProps?.id ?? '')?.properties).toBeNull();
   });
 
   it('keeps every millisecond instant exact through the epoch-ms conversion', async () => {
