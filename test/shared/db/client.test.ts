@@ -103,6 +103,19 @@ describe('createSql / createDb on one client', () => {
     }
   });
 
+  it('keeps postgres.js trying each host of a multi-host URL (our TCP_NODELAY socket only serves one host)', async () => {
+    const u = new URL(testDb.url);
+    // Port 1 refuses at once; postgres.js must go on to the real server.
+    const multi = `postgres://${u.username}@127.0.0.1:1,${u.hostname}:${u.port || 5432}${u.pathname}`;
+    const c = createSql(multi, { connectTimeoutSeconds: 5 });
+    try {
+      const [row] = await c<{ one: number }[]>`select 1 as one`;
+      expect(row?.one).toBe(1);
+    } finally {
+      await c.end({ timeout: 5 });
+    }
+  });
+
   it('rejects a malformed connection string with a ConfigError saying what to set', () => {
     expect(() => createSql('mysql://nope')).toThrow(ConfigError);
     expect(() => createSql('mysql://nope')).toThrow(/DATABASE_URL/);
