@@ -36,6 +36,7 @@ import {
  * --page-size events (default 500, not 5000): the page count stays 600, but a 500-event page
  * costs ~30 ms of compute instead of ~250 ms, well under the 100 ms per-request floor, so the
  * figure measures pacing and not the CPU. 12 configurations x ~60-130 s fit in 20 minutes.
+ * KEEP=1 keeps the runs' data directory (the step's per-page log lines) for inspection.
  */
 interface Config {
   windowSeconds: number;
