@@ -36,6 +36,16 @@ const envSchema = z.object({
     .min(0)
     .max(60_000)
     .default(250),
+  /**
+   * A stored cursor that expires within this margin is refreshed before the request (the
+   * request itself takes seconds). Time-scaled local runs scale it, as they scale the cursor TTL.
+   */
+  CURSOR_REFRESH_MARGIN_MS: z.coerce
+    .number({ error: 'must be a whole number of milliseconds' })
+    .int()
+    .min(0)
+    .max(110_000)
+    .default(15_000),
   /** Longest sleep the function does itself; longer waits go back to the Wait state. */
   MAX_IN_TASK_SLEEP_MS: z.coerce.number().int().min(0).max(60_000).default(3_000),
   /** Added to each wait: a lease outlives the Wait state plus one invocation. */

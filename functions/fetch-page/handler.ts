@@ -71,6 +71,7 @@ export function createHandler(options: HandlerOptions = {}) {
         pageSize: config.PAGE_SIZE,
         minSpacingMs: config.MIN_REQUEST_SPACING_MS,
         safetyMarginMs: config.RATE_LIMIT_MARGIN_MS,
+        cursorRefreshMarginMs: config.CURSOR_REFRESH_MARGIN_MS,
         retryBudgetMs: config.RETRY_BUDGET_MS,
         maxInTaskSleepMs: config.MAX_IN_TASK_SLEEP_MS,
         leaseTtlMs: config.LEASE_TTL_MS,

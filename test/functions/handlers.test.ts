@@ -64,6 +64,15 @@ describe('fetch-page handler configuration', () => {
       },
       'RATE_LIMIT_MARGIN_MS',
     ],
+    [
+      {
+        DATASYNC_API_URL: 'https://h/api/v1',
+        DATASYNC_API_KEY: 'k',
+        DATABASE_URL: 'postgres://x/y',
+        CURSOR_REFRESH_MARGIN_MS: '120000',
+      },
+      'CURSOR_REFRESH_MARGIN_MS',
+    ],
   ])('a bad environment %j fails with a ConfigError naming %s', async (env, name) => {
     const handler = createHandler({ env, logger: quiet(), metrics: noMetrics() });
     const err = await handler({ executionId: 'x', state: {} }).catch((e) => e);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
@@ -78,6 +78,13 @@ describe('npm run local, end to end', () => {
     }
     const state = await readSource(db.url, 'paced');
     expect(state.checkpoint).toMatchObject({ status: 'complete', eventsInserted: 100_000, leaseOwner: null });
+
+    // The cursor TTL and the refresh margin are both scaled: waits of a fraction of a window never
+    // come near a cursor's expiry, so cursors are not refreshed (an unscaled 15 s margin against
+    // a 2.3 s scaled TTL refreshed every one of them).
+    const log = readFileSync(join(dataDir, 'logs', 'paced.log'), 'utf8');
+    const refreshed = log.split('\n').filter((l) => l.includes('refreshed before the request')).length;
+    expect(refreshed).toBeLessThanOrEqual(2);
 
     // Not a terminal: plain lines, no carriage returns or escape codes.
     expect(result.stdout).not.toContain('\r');
