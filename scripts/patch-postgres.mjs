@@ -23,13 +23,21 @@ let root;
 try {
   // postgres's `exports` hides package.json; its entry point is <root>/cjs/src/index.js.
   const entry = require.resolve('postgres');
-  root = entry.slice(0, entry.lastIndexOf(`${sep}cjs${sep}src${sep}`));
+  const at = entry.lastIndexOf(`${sep}cjs${sep}src${sep}`);
+  if (at < 0) {
+    console.error(
+      `patch-postgres: postgres resolves to ${entry}, not <root>/cjs/src/index.js; update this script`,
+    );
+    process.exit(1);
+  }
+  root = entry.slice(0, at);
 } catch {
   console.error('patch-postgres: postgres is not installed; nothing to patch');
   process.exit(check ? 1 : 0);
 }
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const problems = [];
+let guarded = 0;
 for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
   const file = join(root, rel);
   let text;
@@ -38,7 +46,10 @@ for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connect
   } catch {
     continue; // this build of postgres does not ship that flavour
   }
-  if (text.includes(MARKER)) continue;
+  if (text.includes(MARKER)) {
+    guarded++;
+    continue;
+  }
   if (!text.includes(ORIGINAL)) {
     problems.push(
       `${file}: the code to guard was not found (postgres ${version}). If this version fixed nextWrite upstream, ` +
@@ -47,7 +58,14 @@ for (const rel of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connect
     continue;
   }
   if (check) problems.push(`${file}: not patched; run \`node scripts/patch-postgres.mjs\` (npm ci does it)`);
-  else writeFileSync(file, text.replace(ORIGINAL, PATCHED));
+  else {
+    writeFileSync(file, text.replace(ORIGINAL, PATCHED));
+    guarded++;
+  }
+}
+// The Node flavour (src/, used by import and by the Lambda bundle) must be among them.
+if (guarded === 0 && problems.length === 0) {
+  problems.push(`${root}: no connection.js found to guard (postgres ${version}); update this script`);
 }
 if (problems.length > 0) {
   console.error(`patch-postgres: ${problems.join('\n')}`);

@@ -92,15 +92,13 @@ export class IngestFunction extends Construct {
         minify: true,
         // The Node.js 24 runtime ships AWS SDK v3; bundling it would only grow cold starts.
         externalModules: ['@aws-sdk/*'],
-        ...(afterBundling
-          ? {
-              commandHooks: {
-                beforeBundling: () => [],
-                beforeInstall: () => [],
-                afterBundling,
-              },
-            }
-          : {}),
+        commandHooks: {
+          // The bundle takes postgres.js from node_modules as installed: refuse to ship it without
+          // the guard scripts/patch-postgres.mjs adds (`npm ci --ignore-scripts` skips it).
+          beforeBundling: (inputDir) => [`node "${inputDir}/scripts/patch-postgres.mjs" --check`],
+          beforeInstall: () => [],
+          afterBundling: afterBundling ?? (() => []),
+        },
       },
     });
   }

@@ -193,10 +193,13 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         MIN_REQUEST_SPACING_MS: String(Math.ceil(options.minSpacingMs / options.timeScale)),
         // The simulator's windows shrink by timeScale: so must the margin added to its Reset,
         // or a scaled run pays 250 ms per window that a real run pays per 20-60 s.
-        RATE_LIMIT_MARGIN_MS: String(Math.ceil(DEFAULT_SAFETY_MARGIN_MS / options.timeScale)),
+        RATE_LIMIT_MARGIN_MS: String(
+          Math.min(60_000, Math.ceil(DEFAULT_SAFETY_MARGIN_MS / options.timeScale)),
+        ),
         // The simulator's cursors live 116 s / timeScale: an unscaled 15 s margin would refresh
         // every cursor of a scaled run, a path a real run takes only after a long pause.
-        CURSOR_REFRESH_MARGIN_MS: String(Math.ceil(15_000 / options.timeScale)),
+        // (Clamped like the variables' own bounds: a slowed-down run, time-scale < 1, stays valid.)
+        CURSOR_REFRESH_MARGIN_MS: String(Math.min(110_000, Math.ceil(15_000 / options.timeScale))),
         PAGE_SIZE: String(io.pageSize ?? 5000),
         RETRY_BUDGET_MS: String(Math.ceil(20_000 / Math.max(1, Math.min(options.timeScale, 20)))),
         LEASE_TTL_MS: String(Math.max(10_000, Math.ceil(180_000 / options.timeScale))),

@@ -117,7 +117,7 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
 
 /** The reject reason for an event that carried bytes that are not UTF-8. */
 export const INVALID_UTF8_REASON =
-  'the response body held bytes that are not UTF-8 in this event (kept here as U+FFFD): the upstream sent a malformed value';
+  'shows U+FFFD in a page whose body held bytes that are not UTF-8 (decoded as U+FFFD): the value may have been altered, so it is not stored';
 
 /** Normalises a page's events one by one; order is kept within each list. */
 export function normalisePage(

@@ -40,7 +40,8 @@ describe('postgres.js nextWrite guard (scripts/patch-postgres.mjs)', () => {
         pid = row?.pid ?? 0;
         await t`select pg_sleep(2)`;
       });
-      while (pid === null) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; pid === null && i < 250; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(pid, 'the transaction did not reach its first query within 5 s').not.toBeNull();
       await admin`select pg_terminate_backend(${pid})`;
       const outcome = await tx.then(
         () => 'committed',
