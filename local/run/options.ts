@@ -155,5 +155,11 @@ export function parseLocalRunArgs(
     const message = issue?.message ?? 'invalid';
     throw new UsageError(message.startsWith('--') ? message : `${flag}: ${message}`);
   }
+  if (parsed.data.apiUrl && parsed.data.timeScale !== 1) {
+    // Scaling would shorten our waits and margins but not the real server's windows: 429s.
+    throw new UsageError(
+      '--time-scale applies to the bundled simulator only; drop it with --api-url (the real API keeps real time)',
+    );
+  }
   return parsed.data;
 }

@@ -96,6 +96,26 @@ describe('npm run local with bad input', () => {
     await expectNothingStored();
   });
 
+  it('refuses --time-scale against a real API, whose windows it cannot shorten', async () => {
+    const r = await runCli([
+      '--api-url',
+      simulator.url,
+      '--api-key',
+      'the-right-key',
+      '--time-scale',
+      '10',
+      '--database-url',
+      db.url,
+      '--data-dir',
+      dataDir,
+    ]);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual([
+      'error: --time-scale applies to the bundled simulator only; drop it with --api-url (the real API keeps real time)',
+    ]);
+    await expectNothingStored();
+  });
+
   it('rejects a malformed --api-url', async () => {
     const r = await runCli([
       '--api-url',
