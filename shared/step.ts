@@ -262,8 +262,8 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
     metrics.add('UpstreamLatencyMs', 'Milliseconds', result.latencyMs);
     metrics.add('PersistMs', 'Milliseconds', persistMs);
 
+    // The last page's commit released the lease too (persistPage).
     const done = !page.hasMore;
-    if (done) await store.releaseLease({ sourceId, owner });
     const { waitSeconds } = waitSecondsFor(plan.notBeforeMs, clock.now());
     logger.info(done ? 'source complete' : 'page stored', {
       sourceId,

@@ -111,6 +111,10 @@ const ADVANCE = `
     last_rate_limit = coalesce($13::text::jsonb, last_rate_limit),
     status = case when $14::boolean then 'running' else 'complete' end,
     completed_at = case when $14::boolean then null else now() end,
+    -- The last page hands the lease back in the same commit: no crash can leave a complete
+    -- source leased to a dead execution.
+    lease_owner = case when $14::boolean then lease_owner else null end,
+    lease_expires_at = case when $14::boolean then lease_expires_at else null end,
     version = version + 1,
     updated_at = now()
   where source_id = $1 and version = $2::int and lease_owner = $15

@@ -241,6 +241,10 @@ describe('persistPage', () => {
     expect(r.checkpoint.status).toBe('complete');
     expect(r.checkpoint.cursor).toBeNull();
     expect(r.checkpoint.completedAtMs).toBeGreaterThanOrEqual(before - 60_000);
+    // The lease goes back in the same commit: a crash right after it leaves no stale lease.
+    expect(r.checkpoint.leaseOwner).toBeNull();
+    expect(r.checkpoint.leaseExpiresAtMs).toBeNull();
+    expect((await getCheckpoint(sql, sourceId))?.leaseOwner).toBeNull();
     // Absent values keep what was known before instead of erasing it.
     expect(r.checkpoint.totalReported).toBeNull();
     expect(r.checkpoint.positionTs).toBe(T0);
