@@ -11,8 +11,8 @@ import {
   NotEncodableError,
 } from '#shared/db/copy-binary.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
-import type { NormalisedEvent } from '#shared/upstream/types.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+import { normalisedEvent } from '#test/support/events.ts';
 
 let testDb: TestDatabase;
 let sql: Sql;
@@ -27,20 +27,7 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-function event(over: Partial<NormalisedEvent> = {}): NormalisedEvent {
-  return {
-    id: randomUUID(),
-    sessionId: randomUUID(),
-    userId: randomUUID(),
-    type: 'click',
-    name: 'event_abc',
-    properties: { page: '/home' },
-    occurredAtMs: Date.UTC(2026, 0, 20, 8, 30, 0, 123),
-    deviceType: 'mobile',
-    browser: 'Safari',
-    ...over,
-  };
-}
+const event = normalisedEvent;
 
 const COPY = `copy events (${EVENT_COPY_COLUMNS}) from stdin (format binary)`;
 

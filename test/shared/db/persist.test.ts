@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,10 +8,10 @@ import { PageRejectedByDatabaseError, type PersistPageInput, persistPage } from 
 import { CheckpointConflictError } from '#shared/errors.ts';
 import type { NormalisedEvent } from '#shared/upstream/types.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+import { normalisedEvent, T0 } from '#test/support/events.ts';
 
 let testDb: TestDatabase;
 let sql: Sql;
-const T0 = Date.UTC(2026, 0, 20, 8, 30, 0, 123);
 let sourceSeq = 0;
 
 beforeAll(async () => {
@@ -25,20 +24,7 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-function event(over: Partial<NormalisedEvent> = {}): NormalisedEvent {
-  return {
-    id: randomUUID(),
-    sessionId: randomUUID(),
-    userId: randomUUID(),
-    type: 'page_view',
-    name: 'event_abc',
-    properties: { page: '/home' },
-    occurredAtMs: T0,
-    deviceType: 'desktop',
-    browser: 'Chrome',
-    ...over,
-  };
-}
+const event = normalisedEvent;
 
 async function freshSource(owner = 'exec-1'): Promise<{ sourceId: string; cp: Checkpoint }> {
   const sourceId = `src-${++sourceSeq}`;
