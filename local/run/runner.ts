@@ -91,7 +91,8 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
     // 1. PostgreSQL: the given URL, else the embedded server kept in .local/postgres.
     let databaseUrl = options.databaseUrl;
     if (!databaseUrl) {
-      const { startEmbeddedPostgres } = await importWithoutSignalHooks();
+      // Loaded only when no --database-url is given.
+      const { startEmbeddedPostgres } = await import('../embedded-postgres.ts');
       const pg = await startEmbeddedPostgres({
         dataDir: join(dataDir, 'postgres'),
         log: (l) => io.out(`${l}\n`),
@@ -393,21 +394,6 @@ function describeLimit(o: LocalRunOptions): string {
   if (o.rateLimit === 0) return 'no rate limit';
   const scale = o.timeScale !== 1 ? `, time-scale ${o.timeScale}` : '';
   return `${o.rateLimit} requests per ${o.windowSeconds} s ${o.windowMode}${scale}${o.chaos ? ', chaos' : ''}`;
-}
-
-/**
- * embedded-postgres installs async-exit-hook when its module loads, and that hook answers SIGINT and
- * SIGTERM with process.exit(130/143) before the CLI can stop the run and print how to resume. So the
- * module loads only when needed, and its signal listeners are dropped (cleanup stops the server).
- */
-async function importWithoutSignalHooks() {
-  const signals = ['SIGINT', 'SIGTERM'] as const;
-  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
-  const mod = await import('../embedded-postgres.ts');
-  for (const s of signals) {
-    for (const l of process.listeners(s)) if (!before.get(s)?.has(l)) process.removeListener(s, l);
-  }
-  return mod;
 }
 
 function processAlive(pid: number): boolean {
