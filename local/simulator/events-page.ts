@@ -36,16 +36,19 @@ function parseLimit(param: string | null, requestId: string, rate: RateDecision 
   return Math.min(MAX_PAGE_SIZE, n);
 }
 
+/** A reply with the number of rows it carries (0 for an error), which its latency depends on. */
+export type PageReply = Reply & { rows: number };
+
 export function createEventsPage({ dataset, cursors, faults, stats, cursorExpiresIn }: EventsPageParts) {
-  return function eventsPage(url: URL, now: number, requestId: string, rate: RateDecision | null): Reply {
+  return function eventsPage(url: URL, now: number, requestId: string, rate: RateDecision | null): PageReply {
     const limit = parseLimit(url.searchParams.get('limit'), requestId, rate);
-    if (typeof limit !== 'number') return limit;
+    if (typeof limit !== 'number') return { ...limit, rows: 0 };
 
     let start = 0;
     const cursorParam = url.searchParams.get('cursor');
     if (cursorParam) {
       const resolved = cursors.resolve(cursorParam, now, requestId, rate);
-      if (typeof resolved !== 'number') return resolved;
+      if (typeof resolved !== 'number') return { ...resolved, rows: 0 };
       start = resolved;
     }
 
@@ -65,6 +68,6 @@ export function createEventsPage({ dataset, cursors, faults, stats, cursorExpire
     stats.pages++;
     stats.eventsServed += end - from;
     const body = `{"data":[${json}],"pagination":{"limit":${limit},"hasMore":${hasMore},"nextCursor":${nextCursor},"cursorExpiresIn":${cursorExpiresIn}},"meta":{"total":${dataset.total},"returned":${end - from},"requestId":"${requestId}"}}`;
-    return { status: 200, requestId, rate, body, cache: 'MISS' };
+    return { status: 200, requestId, rate, body, cache: 'MISS', rows: end - from };
   };
 }

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
 import { MAX_EVENTS } from './dataset.ts';
+import { DEFAULT_LATENCY, LIVE_LATENCY_JITTER_MS, LIVE_LATENCY_MS } from './latency.ts';
 
 /** Rates switched on by `chaos: true` (each can still be set explicitly). */
 export const CHAOS_PROFILE = {
@@ -47,7 +48,11 @@ export const simulatorOptionsInputSchema = z.strictObject({
   timeScale: positive.optional(),
   cursorTtlSeconds: positive.optional(),
   cacheTtlSeconds: nonNegative.optional(),
-  latencyMs: nonNegative.optional(),
+  /** Latency of a 5000-event page (smaller pages take their share); 'live' = the live service's figures. */
+  latencyMs: z
+    .union([nonNegative, z.literal('live')], { error: 'pass 0 or more milliseconds, or live' })
+    .optional(),
+  /** Up to this much more for a 5000-event page; defaults to the live spread with latencyMs 'live', else 0. */
   latencyJitterMs: nonNegative.optional(),
   chaos: z.boolean().optional(),
   rejectRefreshedCursors: z.boolean().optional(),
@@ -102,8 +107,8 @@ export const SIMULATOR_DEFAULTS = {
   timeScale: 1,
   cursorTtlSeconds: 116,
   cacheTtlSeconds: 30,
-  latencyMs: 0,
-  latencyJitterMs: 0,
+  latencyMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_MS : DEFAULT_LATENCY,
+  latencyJitterMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_JITTER_MS : 0,
   chaos: false,
   rejectRefreshedCursors: false,
 } as const satisfies Omit<SimulatorOptions, RateName>;
@@ -128,11 +133,22 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
       `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate): each event gets at most one fault, so keep the sum at most 1.`,
     );
   }
+  const latency = given.latencyMs ?? DEFAULT_LATENCY;
+  const latencyMs = latency === 'live' ? LIVE_LATENCY_MS : latency;
+  const latencyJitterMs = given.latencyJitterMs ?? (latency === 'live' ? LIVE_LATENCY_JITTER_MS : 0);
   const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-  return { ...SIMULATOR_DEFAULTS, ...defined, ...rates, chaos } as SimulatorOptions;
+  return {
+    ...SIMULATOR_DEFAULTS,
+    ...defined,
+    ...rates,
+    chaos,
+    latencyMs,
+    latencyJitterMs,
+  } as SimulatorOptions;
 }
 
-type FlagKind = 'int' | 'number' | 'string' | 'boolean';
+/** `latency` is a number or the word `live`. */
+type FlagKind = 'int' | 'number' | 'latency' | 'string' | 'boolean';
 
 /** Every CLI option: its kind, its value's name in the usage, and what it does. */
 const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string; help: string }> = {
@@ -164,8 +180,16 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
     arg: 'S',
     help: `identical requests within S are cache HITs (default ${SIMULATOR_DEFAULTS.cacheTtlSeconds}; 0 = never)`,
   },
-  latencyMs: { kind: 'number', arg: 'MS', help: 'delay before each events page (default 0)' },
-  latencyJitterMs: { kind: 'number', arg: 'MS', help: 'extra random delay, 0 to MS (default 0)' },
+  latencyMs: {
+    kind: 'latency',
+    arg: 'MS|live',
+    help: `latency of a 5000-event page, smaller pages in proportion (default ${DEFAULT_LATENCY}; live = ${LIVE_LATENCY_MS} + up to ${LIVE_LATENCY_JITTER_MS})`,
+  },
+  latencyJitterMs: {
+    kind: 'number',
+    arg: 'MS',
+    help: 'up to MS more for a 5000-event page, from the seed (default 0, live: 500)',
+  },
   chaos: { kind: 'boolean', help: 'fault profile: the rates below at their chaos values (README)' },
   rejectRefreshedCursors: {
     kind: 'boolean',
@@ -263,14 +287,14 @@ export function parseSimulatorArgs(argv: readonly string[]): SimulatorOptions {
     const raw = values[flag];
     if (raw === undefined) continue;
     const { kind, arg } = FLAGS[name];
-    if (typeof raw === 'boolean' || kind === 'string') {
+    if (typeof raw === 'boolean' || kind === 'string' || (kind === 'latency' && raw === 'live')) {
       input[name] = raw;
       continue;
     }
     const n = raw.trim() === '' ? Number.NaN : Number(raw);
     if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n))) {
       throw new ConfigError(
-        `Option --${flag} must be ${kind === 'int' ? 'a whole number' : 'a number'}, got ${JSON.stringify(raw)}: write --${flag} ${arg}.`,
+        `Option --${flag} must be ${kind === 'int' ? 'a whole number' : kind === 'latency' ? 'a number or live' : 'a number'}, got ${JSON.stringify(raw)}: write --${flag} ${arg}.`,
       );
     }
     input[name] = n;

@@ -1,4 +1,5 @@
 import { hash3, SALT, unit } from './hash.ts';
+import { pageLatencyMs } from './latency.ts';
 import type { SimulatorOptions } from './options.ts';
 import { TRANSIENT_STATUSES } from './responses.ts';
 
@@ -22,8 +23,8 @@ export interface RequestFaults {
   duplicateRows(start: number): number;
   /** Where request `n`'s body of `length` characters is cut, or null when it is sent whole. */
   truncateAt(n: number, length: number): number | null;
-  /** Unscaled milliseconds request `n` waits before it is answered. */
-  latencyMs(n: number): number;
+  /** Unscaled milliseconds request `n`, a page of `rows` events, waits before it is answered. */
+  latencyMs(n: number, rows: number): number;
 }
 
 export function createRequestFaults(options: RequestFaultOptions): RequestFaults {
@@ -47,8 +48,13 @@ export function createRequestFaults(options: RequestFaultOptions): RequestFaults
       const cut = 0.1 + 0.8 * unit(hash3(seed, n, SALT.truncate + 1));
       return Math.floor(length * cut);
     },
-    latencyMs(n) {
-      return options.latencyMs + options.latencyJitterMs * unit(hash3(seed, n, SALT.latency));
+    latencyMs(n, rows) {
+      return pageLatencyMs(
+        options.latencyMs,
+        options.latencyJitterMs,
+        rows,
+        unit(hash3(seed, n, SALT.latency)),
+      );
     },
   };
 }

@@ -22,7 +22,7 @@ import { emptyStats } from './stats.ts';
  *   events-page.ts      the limit, rows and body of /api/v1/events;
  *   cursor-position.ts  the cursor codec, expiry and position;
  *   rate-limiter.ts     the fixed and sliding windows;
- *   request-faults.ts   transient errors, truncated bodies, duplicate rows, latency;
+ *   request-faults.ts   transient errors, truncated bodies, duplicate rows, latency (latency.ts);
  *   response-cache.ts   X-Cache;
  *   responses.ts        headers and bodies as the captures show them.
  */
@@ -147,13 +147,14 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
       return;
     }
 
-    const latency = faults.latencyMs(n);
+    // The page is built first because its latency depends on its rows; its instants (cursor exp,
+    // cache expiry) stay those of the request's arrival, as before latency was proportional.
+    const { rows, ...reply } = eventsPage(url, now, requestId, rate);
+    const latency = faults.latencyMs(n, rows);
     if (latency > 0) {
       stats.faults.latencyMsTotal += latency / scale;
       await new Promise((resolve) => setTimeout(resolve, latency / scale));
     }
-
-    const reply = eventsPage(url, now, requestId, rate);
     if (reply.status === 200) {
       reply.etag = expressEtag(reply.body);
       if (method === 'GET') cache.set(cacheKey, { body: reply.body, etag: reply.etag, requestId }, now);
