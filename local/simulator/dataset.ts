@@ -4,7 +4,7 @@ import { createEventFields } from './event-fields.ts';
 import { mix32, SALT } from './hash.ts';
 import { createSerialiser } from './serialise.ts';
 import { createSessions } from './sessions.ts';
-import { createTimeline } from './timeline.ts';
+import { createTimeline, type TimestampSkew } from './timeline.ts';
 
 /*
  * The simulator's deterministic data set. Nothing is materialised: every event is a pure function
@@ -24,7 +24,13 @@ export {
   type MissableField,
 } from './event-faults.ts';
 export { TYPE_TOTALS } from './event-fields.ts';
-export { DATASET_END_MS, DATASET_START_MS, TIE_PROBABILITY } from './timeline.ts';
+export {
+  BURST_MS_PER_EVENT,
+  DATASET_END_MS,
+  DATASET_START_MS,
+  TIE_PROBABILITY,
+  type TimestampSkew,
+} from './timeline.ts';
 
 /** Largest supported data set: indices and keys must stay far below 2^32. */
 export const MAX_EVENTS = 100_000_000;
@@ -50,6 +56,8 @@ export interface DatasetOptions {
   events: number;
   seed: number;
   faults?: Partial<EventFaultRates>;
+  /** Bunch most events into a few short intervals (default: spread evenly over the span). */
+  skew?: TimestampSkew;
 }
 
 export interface Dataset {
@@ -65,6 +73,8 @@ export interface Dataset {
   timestampAt(index: number): number;
   /** The first index strictly after the position (ts, id) in (timestamp desc, id desc) order; `total` when none. */
   indexAfter(ts: number, id: string): number;
+  /** The first index whose timestamp is at or before `ts` (rows at `ts` included); `total` when none. */
+  indexAtOrBefore(ts: number): number;
   /** The index of an event id, or null when the id is not in the data set. */
   indexOfId(id: string): number | null;
   /** How the event at `index` is altered when served, or null when it is served clean. */
@@ -95,7 +105,20 @@ export function createDataset(options: DatasetOptions): Dataset {
   }
   const seed = mix32((options.seed ^ SALT.seed) >>> 0);
   const fields = createEventFields(seed);
-  const timeline = createTimeline(total, seed, fields.idOfKey);
+  if (
+    options.skew &&
+    !(
+      options.skew.share >= 0 &&
+      options.skew.share < 1 &&
+      Number.isInteger(options.skew.bursts) &&
+      options.skew.bursts >= 1
+    )
+  ) {
+    throw new RangeError(
+      `skew needs a share from 0 to below 1 and at least one burst, got ${JSON.stringify(options.skew)}`,
+    );
+  }
+  const timeline = createTimeline(total, seed, fields.idOfKey, options.skew);
   const sessions = createSessions(total, seed);
   const faults = createEventFaults(seed, options.faults);
   const { serialise, serialiseRange } = createSerialiser({ total, timeline, fields, sessions, faults });
@@ -142,6 +165,7 @@ export function createDataset(options: DatasetOptions): Dataset {
       return timeline.timestampAt(index);
     },
     indexAfter: timeline.indexAfter,
+    indexAtOrBefore: timeline.indexAtOrBefore,
     indexOfId(id) {
       const key = fields.keyOfId(id, total);
       return key === null ? null : timeline.indexOfKey(key);

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
+import { BUILT_CURSOR_MODES, type BuiltCursorMode } from './cursor-position.ts';
 import { MAX_EVENTS } from './dataset.ts';
 import { DEFAULT_LATENCY, LIVE_LATENCY_JITTER_MS, LIVE_LATENCY_MS } from './latency.ts';
 
@@ -54,8 +55,19 @@ export const simulatorOptionsInputSchema = z.strictObject({
     .optional(),
   /** Up to this much more for a 5000-event page; defaults to the live spread with latencyMs 'live', else 0. */
   latencyJitterMs: nonNegative.optional(),
+  /** Share of the events bunched into `skewBursts` short intervals; 0 spreads them evenly. */
+  timestampSkew: z
+    .number()
+    .min(0, { error: 'pass a share from 0 (even) to below 1, e.g. 0.9' })
+    .lt(1, { error: 'pass a share from 0 (even) to below 1, e.g. 0.9' })
+    .optional(),
+  skewBursts: boundedInt(1, 100).optional(),
   chaos: z.boolean().optional(),
   rejectRefreshedCursors: z.boolean().optional(),
+  /** How a cursor whose id names no event at its ts (one a client built) is read. */
+  builtCursors: z
+    .enum(BUILT_CURSOR_MODES, { error: `pass one of ${BUILT_CURSOR_MODES.join(', ')}` })
+    .optional(),
   malformedTimestampRate: rate.optional(),
   missingFieldRate: rate.optional(),
   duplicateRowRate: rate.optional(),
@@ -81,8 +93,11 @@ export interface SimulatorOptions {
   cacheTtlSeconds: number;
   latencyMs: number;
   latencyJitterMs: number;
+  timestampSkew: number;
+  skewBursts: number;
   chaos: boolean;
   rejectRefreshedCursors: boolean;
+  builtCursors: BuiltCursorMode;
   malformedTimestampRate: number;
   missingFieldRate: number;
   duplicateRowRate: number;
@@ -109,8 +124,11 @@ export const SIMULATOR_DEFAULTS = {
   cacheTtlSeconds: 30,
   latencyMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_MS : DEFAULT_LATENCY,
   latencyJitterMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_JITTER_MS : 0,
+  timestampSkew: 0,
+  skewBursts: 3,
   chaos: false,
   rejectRefreshedCursors: false,
+  builtCursors: 'by-ts',
 } as const satisfies Omit<SimulatorOptions, RateName>;
 
 /** Validates options and fills defaults; a rate not given is the chaos profile's when `chaos`, else 0. */
@@ -190,10 +208,21 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
     arg: 'MS',
     help: 'up to MS more for a 5000-event page, from the seed (default 0, live: 500)',
   },
+  timestampSkew: {
+    kind: 'number',
+    arg: 'SHARE',
+    help: 'bunch this share of the events (0 to below 1) into a few short bursts (default 0: even)',
+  },
+  skewBursts: { kind: 'int', arg: 'N', help: 'how many bursts with --timestamp-skew (default 3)' },
   chaos: { kind: 'boolean', help: 'fault profile: the rates below at their chaos values (README)' },
   rejectRefreshedCursors: {
     kind: 'boolean',
     help: 'refuse cursors whose exp was rewritten or that were rebuilt',
+  },
+  builtCursors: {
+    kind: 'string',
+    arg: BUILT_CURSOR_MODES.join('|'),
+    help: 'cursors built by a client: start at their ts (rows at ts included), strictly after (ts, id), or refuse with 400 CURSOR_INVALID_FORMAT or a 502 (default by-ts)',
   },
   malformedTimestampRate: { kind: 'number', arg: 'R', help: 'share of events with an unparseable timestamp' },
   missingFieldRate: { kind: 'number', arg: 'R', help: 'share of events missing a required field' },

@@ -29,6 +29,8 @@ export interface Reply {
   etag?: string;
   /** Bytes actually sent when the body is cut short (truncated-body fault). */
   truncateTo?: number;
+  /** Answered by the load balancer in front (its HTML page for `status`) rather than the API. */
+  fromLoadBalancer?: boolean;
 }
 
 /** Express's weak ETag: length in hex and the first 27 characters of the base64 SHA-1. */
@@ -80,58 +82,62 @@ export interface ResponseWriter {
  * `-Exact` ones, because a client pacing a scaled window cannot work from whole seconds.
  */
 export function createResponseWriter(stats: SimStats, scale: number, cacheTtlMs: number): ResponseWriter {
-  return {
-    write(req, res, reply) {
-      countStatus(stats, reply.status);
-      const head = req.method === 'HEAD';
-      const sent = reply.truncateTo === undefined ? reply.body : reply.body.slice(0, reply.truncateTo);
-      const headers: Record<string, string> = {
-        Date: new Date().toUTCString(),
-        'Content-Type': 'application/json; charset=utf-8',
-        'Content-Length': String(Buffer.byteLength(sent, 'utf8')),
-        // Set explicitly so Node does not add its own `Keep-Alive: timeout=5`, absent from the captures.
-        Connection: 'keep-alive',
-        'X-Powered-By': 'Express',
-        'Access-Control-Allow-Origin': '*',
-        'X-Request-ID': reply.requestId,
-      };
-      if (reply.rate) {
-        const resetExact = Math.max(0, reply.rate.resetMs) / 1000;
-        const reset = Math.ceil(resetExact);
-        headers['X-RateLimit-Limit'] = String(reply.rate.limit);
-        headers['X-RateLimit-Remaining'] = String(reply.rate.remaining);
-        headers['X-RateLimit-Reset'] = String(reset);
-        if (scale !== 1) headers['X-RateLimit-Reset-Exact'] = resetExact.toFixed(3);
-        if (reply.status === 429) {
-          headers['Retry-After'] = String(reset);
-          if (scale !== 1) headers['Retry-After-Exact'] = resetExact.toFixed(3);
-        }
-      }
-      if (reply.cache && !head) {
-        headers['X-Cache'] = reply.cache;
-        headers['X-Cache-TTL'] = String(Math.ceil(cacheTtlMs / 1000));
-      }
-      headers.ETag = reply.etag ?? expressEtag(reply.body);
-      res.sendDate = false;
-      res.writeHead(reply.status, headers);
-      res.end(head ? undefined : sent);
-    },
+  function writeLoadBalancerError(req: IncomingMessage, res: ServerResponse, status: number): void {
+    countStatus(stats, status);
+    const title = `${status} ${STATUS_TEXT[status]}`;
+    const body = `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n</body>\r\n</html>\r\n`;
+    res.sendDate = false;
+    res.writeHead(status, {
+      Date: new Date().toUTCString(),
+      'Content-Type': 'text/html',
+      'Content-Length': String(Buffer.byteLength(body)),
+      Connection: 'keep-alive',
+      Server: 'awselb/2.0',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
 
-    writeLoadBalancerError(req, res, status) {
-      countStatus(stats, status);
-      const title = `${status} ${STATUS_TEXT[status]}`;
-      const body = `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n</body>\r\n</html>\r\n`;
-      res.sendDate = false;
-      res.writeHead(status, {
-        Date: new Date().toUTCString(),
-        'Content-Type': 'text/html',
-        'Content-Length': String(Buffer.byteLength(body)),
-        Connection: 'keep-alive',
-        Server: 'awselb/2.0',
-      });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    },
-  };
+  function write(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+    if (reply.fromLoadBalancer) {
+      writeLoadBalancerError(req, res, reply.status);
+      return;
+    }
+    countStatus(stats, reply.status);
+    const head = req.method === 'HEAD';
+    const sent = reply.truncateTo === undefined ? reply.body : reply.body.slice(0, reply.truncateTo);
+    const headers: Record<string, string> = {
+      Date: new Date().toUTCString(),
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(sent, 'utf8')),
+      // Set explicitly so Node does not add its own `Keep-Alive: timeout=5`, absent from the captures.
+      Connection: 'keep-alive',
+      'X-Powered-By': 'Express',
+      'Access-Control-Allow-Origin': '*',
+      'X-Request-ID': reply.requestId,
+    };
+    if (reply.rate) {
+      const resetExact = Math.max(0, reply.rate.resetMs) / 1000;
+      const reset = Math.ceil(resetExact);
+      headers['X-RateLimit-Limit'] = String(reply.rate.limit);
+      headers['X-RateLimit-Remaining'] = String(reply.rate.remaining);
+      headers['X-RateLimit-Reset'] = String(reset);
+      if (scale !== 1) headers['X-RateLimit-Reset-Exact'] = resetExact.toFixed(3);
+      if (reply.status === 429) {
+        headers['Retry-After'] = String(reset);
+        if (scale !== 1) headers['Retry-After-Exact'] = resetExact.toFixed(3);
+      }
+    }
+    if (reply.cache && !head) {
+      headers['X-Cache'] = reply.cache;
+      headers['X-Cache-TTL'] = String(Math.ceil(cacheTtlMs / 1000));
+    }
+    headers.ETag = reply.etag ?? expressEtag(reply.body);
+    res.sendDate = false;
+    res.writeHead(reply.status, headers);
+    res.end(head ? undefined : sent);
+  }
+
+  return { write, writeLoadBalancerError };
 }
 
 /** The load balancer's statuses for transient faults. */

@@ -57,6 +57,7 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     dataset,
     stats,
     rejectRefreshedCursors: options.rejectRefreshedCursors,
+    builtCursors: options.builtCursors,
     ttlMs,
     scale,
   });

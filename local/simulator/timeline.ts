@@ -7,6 +7,10 @@ import { hash3, SALT, unit } from './hash.ts';
  * index -> timestamp: a monotone formula `END - floor((i + u_i) * step)` with a hashed jitter
  *   u_i in [0, 1), so timestamps strictly decrease; about one index in a thousand is flagged a
  *   "tie" and repeats its predecessor's timestamp (the 5000-event capture has five tied pairs).
+ *   With a skew, the same formula runs piecewise: segments of the index range get their own step,
+ *   a few "bursts" 2 ms per event and the gaps between them the rest of the span. Each segment
+ *   starts where the previous one ends, so the order stays monotone, and each event keeps its own
+ *   2 ms slot, so ties stay the flagged one in a thousand.
  * index -> key: the identity, except inside a run of equal timestamps, whose keys are reordered so
  *   that ids descend (the service orders ties by id descending, as the capture shows).
  */
@@ -17,6 +21,50 @@ export const DATASET_END_MS = Date.UTC(2026, 0, 27, 19, 20, 30);
 export const DATASET_START_MS = Date.UTC(2025, 11, 20);
 /** Probability that an event repeats its predecessor's timestamp (5 tied pairs per 5000 in the capture). */
 export const TIE_PROBABILITY = 0.001;
+
+/** Most events bunched into a few short intervals; everything else about the data set is unchanged. */
+export interface TimestampSkew {
+  /** Share of the events inside the bursts, from 0 (uniform) to below 1. */
+  share: number;
+  /** How many bursts, evenly spread over the span. */
+  bursts: number;
+}
+
+/** Milliseconds per event inside a burst: dense (500 events a second), yet 1 ms or more so instants still descend. */
+export const BURST_MS_PER_EVENT = 2;
+
+/** A stretch of the index range with its own density: index `start` is `offset` ms before END. */
+interface Segment {
+  start: number;
+  offset: number;
+  step: number;
+}
+
+/** The segments of a skewed data set: gap, burst, gap, ..., burst, gap. */
+function segmentsFor(total: number, skew: TimestampSkew): Segment[] {
+  const span = DATASET_END_MS - DATASET_START_MS;
+  const bursts = Math.max(1, Math.min(skew.bursts, total));
+  const inBursts = Math.floor(total * skew.share);
+  const sparse = total - inBursts;
+  const sparseStep = (span - inBursts * BURST_MS_PER_EVENT) / Math.max(1, sparse);
+  const share = (count: number, parts: number, k: number) =>
+    Math.floor((count * (k + 1)) / parts) - Math.floor((count * k) / parts);
+  const segments: Segment[] = [];
+  let start = 0;
+  let offset = 0;
+  const push = (count: number, step: number) => {
+    if (count === 0) return;
+    segments.push({ start, offset, step });
+    start += count;
+    offset += count * step;
+  };
+  for (let b = 0; b < bursts; b++) {
+    push(share(sparse, bursts + 1, b), sparseStep);
+    push(share(inBursts, bursts, b), BURST_MS_PER_EVENT);
+  }
+  push(share(sparse, bursts + 1, bursts), sparseStep);
+  return segments;
+}
 
 /** A run of equal timestamps: the keys in served order (id descending) and where the run starts. */
 export interface TieRun {
@@ -38,16 +86,39 @@ export interface Timeline {
   indexOfKey(key: number): number;
   /** The first index strictly after (ts, id) in (timestamp desc, id desc) order; `total` when none. */
   indexAfter(ts: number, id: string): number;
+  /** The first index whose timestamp is at or before `ts` (rows at `ts` included); `total` when none. */
+  indexAtOrBefore(ts: number): number;
 }
 
 /** `seed` is the data set's mixed seed; `idOfKey` orders the keys of a tie. */
-export function createTimeline(total: number, seed: number, idOfKey: (key: number) => string): Timeline {
+export function createTimeline(
+  total: number,
+  seed: number,
+  idOfKey: (key: number) => string,
+  skew?: TimestampSkew,
+): Timeline {
   const step = (DATASET_END_MS - DATASET_START_MS) / total;
   const tieThreshold = Math.floor(TIE_PROBABILITY * 4294967296);
+  const segments = skew && skew.share > 0 ? segmentsFor(total, skew) : null;
 
-  function rawTs(i: number): number {
+  function uniformTs(i: number): number {
     return DATASET_END_MS - Math.floor((i + unit(hash3(seed, i, SALT.jitter))) * step);
   }
+  function skewedTs(i: number, segs: Segment[]): number {
+    let lo = 0;
+    let hi = segs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (segs[mid]!.start <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    const seg = segs[lo]!;
+    const x = seg.offset + (i - seg.start + unit(hash3(seed, i, SALT.jitter))) * seg.step;
+    // Never past the next segment's start, so rounding cannot break the order at a boundary.
+    const next = segs[lo + 1];
+    return DATASET_END_MS - Math.floor(next ? Math.min(x, next.offset) : x);
+  }
+  const rawTs = segments ? (i: number) => skewedTs(i, segments) : uniformTs;
   function isTie(i: number): boolean {
     return i > 0 && hash3(seed, i, SALT.tie) < tieThreshold;
   }
@@ -95,6 +166,16 @@ export function createTimeline(total: number, seed: number, idOfKey: (key: numbe
         const t = timestampAt(mid);
         const after = t < ts || (t === ts && idOfKey(keyAt(mid)) < id);
         if (after) hi = mid;
+        else lo = mid + 1;
+      }
+      return lo;
+    },
+    indexAtOrBefore(ts) {
+      let lo = 0;
+      let hi = total;
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi) / 2);
+        if (timestampAt(mid) <= ts) hi = mid;
         else lo = mid + 1;
       }
       return lo;
