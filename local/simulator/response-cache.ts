@@ -19,7 +19,8 @@ export class ResponseCache {
 
   get(key: string, now: number): CachedPage | undefined {
     const hit = this.entries.get(key);
-    return hit && hit.expiresAt > now ? hit : undefined;
+    if (!hit || hit.expiresAt <= now) return undefined;
+    return { body: hit.body, etag: hit.etag, requestId: hit.requestId };
   }
 
   set(key: string, page: CachedPage, now: number): void {
