@@ -4,6 +4,7 @@ import { createDataset, type Dataset } from './dataset.ts';
 import { resolveSimulatorOptions, type SimulatorOptions, type SimulatorOptionsInput } from './options.ts';
 import { createRequestHandler, type SimStats } from './server.ts';
 
+export { BUILT_CURSOR_MODES, type BuiltCursorMode } from './cursor-position.ts';
 export {
   createDataset,
   type Dataset,
@@ -11,7 +12,9 @@ export {
   type EventFault,
   type EventFaultRates,
   type SimEvent,
+  type TimestampSkew,
 } from './dataset.ts';
+export { DEFAULT_LATENCY, LIVE_LATENCY_JITTER_MS, LIVE_LATENCY_MS } from './latency.ts';
 export {
   CHAOS_PROFILE,
   DEFAULT_API_KEY,
@@ -44,6 +47,8 @@ export function datasetFor(options: SimulatorOptions): Dataset {
       epochSecondsRate: options.epochSecondsRate,
       controlCharRate: options.controlCharRate,
     },
+    skew:
+      options.timestampSkew > 0 ? { share: options.timestampSkew, bursts: options.skewBursts } : undefined,
   });
 }
 

@@ -1,6 +1,9 @@
+import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
+import { BUILT_CURSOR_MODES, type BuiltCursorMode } from './cursor-position.ts';
 import { MAX_EVENTS } from './dataset.ts';
+import { DEFAULT_LATENCY, LIVE_LATENCY_JITTER_MS, LIVE_LATENCY_MS } from './latency.ts';
 
 /** Rates switched on by `chaos: true` (each can still be set explicitly). */
 export const CHAOS_PROFILE = {
@@ -16,30 +19,55 @@ export const CHAOS_PROFILE = {
 type RateName = keyof typeof CHAOS_PROFILE;
 const RATE_NAMES = Object.keys(CHAOS_PROFILE) as RateName[];
 
-const rate = z.number().min(0).max(1);
-const positive = z.number().positive();
-const nonNegative = z.number().min(0);
+// Each message says what to pass instead: the CLI prefixes it with the flag, the API with the property.
+const rate = z
+  .number()
+  .min(0, { error: 'a rate is a probability: pass a number from 0 to 1' })
+  .max(1, { error: 'a rate is a probability: pass a number from 0 to 1' });
+const positive = z.number().positive({ error: 'pass a number above 0' });
+const nonNegative = z.number().min(0, { error: 'pass 0 or more' });
+const boundedInt = (min: number, max: number) =>
+  z
+    .number()
+    .int({ error: `pass a whole number from ${min} to ${max}` })
+    .min(min, { error: `pass a whole number from ${min} to ${max}` })
+    .max(max, { error: `pass a whole number from ${min} to ${max}` });
 
 /** Options as given: every field optional, validated; {@link resolveSimulatorOptions} fills the defaults. */
 export const simulatorOptionsInputSchema = z.strictObject({
   /** 0 picks a free port. */
-  port: z.number().int().min(0).max(65535).optional(),
-  host: z.string().min(1).optional(),
-  events: z.number().int().min(1).max(MAX_EVENTS).optional(),
-  seed: z.number().int().min(0).max(0xffffffff).optional(),
-  apiKey: z.string().min(1).optional(),
+  port: boundedInt(0, 65535).optional(),
+  host: z.string().min(1, { error: 'pass a host name or address, e.g. 127.0.0.1' }).optional(),
+  events: boundedInt(1, MAX_EVENTS).optional(),
+  seed: boundedInt(0, 0xffffffff).optional(),
+  apiKey: z.string().min(1, { error: 'pass a non-empty key' }).optional(),
   /** Requests per window per API key; 0 disables the limiter (and its headers). */
-  rateLimit: z.number().int().min(0).optional(),
+  rateLimit: boundedInt(0, 1_000_000).optional(),
   windowSeconds: positive.optional(),
-  windowMode: z.enum(['fixed', 'sliding']).optional(),
+  windowMode: z.enum(['fixed', 'sliding'], { error: 'pass fixed or sliding' }).optional(),
   countRejected: z.boolean().optional(),
   timeScale: positive.optional(),
   cursorTtlSeconds: positive.optional(),
   cacheTtlSeconds: nonNegative.optional(),
-  latencyMs: nonNegative.optional(),
+  /** Latency of a 5000-event page (smaller pages take their share); 'live' = the live service's figures. */
+  latencyMs: z
+    .union([nonNegative, z.literal('live')], { error: 'pass 0 or more milliseconds, or live' })
+    .optional(),
+  /** Up to this much more for a 5000-event page; defaults to the live spread with latencyMs 'live', else 0. */
   latencyJitterMs: nonNegative.optional(),
+  /** Share of the events bunched into `skewBursts` short intervals; 0 spreads them evenly. */
+  timestampSkew: z
+    .number()
+    .min(0, { error: 'pass a share from 0 (even) to below 1, e.g. 0.9' })
+    .lt(1, { error: 'pass a share from 0 (even) to below 1, e.g. 0.9' })
+    .optional(),
+  skewBursts: boundedInt(1, 100).optional(),
   chaos: z.boolean().optional(),
   rejectRefreshedCursors: z.boolean().optional(),
+  /** How a cursor whose id names no event at its ts (one a client built) is read. */
+  builtCursors: z
+    .enum(BUILT_CURSOR_MODES, { error: `pass one of ${BUILT_CURSOR_MODES.join(', ')}` })
+    .optional(),
   malformedTimestampRate: rate.optional(),
   missingFieldRate: rate.optional(),
   duplicateRowRate: rate.optional(),
@@ -65,8 +93,11 @@ export interface SimulatorOptions {
   cacheTtlSeconds: number;
   latencyMs: number;
   latencyJitterMs: number;
+  timestampSkew: number;
+  skewBursts: number;
   chaos: boolean;
   rejectRefreshedCursors: boolean;
+  builtCursors: BuiltCursorMode;
   malformedTimestampRate: number;
   missingFieldRate: number;
   duplicateRowRate: number;
@@ -91,19 +122,21 @@ export const SIMULATOR_DEFAULTS = {
   timeScale: 1,
   cursorTtlSeconds: 116,
   cacheTtlSeconds: 30,
-  latencyMs: 0,
-  latencyJitterMs: 0,
+  latencyMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_MS : DEFAULT_LATENCY,
+  latencyJitterMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_JITTER_MS : 0,
+  timestampSkew: 0,
+  skewBursts: 3,
   chaos: false,
   rejectRefreshedCursors: false,
+  builtCursors: 'by-ts',
 } as const satisfies Omit<SimulatorOptions, RateName>;
 
 /** Validates options and fills defaults; a rate not given is the chaos profile's when `chaos`, else 0. */
 export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
   const parsed = simulatorOptionsInputSchema.safeParse(input ?? {});
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
     throw new ConfigError(
-      `Simulator option ${issue.path.join('.') || '(options)'} is invalid: ${issue.message}. See local/simulator/README.md for the accepted values.`,
+      `Simulator options are invalid (accepted values: local/simulator/README.md):\n${z.prettifyError(parsed.error)}`,
     );
   }
   const given = parsed.data;
@@ -118,111 +151,192 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
       `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate): each event gets at most one fault, so keep the sum at most 1.`,
     );
   }
+  const latency = given.latencyMs ?? DEFAULT_LATENCY;
+  const latencyMs = latency === 'live' ? LIVE_LATENCY_MS : latency;
+  const latencyJitterMs = given.latencyJitterMs ?? (latency === 'live' ? LIVE_LATENCY_JITTER_MS : 0);
   const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-  return { ...SIMULATOR_DEFAULTS, ...defined, ...rates, chaos } as SimulatorOptions;
+  return {
+    ...SIMULATOR_DEFAULTS,
+    ...defined,
+    ...rates,
+    chaos,
+    latencyMs,
+    latencyJitterMs,
+  } as SimulatorOptions;
 }
 
-const FLAGS = {
-  port: 'int',
-  host: 'string',
-  events: 'int',
-  seed: 'int',
-  apiKey: 'string',
-  rateLimit: 'int',
-  windowSeconds: 'number',
-  windowMode: 'string',
-  countRejected: 'boolean',
-  timeScale: 'number',
-  cursorTtlSeconds: 'number',
-  cacheTtlSeconds: 'number',
-  latencyMs: 'number',
-  latencyJitterMs: 'number',
-  chaos: 'boolean',
-  rejectRefreshedCursors: 'boolean',
-  malformedTimestampRate: 'number',
-  missingFieldRate: 'number',
-  duplicateRowRate: 'number',
-  transientErrorRate: 'number',
-  truncatedBodyRate: 'number',
-  epochSecondsRate: 'number',
-  controlCharRate: 'number',
-} as const satisfies Record<keyof SimulatorOptionsInput, 'int' | 'number' | 'string' | 'boolean'>;
+/** `latency` is a number or the word `live`. */
+type FlagKind = 'int' | 'number' | 'latency' | 'string' | 'boolean';
+
+/** Every CLI option: its kind, its value's name in the usage, and what it does. */
+const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string; help: string }> = {
+  port: { kind: 'int', arg: 'N', help: 'listen port (default 4010; 0 = a free port)' },
+  host: { kind: 'string', arg: 'HOST', help: `listen address (default ${SIMULATOR_DEFAULTS.host})` },
+  events: { kind: 'int', arg: 'N', help: `data set size (default ${SIMULATOR_DEFAULTS.events})` },
+  seed: { kind: 'int', arg: 'N', help: `data set and fault seed (default ${SIMULATOR_DEFAULTS.seed})` },
+  apiKey: { kind: 'string', arg: 'KEY', help: `the accepted X-API-Key (default ${DEFAULT_API_KEY})` },
+  rateLimit: {
+    kind: 'int',
+    arg: 'N',
+    help: `requests per window per key (default ${SIMULATOR_DEFAULTS.rateLimit}; 0 = no limiter)`,
+  },
+  windowSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: `rate-limit window (default ${SIMULATOR_DEFAULTS.windowSeconds})`,
+  },
+  windowMode: { kind: 'string', arg: 'fixed|sliding', help: 'window semantics (default fixed)' },
+  countRejected: { kind: 'boolean', help: '429 answers count against the window' },
+  timeScale: { kind: 'number', arg: 'X', help: 'divide every duration by X (default 1)' },
+  cursorTtlSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: `cursor lifetime (default ${SIMULATOR_DEFAULTS.cursorTtlSeconds})`,
+  },
+  cacheTtlSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: `identical requests within S are cache HITs (default ${SIMULATOR_DEFAULTS.cacheTtlSeconds}; 0 = never)`,
+  },
+  latencyMs: {
+    kind: 'latency',
+    arg: 'MS|live',
+    help: `latency of a 5000-event page, smaller pages in proportion (default ${DEFAULT_LATENCY}; live = ${LIVE_LATENCY_MS} + up to ${LIVE_LATENCY_JITTER_MS})`,
+  },
+  latencyJitterMs: {
+    kind: 'number',
+    arg: 'MS',
+    help: 'up to MS more for a 5000-event page, from the seed (default 0, live: 500)',
+  },
+  timestampSkew: {
+    kind: 'number',
+    arg: 'SHARE',
+    help: 'bunch this share of the events (0 to below 1) into a few short bursts (default 0: even)',
+  },
+  skewBursts: { kind: 'int', arg: 'N', help: 'how many bursts with --timestamp-skew (default 3)' },
+  chaos: { kind: 'boolean', help: 'fault profile: the rates below at their chaos values (README)' },
+  rejectRefreshedCursors: {
+    kind: 'boolean',
+    help: 'refuse cursors whose exp was rewritten or that were rebuilt',
+  },
+  builtCursors: {
+    kind: 'string',
+    arg: BUILT_CURSOR_MODES.join('|'),
+    help: 'cursors built by a client: start at their ts (rows at ts included), strictly after (ts, id), or refuse with 400 CURSOR_INVALID_FORMAT or a 502 (default by-ts)',
+  },
+  malformedTimestampRate: { kind: 'number', arg: 'R', help: 'share of events with an unparseable timestamp' },
+  missingFieldRate: { kind: 'number', arg: 'R', help: 'share of events missing a required field' },
+  duplicateRowRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'share of pages repeating rows from before the cursor',
+  },
+  transientErrorRate: { kind: 'number', arg: 'R', help: 'share of requests answered 500/502/503/504' },
+  truncatedBodyRate: { kind: 'number', arg: 'R', help: 'share of pages cut short' },
+  epochSecondsRate: { kind: 'number', arg: 'R', help: 'share of timestamps sent as epoch seconds' },
+  controlCharRate: { kind: 'number', arg: 'R', help: 'share of timestamps wrapped in control characters' },
+};
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-const BY_FLAG = new Map(Object.keys(FLAGS).map((name) => [`--${kebab(name)}`, name as keyof typeof FLAGS]));
+const OPTION_NAMES = Object.keys(FLAGS) as Array<keyof SimulatorOptionsInput>;
 
-export const SIMULATOR_USAGE = `Usage: npm run simulator -- [options]   (all options: local/simulator/README.md)
-  --port N                    listen port (default 4010; 0 = a free port)
-  --events N                  data set size (default 3000000)
-  --seed N                    data set seed (default 1)
-  --api-key KEY               accepted X-API-Key (default ${DEFAULT_API_KEY})
-  --rate-limit N              requests per window per key (default 10; 0 = no limiter)
-  --window-seconds S          rate-limit window (default 20)
-  --window-mode fixed|sliding (default fixed)
-  --count-rejected            429 answers count against the window
-  --time-scale X              divide every duration by X (default 1)
-  --latency-ms MS, --latency-jitter-ms MS
-  --chaos                     fault profile: see README
-  --reject-refreshed-cursors  refuse cursors whose exp was rewritten
-  --malformed-timestamp-rate R, --missing-field-rate R, --duplicate-row-rate R,
-  --transient-error-rate R, --truncated-body-rate R, --epoch-seconds-rate R, --control-char-rate R`;
+export const SIMULATOR_USAGE = [
+  'Usage: npm run simulator -- [options]   (details: local/simulator/README.md)',
+  ...OPTION_NAMES.map((name) => {
+    const { arg, help } = FLAGS[name];
+    return `  ${`--${kebab(name)}${arg ? ` ${arg}` : ''}`.padEnd(34)}${help}`;
+  }),
+  `  ${'--help, -h'.padEnd(34)}this text`,
+].join('\n');
 
 /** Thrown for `--help`: the CLI prints the usage and exits 0. */
 export class HelpRequested extends Error {
   override readonly name = 'HelpRequested';
 }
 
+const HELP_HINT = 'run `npm run simulator -- --help` for the accepted options';
+
+/** parseArgs' own messages name the option in quotes; this says what to do about it. */
+function usageError(error: unknown): ConfigError {
+  const e = error as { code?: string; message?: string };
+  const message = e.message ?? String(error);
+  const flag = /'(-[^' ]+)/.exec(message)?.[1] ?? '';
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return new ConfigError(`Unknown option ${flag}: ${HELP_HINT}.`);
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return new ConfigError(
+        `Unexpected argument ${JSON.stringify(/'([^']*)'/.exec(message)?.[1] ?? '')}: every option starts with --; ${HELP_HINT}.`,
+      );
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (message.includes('does not take an argument')) {
+        return new ConfigError(`Option ${flag} takes no value: write ${flag} alone to switch it on.`);
+      }
+      if (message.includes('ambiguous')) {
+        return new ConfigError(
+          `Option ${flag} needs a value, and one starting with - must be attached: write ${flag}=VALUE.`,
+        );
+      }
+      return new ConfigError(`Option ${flag} needs a value: write ${flag} VALUE or ${flag}=VALUE.`);
+    default:
+      return new ConfigError(`${message}: ${HELP_HINT}.`);
+  }
+}
+
 /**
- * Parses CLI arguments (`--flag value` or `--flag=value`; booleans take no value or `=true|false`).
- * The CLI's default port is 4010. Throws {@link ConfigError} with one line naming the option.
+ * Parses CLI arguments with node:util parseArgs (`--flag value` or `--flag=value`; booleans take
+ * no value). The CLI's default port is 4010. Throws {@link HelpRequested} for --help and
+ * {@link ConfigError} naming the option and the fix for anything else.
  */
 export function parseSimulatorArgs(argv: readonly string[]): SimulatorOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        ...Object.fromEntries(
+          OPTION_NAMES.map((name) => [
+            kebab(name),
+            { type: FLAGS[name].kind === 'boolean' ? ('boolean' as const) : ('string' as const) },
+          ]),
+        ),
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    throw usageError(error);
+  }
+  if (values.help) throw new HelpRequested(SIMULATOR_USAGE);
+
   const input: Record<string, unknown> = { port: 4010 };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') throw new HelpRequested(SIMULATOR_USAGE);
-    const eq = arg.indexOf('=');
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    const name = BY_FLAG.get(flag);
-    if (!name) {
-      throw new ConfigError(
-        `Unknown option ${JSON.stringify(flag)}: run with --help for the accepted options.`,
-      );
-    }
-    const kind = FLAGS[name];
-    let raw: string | undefined = eq === -1 ? undefined : arg.slice(eq + 1);
-    if (kind === 'boolean') {
-      if (raw === undefined || raw === 'true') input[name] = true;
-      else if (raw === 'false') input[name] = false;
-      else
-        throw new ConfigError(`Option ${flag} takes no value or =true/=false, got ${JSON.stringify(raw)}.`);
-      continue;
-    }
-    if (raw === undefined) {
-      raw = argv[i + 1];
-      if (raw === undefined || raw.startsWith('--')) throw new ConfigError(`Option ${flag} needs a value.`);
-      i++;
-    }
-    if (kind === 'string') {
+  for (const name of OPTION_NAMES) {
+    const flag = kebab(name);
+    const raw = values[flag];
+    if (raw === undefined) continue;
+    const { kind, arg } = FLAGS[name];
+    if (typeof raw === 'boolean' || kind === 'string' || (kind === 'latency' && raw === 'live')) {
       input[name] = raw;
       continue;
     }
     const n = raw.trim() === '' ? Number.NaN : Number(raw);
     if (!Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n))) {
       throw new ConfigError(
-        `Option ${flag} must be ${kind === 'int' ? 'an integer' : 'a number'}, got ${JSON.stringify(raw)}.`,
+        `Option --${flag} must be ${kind === 'int' ? 'a whole number' : kind === 'latency' ? 'a number or live' : 'a number'}, got ${JSON.stringify(raw)}: write --${flag} ${arg}.`,
       );
     }
     input[name] = n;
   }
-  try {
-    return resolveSimulatorOptions(input);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      // Name the flag the user typed rather than the option's property name.
-      const m = /^Simulator option (\w+) is invalid: (.*?)\. See/.exec(error.message);
-      if (m) throw new ConfigError(`Option --${kebab(m[1]!)} is invalid: ${m[2]}.`);
-    }
-    throw error;
+  const parsed = simulatorOptionsInputSchema.safeParse(input);
+  if (!parsed.success) {
+    // The user typed flags, not property names: name the flag in each issue.
+    const issues = parsed.error.issues.map((issue) => ({
+      ...issue,
+      message: `Option --${kebab(String(issue.path[0] ?? ''))}: ${issue.message}`,
+      path: [],
+    }));
+    throw new ConfigError(z.prettifyError(new z.ZodError(issues)));
   }
+  return resolveSimulatorOptions(parsed.data);
 }

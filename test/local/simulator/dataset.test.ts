@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createDataset, TYPE_TOTALS } from '#local/simulator/dataset.ts';
+import { createDataset, DATASET_END_MS, DATASET_START_MS, TYPE_TOTALS } from '#local/simulator/dataset.ts';
 import { normaliseEvent } from '#shared/upstream/normalise.ts';
 
 const N = 200_000;
@@ -148,5 +148,69 @@ describe('per-event faults', () => {
     // The same fault every time: a second data set with the same seed agrees.
     const twin = createDataset({ events: 50_000, seed: 3, faults: faulty.faultRates });
     expect(twin.rejectedIndices()).toEqual([...rejected]);
+  });
+});
+
+describe('a skewed timestamp distribution (120,000 events, 90% in 3 bursts)', () => {
+  const M = 120_000;
+  const skewed = createDataset({ events: M, seed: 42, skew: { share: 0.9, bursts: 3 } });
+  const even = createDataset({ events: M, seed: 42 });
+  const all = Array.from({ length: M }, (_, i) => skewed.eventAt(i));
+
+  it('bunches the share of events into the bursts, each about a minute long, and still spans the data set', () => {
+    const perMinute = new Map<number, number>();
+    for (const e of all) {
+      const minute = Math.floor(e.timestampMs / 60_000);
+      perMinute.set(minute, (perMinute.get(minute) ?? 0) + 1);
+    }
+    // 36,000 events a burst at 2 ms each: 72 s, so at most two minutes each.
+    const dense = [...perMinute.values()].filter((n) => n >= 500);
+    expect(dense.length).toBeGreaterThanOrEqual(3);
+    expect(dense.length).toBeLessThanOrEqual(6);
+    const inDense = dense.reduce((a, b) => a + b, 0);
+    expect(inDense).toBeGreaterThanOrEqual(108_000);
+    expect(inDense).toBeLessThan(108_010);
+    expect(all[0]!.timestampMs).toBeLessThanOrEqual(DATASET_END_MS);
+    expect(all.at(-1)!.timestampMs).toBeGreaterThanOrEqual(DATASET_START_MS);
+    expect(all.at(-1)!.timestampMs).toBeLessThan(DATASET_START_MS + 86_400_000);
+  });
+
+  it('keeps the order: newest first, ties by id descending, positions resolving both ways', () => {
+    const disordered: number[] = [];
+    let ties = 0;
+    for (let i = 1; i < M; i++) {
+      const a = all[i - 1]!;
+      const b = all[i]!;
+      if (b.timestampMs === a.timestampMs) ties++;
+      if (!(b.timestampMs < a.timestampMs || (b.timestampMs === a.timestampMs && b.id < a.id)))
+        disordered.push(i);
+    }
+    expect(disordered).toEqual([]);
+    // About one tie per thousand events, bursts included.
+    expect(ties).toBeGreaterThan(60);
+    expect(ties).toBeLessThan(250);
+    for (let i = 1; i < M; i += 997) {
+      expect(skewed.indexAfter(all[i]!.timestampMs, all[i]!.id)).toBe(i + 1);
+      expect(skewed.indexOfId(all[i]!.id)).toBe(i);
+      let first = i;
+      while (first > 0 && all[first - 1]!.timestampMs === all[i]!.timestampMs) first--;
+      expect(skewed.indexAtOrBefore(all[i]!.timestampMs)).toBe(first);
+    }
+    const range = skewed.serialiseRange(40_000, 45_000).json;
+    expect(range).toBe(Array.from({ length: 5000 }, (_, k) => skewed.serialiseEvent(40_000 + k)).join(','));
+  });
+
+  it('changes only instants and order: the same events, sessions, users and type totals', () => {
+    const signature = (e: ReturnType<typeof even.eventAt>) =>
+      `${e.id}|${e.sessionId}|${e.userId}|${e.type}|${e.name}|${e.session.deviceType}|${e.session.browser}`;
+    const a = all.map(signature).sort();
+    const b = Array.from({ length: M }, (_, i) => signature(even.eventAt(i))).sort();
+    expect(a).toEqual(b);
+    expect(skewed.sessionCount).toBe(even.sessionCount);
+  });
+
+  it('refuses a share outside 0..1 or a burst count below one', () => {
+    expect(() => createDataset({ events: 10, seed: 1, skew: { share: 1, bursts: 3 } })).toThrow(RangeError);
+    expect(() => createDataset({ events: 10, seed: 1, skew: { share: 0.5, bursts: 0 } })).toThrow(RangeError);
   });
 });

@@ -1,5 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { CHAOS_PROFILE, type SimulatorOptionsInput, startSimulator } from '#local/simulator/index.ts';
+import {
+  DEFAULT_LATENCY,
+  LATENCY_PAGE_EVENTS,
+  LIVE_LATENCY_JITTER_MS,
+  LIVE_LATENCY_MS,
+} from '#local/simulator/latency.ts';
+import { parseSimulatorArgs, resolveSimulatorOptions } from '#local/simulator/options.ts';
 import { decodeCursor } from '#shared/cursor.ts';
 import { normaliseEvent, normalisePage } from '#shared/upstream/normalise.ts';
 import { eventsUrl, type PageBody, request } from './http.ts';
@@ -102,15 +109,6 @@ describe('per-request faults', () => {
     expect(s.stats().faults.truncatedBody).toBe(1);
   });
 
-  it('latencyMs and latencyJitterMs delay pages, scaled by timeScale', async () => {
-    const s = await start({ latencyMs: 1000, latencyJitterMs: 1000, timeScale: 50 });
-    await request(eventsUrl(s.url));
-    await request(eventsUrl(s.url, { limit: 2 }));
-    const total = s.stats().faults.latencyMsTotal;
-    expect(total).toBeGreaterThanOrEqual(40);
-    expect(total).toBeLessThanOrEqual(80);
-  });
-
   it('is reproducible: the same request sequence meets the same faults', async () => {
     const run = async () => {
       const s = await start({ transientErrorRate: 0.5, seed: 9 });
@@ -162,5 +160,95 @@ describe('chaos profile and cache', () => {
     expect((await request(url, { apiKey: 'local-dev-key' })).headers['x-cache']).toBe('HIT');
     expect((await request(eventsUrl(s.url, { limit: 21 }))).headers['x-cache']).toBe('MISS');
     expect(s.stats().cacheHits).toBe(2);
+  });
+});
+
+describe('latency', () => {
+  // The simulator accounts the real (scaled) milliseconds it waited in its stats; asserting those
+  // checks the model without timing anything on a shared machine.
+  async function latencies(options: SimulatorOptionsInput, limits: number[]): Promise<number[]> {
+    const s = await start({ events: 20_000, cacheTtlSeconds: 0, ...options });
+    const out: number[] = [];
+    let before = 0;
+    for (const limit of limits) {
+      expect((await request(eventsUrl(s.url, { limit }))).status).toBe(200);
+      const total = s.stats().faults.latencyMsTotal;
+      out.push(total - before);
+      before = total;
+    }
+    return out;
+  }
+
+  it('takes latencyMs for a 5000-event page and proportionally less for smaller pages, divided by timeScale', async () => {
+    const got = await latencies({ latencyMs: 1000, timeScale: 10 }, [5000, 500, 50, 1]);
+    expect(LATENCY_PAGE_EVENTS).toBe(5000);
+    expect(got.map((ms) => Math.round(ms * 1000) / 1000)).toEqual([100, 10, 1, 0.02]);
+  });
+
+  it('scales with timeScale like every other duration', async () => {
+    const [scale1] = await latencies({ latencyMs: 40 }, [5000]);
+    await sim?.close();
+    const [scale8] = await latencies({ latencyMs: 40, timeScale: 8 }, [5000]);
+    expect(scale1).toBeCloseTo(40, 9);
+    expect(scale8).toBeCloseTo(5, 9);
+  });
+
+  it('adds a jitter bounded by latencyJitterMs, in proportion too, reproducible from the seed', async () => {
+    const full = await latencies(
+      { latencyMs: 1000, latencyJitterMs: 500, timeScale: 100, seed: 3 },
+      [5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000],
+    );
+    for (const ms of full) {
+      expect(ms).toBeGreaterThanOrEqual(10);
+      expect(ms).toBeLessThan(15);
+    }
+    expect(new Set(full).size).toBeGreaterThan(5);
+    await sim?.close();
+    const again = await latencies(
+      { latencyMs: 1000, latencyJitterMs: 500, timeScale: 100, seed: 3 },
+      [5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000, 5000],
+    );
+    expect(again).toEqual(full);
+    await sim?.close();
+    const small = await latencies(
+      { latencyMs: 1000, latencyJitterMs: 500, timeScale: 100 },
+      [1000, 1000, 1000],
+    );
+    for (const ms of small) {
+      expect(ms).toBeGreaterThanOrEqual(2);
+      expect(ms).toBeLessThan(3);
+    }
+  });
+
+  it('0 disables it, and answers without rows (errors, an empty last page) take none', async () => {
+    expect(await latencies({ latencyMs: 0, latencyJitterMs: 0 }, [5000, 100])).toEqual([0, 0]);
+    await sim?.close();
+    const s = await start({ events: 100, latencyMs: 1000, timeScale: 10 });
+    expect((await request(eventsUrl(s.url, { limit: 0 }))).status).toBe(400);
+    expect((await request(eventsUrl(s.url, { cursor: 'garbage' }))).status).toBe(400);
+    expect(s.stats().faults.latencyMsTotal).toBe(0);
+  });
+
+  it("offers the live service's figures as a preset, 'live' / --latency-ms live, and keeps the default at none", () => {
+    expect(LIVE_LATENCY_MS).toBe(3500);
+    expect(LIVE_LATENCY_MS + LIVE_LATENCY_JITTER_MS).toBe(4000);
+    expect(resolveSimulatorOptions({ latencyMs: 'live' })).toMatchObject({
+      latencyMs: 3500,
+      latencyJitterMs: 500,
+    });
+    expect(resolveSimulatorOptions({ latencyMs: 'live', latencyJitterMs: 0 })).toMatchObject({
+      latencyMs: 3500,
+      latencyJitterMs: 0,
+    });
+    expect(parseSimulatorArgs(['--latency-ms', 'live'])).toMatchObject({
+      latencyMs: 3500,
+      latencyJitterMs: 500,
+    });
+    expect(parseSimulatorArgs(['--latency-ms', '0'])).toMatchObject({ latencyMs: 0, latencyJitterMs: 0 });
+    expect(() => parseSimulatorArgs(['--latency-ms', 'slow'])).toThrow(
+      'Option --latency-ms must be a number or live, got "slow": write --latency-ms MS|live.',
+    );
+    expect(DEFAULT_LATENCY).toBe(0);
+    expect(resolveSimulatorOptions({})).toMatchObject({ latencyMs: 0, latencyJitterMs: 0 });
   });
 });

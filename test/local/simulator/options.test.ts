@@ -1,6 +1,17 @@
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CHAOS_PROFILE, parseSimulatorArgs, resolveSimulatorOptions } from '#local/simulator/options.ts';
+import {
+  CHAOS_PROFILE,
+  HelpRequested,
+  parseSimulatorArgs,
+  resolveSimulatorOptions,
+  SIMULATOR_USAGE,
+  simulatorOptionsInputSchema,
+} from '#local/simulator/options.ts';
 import { ConfigError } from '#shared/errors.ts';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
 
 describe('parseSimulatorArgs', () => {
   it('reads every documented flag in both --flag value and --flag=value forms', () => {
@@ -57,15 +68,23 @@ describe('parseSimulatorArgs', () => {
     expect(parseSimulatorArgs(['--chaos'])).toMatchObject({ chaos: true, ...CHAOS_PROFILE });
   });
 
-  it('names the option in one line for unknown flags and bad values', () => {
+  it('names the option and the fix for unknown flags and bad values', () => {
     const cases: Array<[string[], RegExp]> = [
-      [['--nope'], /^Unknown option "--nope"/],
-      [['--events', 'many'], /^Option --events must be an integer, got "many"\.$/],
-      [['--window-seconds', '0'], /^Option --window-seconds is invalid/],
-      [['--window-mode', 'leaky'], /^Option --window-mode is invalid/],
-      [['--port'], /^Option --port needs a value\.$/],
-      [['--chaos=maybe'], /^Option --chaos takes no value/],
-      [['--duplicate-row-rate', '2'], /^Option --duplicate-row-rate is invalid/],
+      [['--nope'], /^Unknown option --nope: run `npm run simulator -- --help`/],
+      [['stray'], /^Unexpected argument "stray": every option starts with --/],
+      [['--events', 'many'], /^Option --events must be a whole number, got "many": write --events N\.$/],
+      [['--window-seconds', '0'], /^✖ Option --window-seconds: pass a number above 0$/],
+      [
+        ['--window-seconds', '-1'],
+        /^Option --window-seconds needs a value, .* write --window-seconds=VALUE\.$/,
+      ],
+      [['--window-mode', 'leaky'], /^✖ Option --window-mode: pass fixed or sliding$/],
+      [['--port'], /^Option --port needs a value: write --port VALUE or --port=VALUE\.$/],
+      [['--chaos=maybe'], /^Option --chaos takes no value: write --chaos alone/],
+      [
+        ['--duplicate-row-rate', '2'],
+        /^✖ Option --duplicate-row-rate: a rate is a probability: pass a number from 0 to 1$/,
+      ],
     ];
     for (const [argv, message] of cases) {
       let caught: unknown;
@@ -76,8 +95,44 @@ describe('parseSimulatorArgs', () => {
       }
       expect(caught, argv.join(' ')).toBeInstanceOf(ConfigError);
       expect((caught as Error).message, argv.join(' ')).toMatch(message);
-      expect((caught as Error).message).not.toContain('\n');
     }
+  });
+
+  it('reports every invalid option at once, one line each', () => {
+    expect(() => parseSimulatorArgs(['--events', '0', '--window-seconds=-1'])).toThrow(
+      '✖ Option --events: pass a whole number from 1 to 100000000\n✖ Option --window-seconds: pass a number above 0',
+    );
+  });
+
+  it('answers --help with a usage that lists every option', () => {
+    for (const argv of [['--help'], ['-h'], ['--events', '5', '--help']]) {
+      expect(() => parseSimulatorArgs(argv)).toThrow(HelpRequested);
+    }
+    const flags = Object.keys(simulatorOptionsInputSchema.shape).map(
+      (name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+    );
+    expect(flags.length).toBeGreaterThan(20);
+    for (const flag of flags) expect(SIMULATOR_USAGE).toMatch(new RegExp(`^  ${flag}\\b`, 'm'));
+  });
+
+  it('as a command: --help exits 0 with the usage, a bad value exits 2 naming the option', () => {
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'local/simulator/cli.ts', ...args], {
+        cwd: ROOT,
+        encoding: 'utf8',
+      });
+    const help = cli('--help');
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--reject-refreshed-cursors');
+    const bad = cli('--window-mode', 'leaky');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr.trim()).toBe('simulator: ✖ Option --window-mode: pass fixed or sliding');
+  });
+
+  it('names the property and the fix when the programmatic options are invalid', () => {
+    expect(() => resolveSimulatorOptions({ windowSeconds: 0, events: 1.5 })).toThrow(
+      /^Simulator options are invalid .*\n✖ pass a whole number from 1 to 100000000\n {2}→ at events\n✖ pass a number above 0\n {2}→ at windowSeconds$/,
+    );
   });
 
   it('refuses per-event fault rates that add up to more than one', () => {

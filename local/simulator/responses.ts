@@ -1,0 +1,144 @@
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { RateDecision } from './rate-limiter.ts';
+import { countStatus, type SimStats } from './stats.ts';
+
+/*
+ * Response writing: the live service's headers (Express behind an AWS load balancer), in the
+ * order and form of the captures.
+ */
+
+/** The `/api/v1` manifest, byte for byte as `captures/01-root.http`. */
+export const MANIFEST_BODY =
+  '{"name":"DataSync Analytics API","version":"v1","endpoints":{"events":"/api/v1/events","sessions":"/api/v1/sessions","metrics":"/api/v1/metrics"},"authentication":{"method":"API Key","header":"X-API-Key"}}';
+
+const STATUS_TEXT: Record<number, string> = {
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Temporarily Unavailable',
+  504: 'Gateway Time-out',
+};
+
+/** One answer of the API (as opposed to the load balancer in front of it). */
+export interface Reply {
+  status: number;
+  body: string;
+  requestId: string;
+  rate: RateDecision | null;
+  cache?: 'MISS' | 'HIT';
+  etag?: string;
+  /** Bytes actually sent when the body is cut short (truncated-body fault). */
+  truncateTo?: number;
+  /** Answered by the load balancer in front (its HTML page for `status`) rather than the API. */
+  fromLoadBalancer?: boolean;
+}
+
+/** Express's weak ETag: length in hex and the first 27 characters of the base64 SHA-1. */
+export function expressEtag(body: string): string {
+  const hash = createHash('sha1').update(body, 'utf8').digest('base64').slice(0, 27);
+  return `W/"${Buffer.byteLength(body, 'utf8').toString(16)}-${hash}"`;
+}
+
+export function errorBody(error: string, message: string, code: string): string {
+  return JSON.stringify({ error, message, code });
+}
+
+/** A JSON error reply of the API. */
+export function errorReply(
+  status: number,
+  requestId: string,
+  rate: RateDecision | null,
+  error: string,
+  message: string,
+  code: string,
+): Reply {
+  return { status, requestId, rate, body: errorBody(error, message, code) };
+}
+
+/** The 429 answer, its body as the live service's. */
+export function rateLimitedReply(rate: RateDecision, requestId: string): Reply {
+  const reset = Math.ceil(Math.max(0, rate.resetMs) / 1000);
+  return {
+    status: 429,
+    requestId,
+    rate,
+    body: JSON.stringify({
+      error: 'Too Many Requests',
+      message: `Rate limit exceeded. Try again in ${reset} seconds.`,
+      code: 'RATE_LIMIT_EXCEEDED',
+      rateLimit: { limit: rate.limit, remaining: 0, reset, retryAfter: reset },
+    }),
+  };
+}
+
+export interface ResponseWriter {
+  write(req: IncomingMessage, res: ServerResponse, reply: Reply): void;
+  /** The HTML error page of the load balancer, for transient 5xx faults. */
+  writeLoadBalancerError(req: IncomingMessage, res: ServerResponse, status: number): void;
+}
+
+/**
+ * `scale` is the time scale: when it is not 1 the whole-second rate-limit headers are joined by
+ * `-Exact` ones, because a client pacing a scaled window cannot work from whole seconds.
+ */
+export function createResponseWriter(stats: SimStats, scale: number, cacheTtlMs: number): ResponseWriter {
+  function writeLoadBalancerError(req: IncomingMessage, res: ServerResponse, status: number): void {
+    countStatus(stats, status);
+    const title = `${status} ${STATUS_TEXT[status]}`;
+    const body = `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n</body>\r\n</html>\r\n`;
+    res.sendDate = false;
+    res.writeHead(status, {
+      Date: new Date().toUTCString(),
+      'Content-Type': 'text/html',
+      'Content-Length': String(Buffer.byteLength(body)),
+      Connection: 'keep-alive',
+      Server: 'awselb/2.0',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  function write(req: IncomingMessage, res: ServerResponse, reply: Reply): void {
+    if (reply.fromLoadBalancer) {
+      writeLoadBalancerError(req, res, reply.status);
+      return;
+    }
+    countStatus(stats, reply.status);
+    const head = req.method === 'HEAD';
+    const sent = reply.truncateTo === undefined ? reply.body : reply.body.slice(0, reply.truncateTo);
+    const headers: Record<string, string> = {
+      Date: new Date().toUTCString(),
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(sent, 'utf8')),
+      // Set explicitly so Node does not add its own `Keep-Alive: timeout=5`, absent from the captures.
+      Connection: 'keep-alive',
+      'X-Powered-By': 'Express',
+      'Access-Control-Allow-Origin': '*',
+      'X-Request-ID': reply.requestId,
+    };
+    if (reply.rate) {
+      const resetExact = Math.max(0, reply.rate.resetMs) / 1000;
+      const reset = Math.ceil(resetExact);
+      headers['X-RateLimit-Limit'] = String(reply.rate.limit);
+      headers['X-RateLimit-Remaining'] = String(reply.rate.remaining);
+      headers['X-RateLimit-Reset'] = String(reset);
+      if (scale !== 1) headers['X-RateLimit-Reset-Exact'] = resetExact.toFixed(3);
+      if (reply.status === 429) {
+        headers['Retry-After'] = String(reset);
+        if (scale !== 1) headers['Retry-After-Exact'] = resetExact.toFixed(3);
+      }
+    }
+    if (reply.cache && !head) {
+      headers['X-Cache'] = reply.cache;
+      headers['X-Cache-TTL'] = String(Math.ceil(cacheTtlMs / 1000));
+    }
+    headers.ETag = reply.etag ?? expressEtag(reply.body);
+    res.sendDate = false;
+    res.writeHead(reply.status, headers);
+    res.end(head ? undefined : sent);
+  }
+
+  return { write, writeLoadBalancerError };
+}
+
+/** The load balancer's statuses for transient faults. */
+export const TRANSIENT_STATUSES = [500, 502, 503, 504] as const;
