@@ -2,17 +2,20 @@ import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import type { Sql } from 'postgres';
-import { ZodError } from 'zod';
+import { ZodError, z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { parseApiKeySecret, SecretCache } from '#shared/aws/secrets.ts';
-import { loadConfig, type StepConfig } from '#shared/config.ts';
+import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfig } from '#shared/config.ts';
 import { ConfigError, DataSyncError } from '#shared/errors.ts';
 import { type Clock, runStep, type StepLogger, type StepMetrics, type StepOutput } from '#shared/step.ts';
 import { createStore } from '#shared/store.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 
 export interface HandlerOptions {
+  /** Read when no typed `config` is given. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** A typed configuration (the local runner's path): validated by the same schema as the environment. */
+  config?: FetchPageConfigInput;
   /** Injected in tests (aws-sdk-client-mock works on the real client too). */
   secretsManager?: SecretsManagerClient;
   logger?: StepLogger;
@@ -22,7 +25,7 @@ export interface HandlerOptions {
 }
 
 interface Context {
-  config: StepConfig;
+  config: FetchPageConfig;
   sql: Sql;
   run: (event: unknown) => Promise<StepOutput>;
 }
@@ -45,38 +48,27 @@ export function createHandler(options: HandlerOptions = {}) {
   let context: Promise<Context> | undefined;
 
   async function build(): Promise<Context> {
-    const config = loadConfig(options.env ?? process.env);
+    const config = options.config ? parseConfig(options.config) : loadConfig(options.env ?? process.env);
     const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
-    const apiKey = config.DATASYNC_API_KEY_SECRET_ARN
+    const apiKey = config.apiKeySecretArn
       ? parseApiKeySecret(
-          await secrets.get(config.DATASYNC_API_KEY_SECRET_ARN, 'DATASYNC_API_KEY_SECRET_ARN'),
-          config.DATASYNC_API_KEY_SECRET_ARN,
+          await secrets.get(config.apiKeySecretArn, 'DATASYNC_API_KEY_SECRET_ARN'),
+          config.apiKeySecretArn,
         )
-      : (config.DATASYNC_API_KEY as string);
-    const sql = await openDatabase(config, secrets, 'datasync-fetch-page');
+      : (config.apiKey as string);
+    // openDatabase (shared/aws/database.ts) still takes the variables' names.
+    const sql = await openDatabase(
+      { DATABASE_URL: config.databaseUrl, DATABASE_SECRET_ARN: config.databaseSecretArn },
+      secrets,
+      'datasync-fetch-page',
+    );
     const upstream = createDataSyncClient({
-      baseUrl: config.DATASYNC_API_URL,
+      baseUrl: config.apiUrl,
       apiKey,
-      timeoutMs: config.REQUEST_TIMEOUT_MS,
+      timeoutMs: config.requestTimeoutMs,
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
-    const store = createStore(sql);
-    const deps = {
-      store,
-      upstream,
-      clock,
-      logger,
-      metrics,
-      config: {
-        pageSize: config.PAGE_SIZE,
-        minSpacingMs: config.MIN_REQUEST_SPACING_MS,
-        safetyMarginMs: config.RATE_LIMIT_MARGIN_MS,
-        cursorRefreshMarginMs: config.CURSOR_REFRESH_MARGIN_MS,
-        retryBudgetMs: config.RETRY_BUDGET_MS,
-        maxInTaskSleepMs: config.MAX_IN_TASK_SLEEP_MS,
-        leaseTtlMs: config.LEASE_TTL_MS,
-      },
-    };
+    const deps = { store: createStore(sql), upstream, clock, logger, metrics, config };
     return { config, sql, run: (event) => runStep(deps, event) };
   }
 
@@ -116,8 +108,8 @@ export function toNamedError(error: unknown): Error {
   if (error instanceof DataSyncError) return error;
   if (error instanceof ZodError) {
     return new ConfigError(
-      `Invalid input to fetch-page: ${error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`).join('; ')}. ` +
-        'Start the execution with input like {"sourceId":"default"}.',
+      'Invalid input to fetch-page: start the execution with input like {"sourceId":"default"}.\n' +
+        z.prettifyError(error),
     );
   }
   if (error instanceof Error && error.name === 'DatabaseUnavailableError') return error;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { StepSettings } from '../config.ts';
 import type { RateLimitInfo } from '../errors.ts';
 import type { FetchPageResult, NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
 
@@ -176,25 +177,18 @@ export interface UpstreamClient {
   fetchEvents(params: { limit: number; cursor?: string | null }): Promise<FetchPageResult>;
 }
 
+/** The step's settings: any not given takes its default from shared/config.ts. */
+export type StepConfigInput = Partial<StepSettings> & {
+  /** Random source for backoff jitter; injectable for deterministic tests. */
+  random?: () => number;
+};
+export type StepConfig = StepSettings & { random?: () => number };
+
 export interface StepDeps {
   store: StepStore;
   upstream: UpstreamClient;
   clock: Clock;
   logger: StepLogger;
   metrics: StepMetrics;
-  config: {
-    pageSize: number;
-    minSpacingMs: number;
-    retryBudgetMs: number;
-    maxInTaskSleepMs: number;
-    leaseTtlMs: number;
-    /** Added to header-derived waits (Reset, Retry-After). @default DEFAULT_SAFETY_MARGIN_MS (250) */
-    safetyMarginMs?: number;
-    /** Refresh a cursor that expires within this margin (the request itself takes seconds). */
-    cursorRefreshMarginMs?: number;
-    /** Cursor lifetime used when refreshing or rebuilding (the service gives about 116 s). */
-    cursorTtlMs?: number;
-    /** Random source for backoff jitter; injectable for deterministic tests. */
-    random?: () => number;
-  };
+  config: StepConfigInput;
 }

@@ -9,7 +9,7 @@ import {
 } from '../errors.ts';
 import { planNextRequest } from '../pacing.ts';
 import type { FetchPageResult } from '../upstream/types.ts';
-import type { Checkpoint, StepDeps } from './contract.ts';
+import type { Checkpoint, StepConfig, StepDeps } from './contract.ts';
 
 /*
  * Getting one page out of an upstream that fails: transient faults are retried with jittered
@@ -27,11 +27,15 @@ export type Fetched =
  * backoff inside a time budget; a refused cursor is refreshed, then rebuilt from the stored
  * position, and only then is the source declared stuck. Never restarts from page one.
  */
-export async function fetchWithRecovery(deps: StepDeps, cp: Checkpoint): Promise<Fetched> {
-  const { upstream, clock, config, logger } = deps;
+export async function fetchWithRecovery(
+  deps: StepDeps,
+  config: StepConfig,
+  cp: Checkpoint,
+): Promise<Fetched> {
+  const { upstream, clock, logger } = deps;
   const random = config.random ?? Math.random;
-  const margin = config.cursorRefreshMarginMs ?? 15_000;
-  const ttl = config.cursorTtlMs ?? 116_000;
+  const margin = config.cursorRefreshMarginMs;
+  const ttl = config.cursorTtlMs;
   const deadline = clock.now() + config.retryBudgetMs;
 
   let stage: CursorStage = 'stored';

@@ -1,3 +1,4 @@
+import { configDefaults } from '../config.ts';
 import { decodeCursor } from '../cursor.ts';
 import { DataSyncError, UpstreamProtocolError } from '../errors.ts';
 import { planNextRequest, waitSecondsFor } from '../pacing.ts';
@@ -5,6 +6,7 @@ import { normalisePage } from '../upstream/normalise.ts';
 import type { NormalisedEvent } from '../upstream/types.ts';
 import {
   type Checkpoint,
+  type StepConfig,
   type StepDeps,
   type StepOutput,
   stepInputSchema,
@@ -19,7 +21,8 @@ import { fetchWithRecovery } from './recovery.ts';
  */
 export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOutput> {
   const input = stepInputSchema.parse(rawInput);
-  const { store, clock, logger, metrics, config } = deps;
+  const { store, clock, logger, metrics } = deps;
+  const config = resolveConfig(deps.config);
   const { sourceId } = input.state;
   const owner = input.executionId;
   const iteration = input.state.iteration + 1;
@@ -55,7 +58,7 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
   if (early > 0) await clock.sleep(early);
 
   try {
-    const fetched = await fetchWithRecovery(deps, cp);
+    const fetched = await fetchWithRecovery(deps, config, cp);
     if (fetched.kind === 'rate-limited') {
       cp = await store.recordRateLimited({
         sourceId,
@@ -226,4 +229,10 @@ function output(
     iteration: o.iteration,
     ...(o.skipped ? { skipped: o.skipped } : {}),
   });
+}
+
+/** The given settings over the defaults; a setting passed as undefined keeps its default. */
+function resolveConfig(given: StepDeps['config']): StepConfig {
+  const set = Object.entries(given).filter(([, value]) => value !== undefined);
+  return { ...configDefaults, ...Object.fromEntries(set) };
 }
