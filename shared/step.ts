@@ -4,4 +4,4 @@
  * step/run.ts, cursor recovery and retry in step/recovery.ts.
  */
 export * from './step/contract.ts';
-export { runStep } from './step/run.ts';
+export { runStep, type StepInvocation } from './step/run.ts';

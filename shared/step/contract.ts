@@ -174,7 +174,12 @@ export interface StepStore {
 }
 
 export interface UpstreamClient {
-  fetchEvents(params: { limit: number; cursor?: string | null }): Promise<FetchPageResult>;
+  /** `timeoutMs` bounds this request below the client's own timeout (the invocation's time left). */
+  fetchEvents(params: {
+    limit: number;
+    cursor?: string | null;
+    timeoutMs?: number;
+  }): Promise<FetchPageResult>;
 }
 
 /** The step's settings: any not given takes its default from shared/config.ts. */

@@ -12,14 +12,29 @@ import {
   stepInputSchema,
   stepOutputSchema,
 } from './contract.ts';
-import { fetchWithRecovery } from './recovery.ts';
+import { fetchWithRecovery, RequestPacer } from './recovery.ts';
+
+/** What the step knows about the invocation running it. */
+export interface StepInvocation {
+  /**
+   * When the function will be stopped (epoch ms on the step's clock): the handler passes
+   * `now + context.getRemainingTimeInMillis()`. No request runs past it minus the write's
+   * headroom. @default no deadline
+   */
+  deadlineMs?: number;
+}
 
 /**
  * Moves one source forward by exactly one page. Any invocation may die at any instant: the
  * page's rows and the checkpoint are committed in one transaction, so a retry either sees the
  * old checkpoint (and fetches the same page again, inserting nothing twice) or the new one.
  */
-export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOutput> {
+export async function runStep(
+  deps: StepDeps,
+  rawInput: unknown,
+  invocation: StepInvocation = {},
+): Promise<StepOutput> {
+  const deadlineMs = invocation.deadlineMs ?? Number.POSITIVE_INFINITY;
   const input = stepInputSchema.parse(rawInput);
   const { store, clock, logger, metrics } = deps;
   const config = resolveConfig(deps.config);
@@ -55,10 +70,28 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
       skipped: 'not-yet-due',
     });
   }
-  if (early > 0) await clock.sleep(early);
 
+  // The remainder is slept by the pacer, which also spaces every retry that follows.
+  const pacer = new RequestPacer(cp, config);
   try {
-    const fetched = await fetchWithRecovery(deps, config, cp);
+    const fetched = await fetchWithRecovery(deps, config, cp, pacer, deadlineMs);
+    if (fetched.kind === 'window-spent') {
+      cp = await store.recordRateLimited({
+        sourceId,
+        expectedVersion: cp.version,
+        nextRequestAtMs: fetched.notBeforeMs,
+        rateLimit: fetched.rateLimit,
+        requestsMade: fetched.requests,
+      });
+      const { waitSeconds } = waitSecondsFor(fetched.notBeforeMs, clock.now());
+      logger.warn('failed answers spent the rate-limit window: waiting for it instead of drawing a 429', {
+        sourceId,
+        requests: fetched.requests,
+        rateLimit: fetched.rateLimit,
+        waitSeconds,
+      });
+      return output(cp, { done: false, waitSeconds, iteration, page: emptyPage(), skipped: 'rate-limited' });
+    }
     if (fetched.kind === 'rate-limited') {
       cp = await store.recordRateLimited({
         sourceId,
@@ -152,6 +185,8 @@ export async function runStep(deps: StepDeps, rawInput: unknown): Promise<StepOu
         .recordFailure({ sourceId, error: `${error.name}: ${error.message}` })
         .catch(() => undefined);
       await store.releaseLease({ sourceId, owner }).catch(() => undefined);
+    } else {
+      await coolDown(deps, config, pacer, deadlineMs);
     }
     throw error;
   }
@@ -235,4 +270,15 @@ function output(
 function resolveConfig(given: StepDeps['config']): StepConfig {
   const set = Object.entries(given).filter(([, value]) => value !== undefined);
   return { ...configDefaults, ...Object.fromEntries(set) };
+}
+
+/**
+ * A failed invocation is retried by the state machine after a jittered delay that may be zero:
+ * wait out the spacing after our last request first, so that the retry's first request keeps it.
+ */
+async function coolDown(deps: StepDeps, config: StepConfig, pacer: RequestPacer, deadlineMs: number) {
+  if (pacer.lastStartMs === null) return;
+  const now = deps.clock.now();
+  const wait = Math.min(pacer.lastStartMs + config.minSpacingMs - now, deadlineMs - now);
+  if (wait > 0) await deps.clock.sleep(wait);
 }

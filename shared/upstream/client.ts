@@ -34,6 +34,8 @@ export interface FetchEventsParams {
   cursor?: string | null;
   /** The caller's cancellation; combined with the client's own timeout. */
   signal?: AbortSignal;
+  /** A tighter timeout for this request (the time the invocation has left); the client's own applies when it is shorter. */
+  timeoutMs?: number;
 }
 
 export interface DataSyncClient {
@@ -85,7 +87,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
   const now = opts.now ?? Date.now;
 
   return {
-    async fetchEvents({ limit, cursor, signal }) {
+    async fetchEvents({ limit, cursor, signal, timeoutMs: bound }) {
       if (!Number.isInteger(limit) || limit < 1) {
         throw new ConfigError(
           `Page size ${limit} is invalid: PAGE_SIZE must be a whole number from 1 to 5000`,
@@ -96,7 +98,8 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
       if (cursor) url.searchParams.set('cursor', cursor);
       const hasCursor = Boolean(cursor);
 
-      const timeout = AbortSignal.timeout(timeoutMs);
+      const requestTimeoutMs = Math.max(1, Math.floor(Math.min(timeoutMs, bound ?? timeoutMs)));
+      const timeout = AbortSignal.timeout(requestTimeoutMs);
       const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
       const startedAtMs = now();
 
@@ -113,7 +116,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
         bytes = new Uint8Array(await response.arrayBuffer());
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        throw transportError(error, timeout.aborted, timeoutMs, url, hasCursor);
+        throw transportError(error, timeout.aborted, requestTimeoutMs, url, hasCursor);
       }
       const latencyMs = now() - startedAtMs;
       const status = response.status;
