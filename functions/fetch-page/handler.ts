@@ -1,13 +1,21 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { Context as LambdaContext } from 'aws-lambda';
 import type { Sql } from 'postgres';
 import { ZodError, z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { parseApiKeySecret, SecretCache } from '#shared/aws/secrets.ts';
 import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfig } from '#shared/config.ts';
 import { ConfigError, DataSyncError } from '#shared/errors.ts';
-import { type Clock, runStep, type StepLogger, type StepMetrics, type StepOutput } from '#shared/step.ts';
+import {
+  type Clock,
+  runStep,
+  type StepInvocation,
+  type StepLogger,
+  type StepMetrics,
+  type StepOutput,
+} from '#shared/step.ts';
 import { createStore } from '#shared/store.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 
@@ -19,15 +27,24 @@ export interface HandlerOptions {
   /** Injected in tests (aws-sdk-client-mock works on the real client too). */
   secretsManager?: SecretsManagerClient;
   logger?: StepLogger;
-  metrics?: { add: StepMetrics['add']; flush(): void };
+  metrics?: HandlerMetrics;
   clock?: Clock;
   fetch?: typeof fetch;
 }
 
-interface Context {
+/** The metrics port plus the flush at the end of each invocation. */
+export interface HandlerMetrics {
+  add: StepMetrics['add'];
+  flush(): void;
+}
+
+/** What the handler uses of the Lambda context: the time left bounds the step's requests. */
+export type InvocationContext = Pick<LambdaContext, 'getRemainingTimeInMillis'> & Partial<LambdaContext>;
+
+interface Built {
   config: FetchPageConfig;
   sql: Sql;
-  run: (event: unknown) => Promise<StepOutput>;
+  run: (event: unknown, invocation: StepInvocation) => Promise<StepOutput>;
 }
 
 export const realClock: Clock = {
@@ -42,12 +59,13 @@ export const realClock: Clock = {
  * instead of an opaque init crash.
  */
 export function createHandler(options: HandlerOptions = {}) {
-  const logger = options.logger ?? powertoolsLogger();
+  const powertools = options.logger ? null : new Logger({ serviceName: 'fetch-page' });
+  const logger = options.logger ?? stepLoggerOf(powertools as Logger);
   const metrics = options.metrics ?? powertoolsMetrics();
   const clock = options.clock ?? realClock;
-  let context: Promise<Context> | undefined;
+  let built: Promise<Built> | undefined;
 
-  async function build(): Promise<Context> {
+  async function build(): Promise<Built> {
     const config = options.config ? parseConfig(options.config) : loadConfig(options.env ?? process.env);
     const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
     const apiKey = config.apiKeySecretArn
@@ -69,20 +87,28 @@ export function createHandler(options: HandlerOptions = {}) {
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
     const deps = { store: createStore(sql), upstream, clock, logger, metrics, config };
-    return { config, sql, run: (event) => runStep(deps, event) };
+    return { config, sql, run: (event, invocation) => runStep(deps, event, invocation) };
   }
 
-  const handler = async (event: unknown): Promise<StepOutput> => {
+  const handler = async (event: unknown, context?: InvocationContext): Promise<StepOutput> => {
+    // What Powertools' injectLambdaContext does: request id, cold start and function on every line.
+    if (powertools && context?.awsRequestId) powertools.addContext(context as LambdaContext);
+    const deadlineMs = context ? clock.now() + context.getRemainingTimeInMillis() : undefined;
     try {
-      context ??= build();
-      const ctx = await context.catch((error: unknown) => {
-        context = undefined; // a failed cold start (bad secret, say) is retried on the next invocation
+      built ??= build();
+      const ready = await built.catch((error: unknown) => {
+        built = undefined; // a failed cold start (bad secret, say) is retried on the next invocation
         throw error;
       });
-      return await ctx.run(event);
+      return await ready.run(event, deadlineMs === undefined ? {} : { deadlineMs });
     } catch (error) {
       const named = toNamedError(error);
-      logger.error('fetch-page failed', { error: named.name, message: named.message });
+      // Not `message`: Powertools reserves that key for the line's own message and drops the field.
+      logger.error('fetch-page failed', {
+        errorName: named.name,
+        errorMessage: named.message,
+        transient: named instanceof DataSyncError ? named.transient : undefined,
+      });
       throw named;
     } finally {
       metrics.flush();
@@ -92,9 +118,9 @@ export function createHandler(options: HandlerOptions = {}) {
   return Object.assign(handler, {
     /** Closes the database connection (local runs and tests; Lambda just freezes the container). */
     async close() {
-      const ctx = await context?.catch(() => undefined);
-      context = undefined;
-      await ctx?.sql.end({ timeout: 5 });
+      const ready = await built?.catch(() => undefined);
+      built = undefined;
+      await ready?.sql.end({ timeout: 5 });
     },
   });
 }
@@ -116,8 +142,7 @@ export function toNamedError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
 
-function powertoolsLogger(): StepLogger {
-  const logger = new Logger({ serviceName: 'fetch-page' });
+function stepLoggerOf(logger: Logger): StepLogger {
   return {
     info: (m, f) => logger.info(m, f ?? {}),
     warn: (m, f) => logger.warn(m, f ?? {}),
@@ -125,11 +150,15 @@ function powertoolsLogger(): StepLogger {
   };
 }
 
-function powertoolsMetrics(): { add: StepMetrics['add']; flush(): void } {
+function powertoolsMetrics(): HandlerMetrics {
   const metrics = new Metrics({ serviceName: 'fetch-page' });
   return {
     add: (name, unit, value) =>
       metrics.addMetric(name, unit === 'Count' ? MetricUnit.Count : MetricUnit.Milliseconds, value),
-    flush: () => metrics.publishStoredMetrics(),
+    // An invocation that stored nothing (a wait, a failure) has nothing to publish; publishing
+    // anyway makes Powertools warn "No application metrics to publish" on every such line.
+    flush: () => {
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    },
   };
 }
