@@ -157,3 +157,32 @@ export function configToEnv(config: Partial<FetchPageConfig>): Record<string, st
   }
   return env;
 }
+
+/**
+ * The settings for a run against a simulator whose clock runs `timeScale` times faster: the
+ * durations measured on the upstream's clock (spacing, the margins added to its windows and
+ * cursor lifetimes, the lease that outlives its waits) shrink with it, clamped to their bounds.
+ * The retry budget also covers real request latencies, so it shrinks at most 20 times and never
+ * grows; timeouts, the write headroom and page size measure this machine and stay.
+ */
+export function timeScaledSettings<T extends StepSettings>(settings: T, timeScale: number): T {
+  if (!(timeScale > 0) || !Number.isFinite(timeScale)) {
+    throw new ConfigError(
+      `timeScale ${timeScale} is not a positive number: pass the simulator's time scale, e.g. 1 or 20`,
+    );
+  }
+  const scaled: T = { ...settings };
+  const factors = {
+    minSpacingMs: timeScale,
+    safetyMarginMs: timeScale,
+    cursorRefreshMarginMs: timeScale,
+    leaseTtlMs: timeScale,
+    retryBudgetMs: Math.max(1, Math.min(timeScale, 20)),
+  } as const;
+  for (const [key, factor] of Object.entries(factors) as [keyof typeof factors, number][]) {
+    const { minValue, maxValue } = stepSettingsSchema.shape[key].unwrap();
+    const value = Math.ceil(settings[key] / factor);
+    scaled[key] = Math.min(maxValue ?? value, Math.max(minValue ?? value, value));
+  }
+  return scaled;
+}

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CONFIG_ENV_NAMES, configDefaults, configToEnv, loadConfig, parseConfig } from '#shared/config.ts';
+import {
+  CONFIG_ENV_NAMES,
+  configDefaults,
+  configToEnv,
+  loadConfig,
+  parseConfig,
+  timeScaledSettings,
+} from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 
 const required = {
@@ -76,5 +83,44 @@ describe('the fetch-page configuration', () => {
     expect(() =>
       parseConfig({ apiUrl: 'https://h/api/v1', apiKey: 'k', databaseUrl: 'postgres://h/d', pageSize: 0 }),
     ).toThrow(/pageSize/);
+  });
+});
+
+describe('time-scaled settings (local runs against a faster simulator clock)', () => {
+  it('shrinks the durations on the upstream’s clock, clamped to their bounds, and keeps the ones on this machine’s', () => {
+    const scaled = timeScaledSettings(configDefaults, 20);
+    expect(scaled).toMatchObject({
+      minSpacingMs: 110,
+      safetyMarginMs: 13,
+      cursorRefreshMarginMs: 750,
+      leaseTtlMs: 10_000, // 180 s / 20 = 9 s, below the lease's 10 s floor
+      retryBudgetMs: 1_000,
+      requestTimeoutMs: configDefaults.requestTimeoutMs,
+      writeHeadroomMs: configDefaults.writeHeadroomMs,
+      pageSize: configDefaults.pageSize,
+    });
+    expect(timeScaledSettings(configDefaults, 100).retryBudgetMs).toBe(1_000); // at most 20 times shorter
+  });
+
+  it('a slowed-down run (scale below 1) stays within the bounds, and the retry budget never grows', () => {
+    const slow = timeScaledSettings(configDefaults, 0.1);
+    expect(slow.cursorRefreshMarginMs).toBe(110_000);
+    expect(slow.minSpacingMs).toBe(22_000);
+    expect(slow.retryBudgetMs).toBe(configDefaults.retryBudgetMs);
+    expect(() =>
+      parseConfig({ apiUrl: 'https://h/api/v1', apiKey: 'k', databaseUrl: 'postgres://h/d', ...slow }),
+    ).not.toThrow();
+  });
+
+  it('keeps the other fields of a full configuration', () => {
+    const full = loadConfig(required);
+    expect(timeScaledSettings(full, 10)).toMatchObject({
+      apiUrl: full.apiUrl,
+      databaseUrl: full.databaseUrl,
+    });
+  });
+
+  it('refuses a scale that is not a positive number', () => {
+    expect(() => timeScaledSettings(configDefaults, 0)).toThrow(ConfigError);
   });
 });
