@@ -489,6 +489,44 @@ describe('pacing holds through faults', () => {
   });
 });
 
+describe('cursor recovery is paced like any request', () => {
+  it('re-requests with a refreshed and then a rebuilt cursor no sooner than the spacing', async () => {
+    const f = await createPipelineFixture({
+      events: 15_000,
+      cursorTtlSeconds: 1,
+      rejectRefreshedCursors: true,
+    });
+    try {
+      const spacingMs = 300;
+      const client = createDataSyncClient({
+        baseUrl: f.sim.url,
+        apiKey: f.sim.options.apiKey,
+        timeoutMs: 10_000,
+      });
+      const starts: number[] = [];
+      const deps: StepDeps = {
+        ...f.deps({ config: { cursorRefreshMarginMs: 0, minSpacingMs: spacingMs } }),
+        upstream: {
+          fetchEvents: (params) => {
+            starts.push(Date.now());
+            return client.fetchEvents(params);
+          },
+        },
+      };
+      const first = await runStep(deps, { executionId: 'p', state: { sourceId: 'recover' } });
+      await new Promise((r) => setTimeout(r, 1_300));
+      starts.length = 0;
+      const err = await runStep(deps, { executionId: 'p', state: first }).catch((e) => e);
+      expect(err).toBeInstanceOf(CursorRejectedError);
+      // the refreshed cursor (refused), then the rebuilt one (refused)
+      expect(starts).toHaveLength(2);
+      expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(spacingMs);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
 describe('the invocation deadline', () => {
   it('bounds the request by the time left minus the write headroom, and starts no retry it cannot finish', async () => {
     const f = await createPipelineFixture({ events: 10_000, latencyMs: 4_000 });
