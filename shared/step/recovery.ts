@@ -128,11 +128,6 @@ export async function fetchWithRecovery(
 
   let stage: CursorStage = 'stored';
   let cursor = cp.cursor;
-  if (cursor && cursorExpiresWithin(cursor, clock.now(), config.cursorRefreshMarginMs)) {
-    cursor = refreshOrRebuild(cp, cursor, clock.now(), config.cursorTtlMs);
-    stage = 'refreshed';
-    logger.info('cursor expired or about to: refreshed before the request', { sourceId: cp.sourceId });
-  }
 
   let requests = 0;
   let attempt = 0;
@@ -166,6 +161,12 @@ export async function fetchWithRecovery(
     }
     const early = startAt - clock.now();
     if (early > 0) await clock.sleep(early);
+    // Checked after the pacer's sleep, which may be longer than the refresh margin.
+    if (attempt === 0 && cursor && cursorExpiresWithin(cursor, clock.now(), config.cursorRefreshMarginMs)) {
+      cursor = refreshOrRebuild(cp, cursor, clock.now(), config.cursorTtlMs);
+      stage = 'refreshed';
+      logger.info('cursor expired or about to: refreshed before the request', { sourceId: cp.sourceId });
+    }
 
     attempt++;
     requests++;

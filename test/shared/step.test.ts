@@ -270,6 +270,25 @@ describe('rate limiting, cursors and auth', () => {
     }
   });
 
+  it('a cursor that expires while the step sleeps out the spacing is refreshed after the sleep, before the request', async () => {
+    const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
+    try {
+      // The second request is due 1.5 s after the first, slept in the task; the cursor lives 1 s.
+      const deps = f.deps({
+        config: { cursorRefreshMarginMs: 200, minSpacingMs: 1_500, maxInTaskSleepMs: 3_000 },
+      });
+      const first = await runStep(deps, { executionId: 'c2', state: { sourceId: 'sleep' } });
+      const second = await runStep(deps, { executionId: 'c2', state: first });
+      expect(second.page.inserted).toBe(5000);
+      expect(f.sim.stats().byStatus['400']).toBeUndefined();
+      expect(
+        f.logs.some((l) => l.message === 'cursor expired or about to: refreshed before the request'),
+      ).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
   it('a refused refreshed cursor falls back to the rebuilt one, then fails clearly without losing anything', async () => {
     const f = await createPipelineFixture({
       events: 15_000,
