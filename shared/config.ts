@@ -1,84 +1,188 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
+import { httpUrlSchema, postgresUrlSchema } from './url.ts';
 
-/**
- * The fetch-page function's configuration, parsed once from the environment. A missing or
- * malformed value is a ConfigError naming the variable: never a silent fallback.
+/*
+ * The fetch-page function's configuration, defined once. Each setting has one schema (bounds
+ * and default) and one environment variable name. The Lambda reads it from its environment
+ * (`loadConfig`), the stack writes that environment from typed values (`configToEnv`), and the
+ * local runner builds the typed config directly (`parseConfig`): the same schema in all three.
  */
-const envSchema = z.object({
-  DATASYNC_API_URL: z
-    .string({ error: 'is required: the API base URL, e.g. https://host/api/v1' })
-    .refine((v) => isHttpUrl(v), { error: 'must be an http(s) URL such as https://host/api/v1' }),
-  DATASYNC_API_KEY: z.string().min(1).optional(),
-  DATASYNC_API_KEY_SECRET_ARN: z.string().min(1).optional(),
-  DATABASE_URL: z
-    .string()
-    .refine((v) => /^postgres(ql)?:\/\//.test(v), { error: 'must be a postgres:// URL' })
-    .optional(),
-  DATABASE_SECRET_ARN: z.string().min(1).optional(),
-  MIN_REQUEST_SPACING_MS: z.coerce
+
+const wholeMs = (min: number, max: number) =>
+  z
     .number({ error: 'must be a whole number of milliseconds' })
-    .int()
-    .min(0)
-    .max(600_000)
-    .default(2200),
-  PAGE_SIZE: z.coerce.number({ error: 'must be a whole number' }).int().min(1).max(5000).default(5000),
-  REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1000).max(120_000).default(30_000),
+    .int({ error: 'must be a whole number of milliseconds' })
+    .min(min)
+    .max(max);
+
+/** The step's tunables: how it paces, retries and recovers. Defaults are the production values. */
+export const stepSettingsSchema = z.object({
+  /** Events per request; the API caps it at 5000. */
+  pageSize: z.number({ error: 'must be a whole number' }).int().min(1).max(5000).default(5000),
+  /** Floor between two request starts, retries and cursor recovery included. */
+  minSpacingMs: wholeMs(0, 600_000).default(2200),
+  /** Longest a request (with its body) may take before it counts as a transient fault. */
+  requestTimeoutMs: wholeMs(1000, 120_000).default(30_000),
   /** How long transient upstream faults are retried inside one invocation before the state machine's retry takes over. */
-  RETRY_BUDGET_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
+  retryBudgetMs: wholeMs(0, 300_000).default(20_000),
   /**
    * Added to every wait derived from the rate-limit headers (Reset, Retry-After): covers a
-   * server that rounds Reset down and clock granularity. Time-scaled local runs scale it too.
+   * server that rounds Reset down and clock granularity.
    */
-  RATE_LIMIT_MARGIN_MS: z.coerce
-    .number({ error: 'must be a whole number of milliseconds' })
-    .int()
-    .min(0)
-    .max(60_000)
-    .default(250),
-  /**
-   * A stored cursor that expires within this margin is refreshed before the request (the
-   * request itself takes seconds). Time-scaled local runs scale it, as they scale the cursor TTL.
-   */
-  CURSOR_REFRESH_MARGIN_MS: z.coerce
-    .number({ error: 'must be a whole number of milliseconds' })
-    .int()
-    .min(0)
-    .max(110_000)
-    .default(15_000),
+  safetyMarginMs: wholeMs(0, 60_000).default(250),
+  /** A stored cursor that expires within this margin is refreshed before the request (the request itself takes seconds). */
+  cursorRefreshMarginMs: wholeMs(0, 110_000).default(15_000),
+  /** Lifetime given to a refreshed or rebuilt cursor; the service hands out about 116 s. */
+  cursorTtlMs: wholeMs(1000, 3_600_000).default(116_000),
   /** Longest sleep the function does itself; longer waits go back to the Wait state. */
-  MAX_IN_TASK_SLEEP_MS: z.coerce.number().int().min(0).max(60_000).default(3_000),
+  maxInTaskSleepMs: wholeMs(0, 60_000).default(3000),
   /** Added to each wait: a lease outlives the Wait state plus one invocation. */
-  LEASE_TTL_MS: z.coerce.number().int().min(10_000).max(3_600_000).default(180_000),
+  leaseTtlMs: wholeMs(10_000, 3_600_000).default(180_000),
+  /** Time kept back from the invocation's remaining time for normalising and writing the page. */
+  writeHeadroomMs: wholeMs(0, 300_000).default(10_000),
+  /** No request starts with less time than this before the headroom: a 5000-event page takes 3.5-4 s live. */
+  minAttemptMs: wholeMs(100, 120_000).default(5000),
+});
+export type StepSettings = z.infer<typeof stepSettingsSchema>;
+
+/** Every tunable at its default: the one place the stack and the local runner take defaults from. */
+export const configDefaults: Readonly<StepSettings> = Object.freeze(stepSettingsSchema.parse({}));
+
+const connectionSchema = z.object({
+  /** The DataSync API base, e.g. https://host/api/v1. */
+  apiUrl: httpUrlSchema,
+  /** The API key itself: local runs only (deployed, it lives in Secrets Manager). */
+  apiKey: z.string().min(1).optional(),
+  apiKeySecretArn: z.string().min(1).optional(),
+  /** A postgres:// URL: local runs only. */
+  databaseUrl: postgresUrlSchema.optional(),
+  /** The RDS-generated secret: deployed. */
+  databaseSecretArn: z.string().min(1).optional(),
 });
 
-export type StepConfig = z.infer<typeof envSchema>;
+export const fetchPageConfigSchema = connectionSchema
+  .extend(stepSettingsSchema.shape)
+  .superRefine((c, ctx) => {
+    if (!c.apiKey && !c.apiKeySecretArn) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apiKey'],
+        message:
+          'is missing: set DATASYNC_API_KEY_SECRET_ARN (deployed) or DATASYNC_API_KEY (local runs) to the DataSync API key',
+      });
+    }
+    if (!c.databaseUrl && !c.databaseSecretArn) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['databaseSecretArn'],
+        message:
+          'is missing: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs: postgres://user:pass@host:port/db)',
+      });
+    }
+  });
+export type FetchPageConfig = z.infer<typeof fetchPageConfigSchema>;
+export type FetchPageConfigInput = z.input<typeof fetchPageConfigSchema>;
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): StepConfig {
-  const parsed = envSchema.safeParse(env);
+/** The environment variable of each setting. */
+export const CONFIG_ENV_NAMES = {
+  apiUrl: 'DATASYNC_API_URL',
+  apiKey: 'DATASYNC_API_KEY',
+  apiKeySecretArn: 'DATASYNC_API_KEY_SECRET_ARN',
+  databaseUrl: 'DATABASE_URL',
+  databaseSecretArn: 'DATABASE_SECRET_ARN',
+  pageSize: 'PAGE_SIZE',
+  minSpacingMs: 'MIN_REQUEST_SPACING_MS',
+  requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
+  retryBudgetMs: 'RETRY_BUDGET_MS',
+  safetyMarginMs: 'RATE_LIMIT_MARGIN_MS',
+  cursorRefreshMarginMs: 'CURSOR_REFRESH_MARGIN_MS',
+  cursorTtlMs: 'CURSOR_TTL_MS',
+  maxInTaskSleepMs: 'MAX_IN_TASK_SLEEP_MS',
+  leaseTtlMs: 'LEASE_TTL_MS',
+  writeHeadroomMs: 'WRITE_HEADROOM_MS',
+  minAttemptMs: 'MIN_ATTEMPT_MS',
+} as const satisfies Record<keyof FetchPageConfig, string>;
+
+type ConfigKey = keyof typeof CONFIG_ENV_NAMES;
+const CONFIG_KEYS = Object.keys(CONFIG_ENV_NAMES) as ConfigKey[];
+const NUMERIC_KEYS = new Set<string>(Object.keys(stepSettingsSchema.shape));
+
+/** Validates a typed configuration (the local runner's path); missing tunables take their defaults. */
+export function parseConfig(input: FetchPageConfigInput): FetchPageConfig {
+  const parsed = fetchPageConfigSchema.safeParse(input);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`);
-    throw new ConfigError(`Invalid configuration: ${lines.join('; ')}`);
+    throw new ConfigError(`Invalid fetch-page configuration:\n${z.prettifyError(parsed.error)}`);
   }
-  const c = parsed.data;
-  if (!c.DATASYNC_API_KEY && !c.DATASYNC_API_KEY_SECRET_ARN) {
-    throw new ConfigError(
-      'Invalid configuration: set DATASYNC_API_KEY_SECRET_ARN (deployed) or DATASYNC_API_KEY (local runs) to the DataSync API key',
-    );
-  }
-  if (!c.DATABASE_URL && !c.DATABASE_SECRET_ARN) {
-    throw new ConfigError(
-      'Invalid configuration: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs: postgres://user:pass@host:port/db)',
-    );
-  }
-  return c;
+  return parsed.data;
 }
 
-function isHttpUrl(value: string): boolean {
-  try {
-    const u = new URL(value);
-    return u.protocol === 'http:' || u.protocol === 'https:';
-  } catch {
-    return false;
+/**
+ * Parses the function's environment. A missing or malformed variable is a ConfigError naming
+ * it, never a silent fallback; a variable that is not set takes the setting's default.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): FetchPageConfig {
+  const candidate: Record<string, unknown> = {};
+  for (const key of CONFIG_KEYS) {
+    const raw = env[CONFIG_ENV_NAMES[key]];
+    if (raw === undefined) continue;
+    // A numeric setting given as text that is not a number stays text, so the schema names it.
+    candidate[key] = NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : raw;
   }
+  const parsed = fetchPageConfigSchema.safeParse(candidate);
+  if (!parsed.success) {
+    const byEnvName = new z.ZodError(
+      parsed.error.issues.map((issue) => {
+        const [head, ...rest] = issue.path;
+        const name =
+          typeof head === 'string' && head in CONFIG_ENV_NAMES ? CONFIG_ENV_NAMES[head as ConfigKey] : head;
+        return { ...issue, path: name === undefined ? [] : [name, ...rest] };
+      }),
+    );
+    throw new ConfigError(`Invalid configuration of the fetch-page function:\n${z.prettifyError(byEnvName)}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * The environment that makes `loadConfig` return these settings: what the stack puts on the
+ * function. Only the given settings are written; the others keep their defaults. Values may be
+ * CDK tokens (a secret's ARN), which pass through as strings.
+ */
+export function configToEnv(config: Partial<FetchPageConfig>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of CONFIG_KEYS) {
+    const value = config[key];
+    if (value !== undefined) env[CONFIG_ENV_NAMES[key]] = String(value);
+  }
+  return env;
+}
+
+/**
+ * The settings for a run against a simulator whose clock runs `timeScale` times faster: the
+ * durations measured on the upstream's clock (spacing, the margins added to its windows and
+ * cursor lifetimes, the lease that outlives its waits) shrink with it, clamped to their bounds.
+ * The retry budget also covers real request latencies, so it shrinks at most 20 times and never
+ * grows; timeouts, the write headroom and page size measure this machine and stay.
+ */
+export function timeScaledSettings<T extends StepSettings>(settings: T, timeScale: number): T {
+  if (!(timeScale > 0) || !Number.isFinite(timeScale)) {
+    throw new ConfigError(
+      `timeScale ${timeScale} is not a positive number: pass the simulator's time scale, e.g. 1 or 20`,
+    );
+  }
+  const scaled: T = { ...settings };
+  const factors = {
+    minSpacingMs: timeScale,
+    safetyMarginMs: timeScale,
+    cursorRefreshMarginMs: timeScale,
+    leaseTtlMs: timeScale,
+    retryBudgetMs: Math.max(1, Math.min(timeScale, 20)),
+  } as const;
+  for (const [key, factor] of Object.entries(factors) as [keyof typeof factors, number][]) {
+    const { minValue, maxValue } = stepSettingsSchema.shape[key].unwrap();
+    const value = Math.ceil(settings[key] / factor);
+    scaled[key] = Math.min(maxValue ?? value, Math.max(minValue ?? value, value));
+  }
+  return scaled;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { configDefaults } from './config.ts';
 import { CursorInvalidError } from './errors.ts';
 
 /**
@@ -55,7 +56,7 @@ export function encodeCursor(payload: CursorPayload): string {
 }
 
 /** Rewrites the cursor's expiry to `now + ttlMs` (the server does not sign cursors). */
-export function refreshCursor(cursor: string, nowMs: number, ttlMs = 116_000): string {
+export function refreshCursor(cursor: string, nowMs: number, ttlMs = configDefaults.cursorTtlMs): string {
   return encodeCursor({ ...decodeCursor(cursor), exp: nowMs + ttlMs });
 }
 
@@ -63,7 +64,7 @@ export function refreshCursor(cursor: string, nowMs: number, ttlMs = 116_000): s
 export function cursorFromPosition(
   position: { ts: number; id: string },
   nowMs: number,
-  ttlMs = 116_000,
+  ttlMs = configDefaults.cursorTtlMs,
 ): string {
   return encodeCursor({ id: position.id, ts: position.ts, v: CURSOR_VERSION, exp: nowMs + ttlMs });
 }

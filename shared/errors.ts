@@ -109,3 +109,19 @@ export interface RateLimitInfo {
   /** Seconds until the window resets (the API sends seconds, not an epoch). May be fractional when a scaled simulator sends its exact header. */
   resetSeconds: number;
 }
+
+/**
+ * Too little of the invocation's time is left to start another upstream request and still
+ * write the page before the function times out. Transient: the state machine's retry starts a
+ * fresh invocation with its full timeout.
+ */
+export class InvocationDeadlineError extends DataSyncError {
+  override readonly name = 'InvocationDeadlineError';
+  readonly transient = true;
+}
+
+/** Secrets Manager could not be reached or asked us to slow down (throttling, timeout, network). Retrying later can succeed. */
+export class SecretsUnavailableError extends DataSyncError {
+  override readonly name = 'SecretsUnavailableError';
+  readonly transient = true;
+}

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { configDefaults } from './config.ts';
 import { ConfigError, type RateLimitInfo } from './errors.ts';
 
 /**
@@ -33,8 +34,8 @@ import { ConfigError, type RateLimitInfo } from './errors.ts';
  *   fractional `X-RateLimit-Reset-Exact` is used, the margin is the only slack.
  */
 
-/** Added to every header-derived instant (Reset, Retry-After). */
-export const DEFAULT_SAFETY_MARGIN_MS = 250;
+/** Added to every header-derived instant (Reset, Retry-After); the setting's default in shared/config.ts. */
+export const DEFAULT_SAFETY_MARGIN_MS = configDefaults.safetyMarginMs;
 
 const finite = z.number().refine(Number.isFinite, { error: 'must be a finite number' });
 const nonNegative = finite.refine((n) => n >= 0, { error: 'must be >= 0' });
@@ -59,13 +60,13 @@ export interface PlanInput {
   lastRequestStartMs: number;
   /** When its response (or error) arrived (epoch ms). */
   responseAtMs: number;
-  /** The configured floor between two request starts (the caller's default is 2200 ms). */
+  /** The configured floor between two request starts (MIN_REQUEST_SPACING_MS). */
   minSpacingMs: number;
   /** The last response's rate-limit headers, or null when it carried none. */
   rateLimit: RateLimitInfo | null;
   /** From a 429: seconds the server asked us to wait. */
   retryAfterSeconds?: number | null;
-  /** Added to header-derived instants. @default 250 */
+  /** Added to header-derived instants. @default DEFAULT_SAFETY_MARGIN_MS */
   safetyMarginMs?: number;
 }
 
@@ -81,11 +82,7 @@ export function planNextRequest(input: PlanInput): PacingPlan {
   const parsed = planInputSchema.safeParse(input);
   if (!parsed.success) {
     throw new ConfigError(
-      `planNextRequest got invalid input (${parsed.error.issues
-        .map((i) => `${i.path.join('.')}: ${i.message}`)
-        .join(
-          '; ',
-        )}): pass the last request's start and response instants in epoch ms and the headers as parsed by the client`,
+      `planNextRequest got invalid input: pass the last request's start and response instants in epoch ms and the headers as parsed by the client.\n${z.prettifyError(parsed.error)}`,
     );
   }
   const { lastRequestStartMs, responseAtMs, minSpacingMs, rateLimit, retryAfterSeconds } = parsed.data;

@@ -1,30 +1,50 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { Context as LambdaContext } from 'aws-lambda';
 import type { Sql } from 'postgres';
-import { ZodError } from 'zod';
+import { ZodError, z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { parseApiKeySecret, SecretCache } from '#shared/aws/secrets.ts';
-import { loadConfig, type StepConfig } from '#shared/config.ts';
+import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfig } from '#shared/config.ts';
 import { ConfigError, DataSyncError } from '#shared/errors.ts';
-import { type Clock, runStep, type StepLogger, type StepMetrics, type StepOutput } from '#shared/step.ts';
+import {
+  type Clock,
+  runStep,
+  type StepInvocation,
+  type StepLogger,
+  type StepMetrics,
+  type StepOutput,
+} from '#shared/step.ts';
 import { createStore } from '#shared/store.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 
 export interface HandlerOptions {
+  /** Read when no typed `config` is given. @default process.env */
   env?: NodeJS.ProcessEnv;
+  /** A typed configuration (the local runner's path): validated by the same schema as the environment. */
+  config?: FetchPageConfigInput;
   /** Injected in tests (aws-sdk-client-mock works on the real client too). */
   secretsManager?: SecretsManagerClient;
   logger?: StepLogger;
-  metrics?: { add: StepMetrics['add']; flush(): void };
+  metrics?: HandlerMetrics;
   clock?: Clock;
   fetch?: typeof fetch;
 }
 
-interface Context {
-  config: StepConfig;
+/** The metrics port plus the flush at the end of each invocation. */
+export interface HandlerMetrics {
+  add: StepMetrics['add'];
+  flush(): void;
+}
+
+/** What the handler uses of the Lambda context: the time left bounds the step's requests. */
+export type InvocationContext = Pick<LambdaContext, 'getRemainingTimeInMillis'> & Partial<LambdaContext>;
+
+interface Built {
+  config: FetchPageConfig;
   sql: Sql;
-  run: (event: unknown) => Promise<StepOutput>;
+  run: (event: unknown, invocation: StepInvocation) => Promise<StepOutput>;
 }
 
 export const realClock: Clock = {
@@ -39,58 +59,56 @@ export const realClock: Clock = {
  * instead of an opaque init crash.
  */
 export function createHandler(options: HandlerOptions = {}) {
-  const logger = options.logger ?? powertoolsLogger();
+  const powertools = options.logger ? null : new Logger({ serviceName: 'fetch-page' });
+  const logger = options.logger ?? stepLoggerOf(powertools as Logger);
   const metrics = options.metrics ?? powertoolsMetrics();
   const clock = options.clock ?? realClock;
-  let context: Promise<Context> | undefined;
+  let built: Promise<Built> | undefined;
 
-  async function build(): Promise<Context> {
-    const config = loadConfig(options.env ?? process.env);
+  async function build(): Promise<Built> {
+    const config = options.config ? parseConfig(options.config) : loadConfig(options.env ?? process.env);
     const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
-    const apiKey = config.DATASYNC_API_KEY_SECRET_ARN
+    const apiKey = config.apiKeySecretArn
       ? parseApiKeySecret(
-          await secrets.get(config.DATASYNC_API_KEY_SECRET_ARN, 'DATASYNC_API_KEY_SECRET_ARN'),
-          config.DATASYNC_API_KEY_SECRET_ARN,
+          await secrets.get(config.apiKeySecretArn, 'DATASYNC_API_KEY_SECRET_ARN'),
+          config.apiKeySecretArn,
         )
-      : (config.DATASYNC_API_KEY as string);
-    const sql = await openDatabase(config, secrets, 'datasync-fetch-page');
+      : (config.apiKey as string);
+    // openDatabase (shared/aws/database.ts) still takes the variables' names.
+    const sql = await openDatabase(
+      { DATABASE_URL: config.databaseUrl, DATABASE_SECRET_ARN: config.databaseSecretArn },
+      secrets,
+      'datasync-fetch-page',
+    );
     const upstream = createDataSyncClient({
-      baseUrl: config.DATASYNC_API_URL,
+      baseUrl: config.apiUrl,
       apiKey,
-      timeoutMs: config.REQUEST_TIMEOUT_MS,
+      timeoutMs: config.requestTimeoutMs,
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
-    const store = createStore(sql);
-    const deps = {
-      store,
-      upstream,
-      clock,
-      logger,
-      metrics,
-      config: {
-        pageSize: config.PAGE_SIZE,
-        minSpacingMs: config.MIN_REQUEST_SPACING_MS,
-        safetyMarginMs: config.RATE_LIMIT_MARGIN_MS,
-        cursorRefreshMarginMs: config.CURSOR_REFRESH_MARGIN_MS,
-        retryBudgetMs: config.RETRY_BUDGET_MS,
-        maxInTaskSleepMs: config.MAX_IN_TASK_SLEEP_MS,
-        leaseTtlMs: config.LEASE_TTL_MS,
-      },
-    };
-    return { config, sql, run: (event) => runStep(deps, event) };
+    const deps = { store: createStore(sql), upstream, clock, logger, metrics, config };
+    return { config, sql, run: (event, invocation) => runStep(deps, event, invocation) };
   }
 
-  const handler = async (event: unknown): Promise<StepOutput> => {
+  const handler = async (event: unknown, context?: InvocationContext): Promise<StepOutput> => {
+    // What Powertools' injectLambdaContext does: request id, cold start and function on every line.
+    if (powertools && context?.awsRequestId) powertools.addContext(context as LambdaContext);
+    const deadlineMs = context ? clock.now() + context.getRemainingTimeInMillis() : undefined;
     try {
-      context ??= build();
-      const ctx = await context.catch((error: unknown) => {
-        context = undefined; // a failed cold start (bad secret, say) is retried on the next invocation
+      built ??= build();
+      const ready = await built.catch((error: unknown) => {
+        built = undefined; // a failed cold start (bad secret, say) is retried on the next invocation
         throw error;
       });
-      return await ctx.run(event);
+      return await ready.run(event, deadlineMs === undefined ? {} : { deadlineMs });
     } catch (error) {
       const named = toNamedError(error);
-      logger.error('fetch-page failed', { error: named.name, message: named.message });
+      // Not `message`: Powertools reserves that key for the line's own message and drops the field.
+      logger.error('fetch-page failed', {
+        errorName: named.name,
+        errorMessage: named.message,
+        transient: named instanceof DataSyncError ? named.transient : undefined,
+      });
       throw named;
     } finally {
       metrics.flush();
@@ -100,9 +118,9 @@ export function createHandler(options: HandlerOptions = {}) {
   return Object.assign(handler, {
     /** Closes the database connection (local runs and tests; Lambda just freezes the container). */
     async close() {
-      const ctx = await context?.catch(() => undefined);
-      context = undefined;
-      await ctx?.sql.end({ timeout: 5 });
+      const ready = await built?.catch(() => undefined);
+      built = undefined;
+      await ready?.sql.end({ timeout: 5 });
     },
   });
 }
@@ -116,16 +134,15 @@ export function toNamedError(error: unknown): Error {
   if (error instanceof DataSyncError) return error;
   if (error instanceof ZodError) {
     return new ConfigError(
-      `Invalid input to fetch-page: ${error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`).join('; ')}. ` +
-        'Start the execution with input like {"sourceId":"default"}.',
+      'Invalid input to fetch-page: start the execution with input like {"sourceId":"default"}.\n' +
+        z.prettifyError(error),
     );
   }
   if (error instanceof Error && error.name === 'DatabaseUnavailableError') return error;
   return error instanceof Error ? error : new Error(String(error));
 }
 
-function powertoolsLogger(): StepLogger {
-  const logger = new Logger({ serviceName: 'fetch-page' });
+function stepLoggerOf(logger: Logger): StepLogger {
   return {
     info: (m, f) => logger.info(m, f ?? {}),
     warn: (m, f) => logger.warn(m, f ?? {}),
@@ -133,11 +150,15 @@ function powertoolsLogger(): StepLogger {
   };
 }
 
-function powertoolsMetrics(): { add: StepMetrics['add']; flush(): void } {
+function powertoolsMetrics(): HandlerMetrics {
   const metrics = new Metrics({ serviceName: 'fetch-page' });
   return {
     add: (name, unit, value) =>
       metrics.addMetric(name, unit === 'Count' ? MetricUnit.Count : MetricUnit.Milliseconds, value),
-    flush: () => metrics.publishStoredMetrics(),
+    // An invocation that stored nothing (a wait, a failure) has nothing to publish; publishing
+    // anyway makes Powertools warn "No application metrics to publish" on every such line.
+    flush: () => {
+      if (metrics.hasStoredMetrics()) metrics.publishStoredMetrics();
+    },
   };
 }

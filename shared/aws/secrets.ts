@@ -1,6 +1,6 @@
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, SecretsUnavailableError } from '../errors.ts';
 
 /**
  * Reads secrets once per container: a warm Lambda never calls Secrets Manager again, and a
@@ -30,12 +30,7 @@ export class SecretCache {
     try {
       out = await this.#client.send(new GetSecretValueCommand({ SecretId: secretId }));
     } catch (error) {
-      const name = (error as Error).name;
-      throw new ConfigError(
-        `Cannot read the secret named by ${envName} (${secretId}): ${name}: ${(error as Error).message}. ` +
-          `Check that the secret exists in this region and that the function's role may read it.`,
-        { cause: error },
-      );
+      throw secretReadError(error, secretId, envName);
     }
     if (!out.SecretString) {
       throw new ConfigError(
@@ -45,6 +40,42 @@ export class SecretCache {
     }
     return out.SecretString;
   }
+}
+
+/**
+ * What a failed read means. Only an answer about the secret itself (no permission, no such
+ * secret, a key that cannot decrypt it) is a configuration error that a retry cannot fix;
+ * throttling, timeouts, a service error or an unreachable endpoint pass, so the state machine
+ * retries them.
+ */
+const CONFIGURATION_FAULTS: Record<string, string> = {
+  AccessDeniedException:
+    "the function's role may not read it: grant secretsmanager:GetSecretValue on it (the stack does, with secret.grantRead)",
+  ResourceNotFoundException:
+    'there is no such secret in this region: check the ARN in the variable and that the secret was not deleted',
+  DecryptionFailure:
+    "Secrets Manager cannot decrypt it with its KMS key: grant the function's role kms:Decrypt on that key",
+};
+
+function secretReadError(error: unknown, secretId: string, envName: string): Error {
+  const name = error instanceof Error ? error.name : 'Error';
+  const code = (error as { code?: unknown }).code;
+  const said = `${name}${typeof code === 'string' && code !== name ? ` (${code})` : ''}: ${error instanceof Error ? error.message : String(error)}`;
+  const fix = CONFIGURATION_FAULTS[name];
+  if (fix) {
+    return new ConfigError(
+      `Cannot read the secret named by ${envName} (${secretId}): ${said}. Fix: ${fix}.`,
+      {
+        cause: error,
+      },
+    );
+  }
+  return new SecretsUnavailableError(
+    `Secrets Manager did not give the secret named by ${envName} (${secretId}): ${said}. This usually passes and ` +
+      'the state machine retries it; if it persists, check that the function reaches Secrets Manager (NAT gateway or ' +
+      'VPC endpoint) and the service health in this region.',
+    { cause: error },
+  );
 }
 
 /**
@@ -87,7 +118,7 @@ export function parseDatabaseSecret(value: string, secretId: string): DatabaseSe
   if (!parsed.success) {
     throw new ConfigError(
       `The database secret ${secretId} (DATABASE_SECRET_ARN) is not the JSON RDS generates ` +
-        `({host, port, username, password, dbname}): ${parsed.error.issues.map((i) => i.path.join('.') || i.message).join(', ')}.`,
+        `({host, port, username, password, dbname}); store that JSON in the secret.\n${z.prettifyError(parsed.error)}`,
     );
   }
   return parsed.data;

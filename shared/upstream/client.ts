@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { configDefaults } from '../config.ts';
 import {
   AuthError,
   ConfigError,
@@ -9,6 +10,7 @@ import {
   UpstreamProtocolError,
   UpstreamUnavailableError,
 } from '../errors.ts';
+import { isHttpUrl } from '../url.ts';
 import { type ErrorBody, errorBodySchema, parseEventsBody } from './schemas.ts';
 import type { FetchPageResult } from './types.ts';
 
@@ -17,7 +19,7 @@ export interface DataSyncClientOptions {
   baseUrl: string;
   /** Sent as `X-API-Key`. */
   apiKey: string;
-  /** Whole request including the body read. @default 30000 */
+  /** Whole request including the body read. @default configDefaults.requestTimeoutMs */
   timeoutMs?: number;
   /** @default globalThis.fetch */
   fetch?: typeof fetch;
@@ -32,6 +34,8 @@ export interface FetchEventsParams {
   cursor?: string | null;
   /** The caller's cancellation; combined with the client's own timeout. */
   signal?: AbortSignal;
+  /** A tighter timeout for this request (the time the invocation has left); the client's own applies when it is shorter. */
+  timeoutMs?: number;
 }
 
 export interface DataSyncClient {
@@ -53,7 +57,7 @@ export interface DataSyncClient {
 const optionsSchema = z.object({
   baseUrl: z.string(),
   apiKey: z.string(),
-  timeoutMs: z.number().int().positive().max(900_000).default(30_000),
+  timeoutMs: z.number().int().positive().max(900_000).default(configDefaults.requestTimeoutMs),
   userAgent: z.string().min(1).default('datasync-ingest/0.1'),
 });
 
@@ -68,7 +72,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
   const parsed = optionsSchema.safeParse(opts);
   if (!parsed.success) {
     throw new ConfigError(
-      `Invalid DataSync client options (${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`,
+      `Invalid DataSync client options: pass the API base URL, the key and a positive timeout.\n${z.prettifyError(parsed.error)}`,
     );
   }
   const { timeoutMs, userAgent } = parsed.data;
@@ -83,7 +87,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
   const now = opts.now ?? Date.now;
 
   return {
-    async fetchEvents({ limit, cursor, signal }) {
+    async fetchEvents({ limit, cursor, signal, timeoutMs: bound }) {
       if (!Number.isInteger(limit) || limit < 1) {
         throw new ConfigError(
           `Page size ${limit} is invalid: PAGE_SIZE must be a whole number from 1 to 5000`,
@@ -94,7 +98,8 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
       if (cursor) url.searchParams.set('cursor', cursor);
       const hasCursor = Boolean(cursor);
 
-      const timeout = AbortSignal.timeout(timeoutMs);
+      const requestTimeoutMs = Math.max(1, Math.floor(Math.min(timeoutMs, bound ?? timeoutMs)));
+      const timeout = AbortSignal.timeout(requestTimeoutMs);
       const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
       const startedAtMs = now();
 
@@ -111,7 +116,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
         bytes = new Uint8Array(await response.arrayBuffer());
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        throw transportError(error, timeout.aborted, timeoutMs, url, hasCursor);
+        throw transportError(error, timeout.aborted, requestTimeoutMs, url, hasCursor);
       }
       const latencyMs = now() - startedAtMs;
       const status = response.status;
@@ -152,18 +157,12 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
 function eventsEndpoint(baseUrl: string): string {
   const expected =
     'DATASYNC_API_URL must be the API base as an absolute http(s) URL without query or fragment, e.g. https://api.example.com/api/v1';
-  let u: URL;
-  try {
-    u = new URL(baseUrl.trim());
-  } catch {
-    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not a URL: ${expected}`);
+  if (!isHttpUrl(baseUrl)) {
+    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not an http(s) URL: ${expected}`);
   }
-  if (
-    (u.protocol !== 'http:' && u.protocol !== 'https:') ||
-    u.search !== '' ||
-    u.hash !== '' ||
-    u.username !== ''
-  ) {
+  // An API base with a query, a fragment or credentials in it would be mangled or leak the credentials into logs.
+  const u = new URL(baseUrl.trim());
+  if (u.search !== '' || u.hash !== '' || u.username !== '') {
     throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not usable: ${expected}`);
   }
   return `${u.origin}${u.pathname.replace(/\/+$/, '')}/events`;

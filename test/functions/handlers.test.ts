@@ -3,7 +3,7 @@ import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHandler } from '#functions/fetch-page/handler.ts';
 import { createMigrateHandler } from '#functions/migrate/handler.ts';
-import { ConfigError } from '#shared/errors.ts';
+import { ConfigError, InvocationDeadlineError } from '#shared/errors.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 import { type RunningSimulator, startSimulator } from '../../local/simulator/index.ts';
 
@@ -154,6 +154,102 @@ describe('fetch-page handler with Secrets Manager (mocked SDK client)', () => {
     expect(second).toBeInstanceOf(ConfigError);
     expect(second.message).toMatch(/no string value|empty/);
     expect(sm.commandCalls(GetSecretValueCommand)).toHaveLength(2);
+  });
+});
+
+describe('fetch-page handler in Lambda: context, logs and metrics (real Powertools writing to captured streams)', () => {
+  function captureOutput() {
+    const lines: string[] = [];
+    const keep = (chunk: string | Uint8Array) => {
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l.trim() !== ''),
+      );
+      return true;
+    };
+    vi.spyOn(process.stdout, 'write').mockImplementation(keep);
+    vi.spyOn(process.stderr, 'write').mockImplementation(keep);
+    return {
+      lines,
+      json: () =>
+        lines.flatMap((l) => {
+          try {
+            return [JSON.parse(l) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        }),
+    };
+  }
+
+  function lambdaContext(requestId: string, remainingMs = 60_000) {
+    return {
+      awsRequestId: requestId,
+      functionName: 'datasync-fetch-page',
+      functionVersion: '$LATEST',
+      invokedFunctionArn: 'arn:aws:lambda:eu-west-1:123456789012:function:datasync-fetch-page',
+      memoryLimitInMB: '512',
+      getRemainingTimeInMillis: () => remainingMs,
+    };
+  }
+
+  it('the failure log carries the error’s name and message, with the request id and cold start on the line', async () => {
+    vi.stubEnv('POWERTOOLS_METRICS_NAMESPACE', 'DataSyncIngestTest');
+    // Lambda sets it; Powertools reports a cold start only for on-demand initialisation.
+    vi.stubEnv('AWS_LAMBDA_INITIALIZATION_TYPE', 'on-demand');
+    const out = captureOutput();
+    const handler = createHandler({ env: { DATASYNC_API_URL: 'not a url' } });
+    const first = await handler({ executionId: 'x', state: {} }, lambdaContext('req-1')).catch((e) => e);
+    const second = await handler({ executionId: 'x', state: {} }, lambdaContext('req-2')).catch((e) => e);
+    vi.restoreAllMocks();
+    vi.unstubAllEnvs();
+
+    expect(first).toBeInstanceOf(ConfigError);
+    expect(second).toBeInstanceOf(ConfigError);
+    const failures = out.json().filter((l) => l.message === 'fetch-page failed');
+    expect(failures).toHaveLength(2);
+    expect(failures[0]).toMatchObject({
+      level: 'ERROR',
+      errorName: 'ConfigError',
+      transient: false,
+      function_request_id: 'req-1',
+      cold_start: true,
+      function_name: 'datasync-fetch-page',
+    });
+    expect(String(failures[0]!.errorMessage)).toContain('DATASYNC_API_URL');
+    expect(failures[1]).toMatchObject({ function_request_id: 'req-2', cold_start: false });
+    // Nothing was measured in these invocations, and nothing warns about it.
+    expect(out.lines.join('\n')).not.toContain('No application metrics to publish');
+  });
+
+  it('bounds the step by the invocation’s remaining time: too little left fails transiently before any request', async () => {
+    await createMigrateHandler({ env: { DATABASE_URL: db.url } })();
+    const before = sim.stats().requests;
+    const handler = createHandler({
+      env: {
+        DATASYNC_API_URL: sim.url,
+        DATASYNC_API_KEY: API_KEY,
+        DATABASE_URL: db.url,
+        WRITE_HEADROOM_MS: '5000',
+      },
+      logger: quiet(),
+      metrics: noMetrics(),
+    });
+    try {
+      const err = await handler(
+        { executionId: 'short', state: { sourceId: 'short' } },
+        lambdaContext('r', 4_000),
+      ).catch((e) => e);
+      expect(err).toBeInstanceOf(InvocationDeadlineError);
+      expect(err.transient).toBe(true);
+      expect(sim.stats().requests).toBe(before);
+      // With the full minute the same invocation goes ahead.
+      const out = await handler({ executionId: 'short', state: { sourceId: 'short' } }, lambdaContext('r2'));
+      expect(out.page.received).toBeGreaterThan(0);
+    } finally {
+      await handler.close();
+    }
   });
 });
 

@@ -1,9 +1,20 @@
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { createDb } from '#shared/db/client.ts';
-import { AuthError, CheckpointConflictError, CursorRejectedError, LeaseHeldError } from '#shared/errors.ts';
-import { runStep, type StepStore } from '#shared/step.ts';
+import {
+  AuthError,
+  CheckpointConflictError,
+  CursorRejectedError,
+  DataSyncError,
+  InvocationDeadlineError,
+  LeaseHeldError,
+  UpstreamUnavailableError,
+} from '#shared/errors.ts';
+import { runStep, type StepDeps, type StepOutput, type StepStore } from '#shared/step.ts';
 import { createStore } from '#shared/store.ts';
+import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '#test/support/pipeline.ts';
 
 async function counts(f: PipelineFixture, sourceId = 'default') {
@@ -259,6 +270,25 @@ describe('rate limiting, cursors and auth', () => {
     }
   });
 
+  it('a cursor that expires while the step sleeps out the spacing is refreshed after the sleep, before the request', async () => {
+    const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
+    try {
+      // The second request is due 1.5 s after the first, slept in the task; the cursor lives 1 s.
+      const deps = f.deps({
+        config: { cursorRefreshMarginMs: 200, minSpacingMs: 1_500, maxInTaskSleepMs: 3_000 },
+      });
+      const first = await runStep(deps, { executionId: 'c2', state: { sourceId: 'sleep' } });
+      const second = await runStep(deps, { executionId: 'c2', state: first });
+      expect(second.page.inserted).toBe(5000);
+      expect(f.sim.stats().byStatus['400']).toBeUndefined();
+      expect(
+        f.logs.some((l) => l.message === 'cursor expired or about to: refreshed before the request'),
+      ).toBe(true);
+    } finally {
+      await f.close();
+    }
+  });
+
   it('a refused refreshed cursor falls back to the rebuilt one, then fails clearly without losing anything', async () => {
     const f = await createPipelineFixture({
       events: 15_000,
@@ -333,6 +363,237 @@ describe('the chaos profile', () => {
       expect(c.cp).toMatchObject({ status: 'complete', eventsInserted: c.rows, rejected: c.rejects });
       expect(c.cp!.duplicatesSkipped).toBeGreaterThan(0); // pages that repeat rows from before their cursor
       expect(f.sim.stats().faults.transientError + f.sim.stats().faults.truncatedBody).toBeGreaterThan(0);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+/**
+ * An HTTP proxy in front of the simulator that notes when each request arrived and what it was
+ * answered. The requests it picks are still sent on (so they count against the simulator's
+ * window, as a real server's 5xx do) but answered 503 without rate-limit headers, like a load
+ * balancer; a 429 from the simulator is passed through so that it shows.
+ */
+async function startFaultyProxy(target: string, answer503: (n: number) => boolean) {
+  const upstream = new URL(target);
+  const seen: { atMs: number; status: number }[] = [];
+  let n = 0;
+  const server = createServer((req, res) => {
+    const atMs = performance.timeOrigin + performance.now();
+    const fail = answer503(++n);
+    const forward = httpRequest(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        path: req.url,
+        method: req.method,
+        headers: req.headers,
+      },
+      (answer) => {
+        if (fail && answer.statusCode !== 429) {
+          answer.resume();
+          seen.push({ atMs, status: 503 });
+          res.writeHead(503, { 'Content-Type': 'text/html', Server: 'awselb/2.0' });
+          res.end('<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>');
+          return;
+        }
+        seen.push({ atMs, status: answer.statusCode ?? 0 });
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forward.on('error', (error) => res.destroy(error));
+    req.pipe(forward);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}${upstream.pathname}`,
+    seen: () => [...seen].sort((a, b) => a.atMs - b.atMs),
+    close: () =>
+      new Promise<void>((ok) => {
+        server.closeAllConnections();
+        server.close(() => ok());
+      }),
+  };
+}
+
+/**
+ * Drives the step as the state machine does: the Wait state sleeps the whole seconds asked for,
+ * and a transient error is retried at once (the Retry's full jitter can draw a zero delay).
+ */
+async function driveLikeTheStateMachine(deps: StepDeps, executionId: string, sourceId: string) {
+  let state: Record<string, unknown> = { sourceId };
+  let transientRetries = 0;
+  for (let i = 0; i < 500; i++) {
+    let out: StepOutput;
+    try {
+      out = await runStep(deps, { executionId, state });
+    } catch (error) {
+      if (error instanceof DataSyncError && error.transient) {
+        transientRetries++;
+        continue;
+      }
+      throw error;
+    }
+    if (out.done) return { transientRetries };
+    state = out;
+    if (out.waitSeconds > 0) await new Promise((r) => setTimeout(r, out.waitSeconds * 1000));
+  }
+  throw new Error('not done after 500 invocations');
+}
+
+describe('pacing holds through faults', () => {
+  it('keeps the minimum spacing between any two requests, retries and cursor recovery included, and never draws a 429 from 5xx answers', async () => {
+    const spacingMs = 200;
+    // Three requests per 2 s window at 200 ms spacing: the window, not the spacing, is the binding
+    // limit, so 5xx answers that count against it matter.
+    const f = await createPipelineFixture({
+      events: 12_000,
+      rateLimit: 3,
+      windowSeconds: 2,
+    });
+    // 3 requests in every 10, two of them back to back: 30 % answered 503.
+    const proxy = await startFaultyProxy(f.sim.url, (n) => [2, 3, 7].includes(n % 10));
+    try {
+      const client = createDataSyncClient({
+        baseUrl: proxy.url,
+        apiKey: f.sim.options.apiKey,
+        timeoutMs: 10_000,
+      });
+      const starts: number[] = [];
+      const deps: StepDeps = {
+        ...f.deps({ config: { pageSize: 1000, minSpacingMs: spacingMs, retryBudgetMs: 10_000 } }),
+        upstream: {
+          fetchEvents: (params) => {
+            starts.push(Date.now());
+            return client.fetchEvents(params);
+          },
+        },
+      };
+      await driveLikeTheStateMachine(deps, 'paced', 'paced');
+
+      const seen = proxy.seen();
+      const gaps = seen.slice(1).map((r, i) => r.atMs - seen[i]!.atMs);
+      const minGap = Math.min(...gaps);
+      const startGaps = starts.slice(1).map((t, i) => t - starts[i]!);
+      const answered503 = seen.filter((r) => r.status === 503).length;
+      console.log(
+        `[pacing] ${seen.length} requests, ${answered503} answered 503, ${seen.filter((r) => r.status === 429).length} x 429, min gap at the server ${minGap.toFixed(1)} ms, between starts ${Math.min(...startGaps)} ms, for a spacing of ${spacingMs} ms`,
+      );
+      expect(answered503).toBeGreaterThanOrEqual(Math.floor(seen.length * 0.3) - 1);
+      // Where the step sends: the starts it hands to the client keep the spacing to the clock's
+      // millisecond. Where the server receives: the proxy shares this process's event loop, so a
+      // request can reach it some ms after it was started (a page being written, a GC pause);
+      // the tolerance covers that hop, not the pacing.
+      expect(Math.min(...startGaps)).toBeGreaterThanOrEqual(spacingMs - 1);
+      expect(starts).toHaveLength(seen.length);
+      expect(minGap).toBeGreaterThanOrEqual(spacingMs - 25);
+      expect(seen.filter((r) => r.status === 429)).toHaveLength(0);
+      expect(f.sim.stats().rateLimited).toBe(0);
+
+      const c = await counts(f, 'paced');
+      expect(c).toMatchObject({ rows: 12_000, distinct: 12_000, rejects: 0 });
+      expect(c.cp).toMatchObject({
+        status: 'complete',
+        eventsInserted: 12_000,
+        pages: 12,
+        duplicatesSkipped: 0,
+      });
+    } finally {
+      await proxy.close();
+      await f.close();
+    }
+  });
+});
+
+describe('cursor recovery is paced like any request', () => {
+  it('re-requests with a refreshed and then a rebuilt cursor no sooner than the spacing', async () => {
+    const f = await createPipelineFixture({
+      events: 15_000,
+      cursorTtlSeconds: 1,
+      rejectRefreshedCursors: true,
+    });
+    try {
+      const spacingMs = 300;
+      const client = createDataSyncClient({
+        baseUrl: f.sim.url,
+        apiKey: f.sim.options.apiKey,
+        timeoutMs: 10_000,
+      });
+      const starts: number[] = [];
+      const deps: StepDeps = {
+        ...f.deps({ config: { cursorRefreshMarginMs: 0, minSpacingMs: spacingMs } }),
+        upstream: {
+          fetchEvents: (params) => {
+            starts.push(Date.now());
+            return client.fetchEvents(params);
+          },
+        },
+      };
+      const first = await runStep(deps, { executionId: 'p', state: { sourceId: 'recover' } });
+      await new Promise((r) => setTimeout(r, 1_300));
+      starts.length = 0;
+      const err = await runStep(deps, { executionId: 'p', state: first }).catch((e) => e);
+      expect(err).toBeInstanceOf(CursorRejectedError);
+      // the refreshed cursor (refused), then the rebuilt one (refused)
+      expect(starts).toHaveLength(2);
+      expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(spacingMs);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe('the invocation deadline', () => {
+  it('bounds the request by the time left minus the write headroom, and starts no retry it cannot finish', async () => {
+    const f = await createPipelineFixture({ events: 10_000, latencyMs: 4_000 });
+    try {
+      const deps = f.deps({ config: { writeHeadroomMs: 1_000, minAttemptMs: 500, retryBudgetMs: 30_000 } });
+      const err = await runStep(
+        deps,
+        { executionId: 'd', state: { sourceId: 'deadline' } },
+        {
+          deadlineMs: Date.now() + 2_500,
+        },
+      ).catch((e) => e);
+      // The client's own timeout is 10 s; the deadline cut the request at about 1.5 s.
+      expect(err).toBeInstanceOf(UpstreamUnavailableError);
+      expect(err.transient).toBe(true);
+      const [, bound] = /did not answer within (\d+) ms/.exec(err.message) ?? [];
+      expect(Number(bound)).toBeGreaterThan(0);
+      expect(Number(bound)).toBeLessThanOrEqual(1_500);
+      // The time left after the timeout was below MIN_ATTEMPT_MS: no second request.
+      expect(f.sim.stats().requests).toBe(1);
+      const c = await counts(f, 'deadline');
+      expect(c.rows).toBe(0);
+      expect(c.cp).toMatchObject({ pages: 0, cursor: null });
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('with too little time left, throws the transient InvocationDeadlineError instead of starting a request', async () => {
+    const f = await createPipelineFixture({ events: 10_000 });
+    try {
+      const deps = f.deps({ config: { writeHeadroomMs: 2_000, minAttemptMs: 1_000 } });
+      const err = await runStep(
+        deps,
+        { executionId: 'd', state: { sourceId: 'late' } },
+        {
+          deadlineMs: Date.now() + 2_500,
+        },
+      ).catch((e) => e);
+      expect(err).toBeInstanceOf(InvocationDeadlineError);
+      expect(err.transient).toBe(true);
+      expect(err.message).toMatch(/WRITE_HEADROOM_MS=2000.*MIN_ATTEMPT_MS=1000/s);
+      expect(f.sim.stats().requests).toBe(0);
+      // Transient: the source is not marked failed, and the same execution may go on.
+      const c = await counts(f, 'late');
+      expect(c.cp).toMatchObject({ status: 'running', lastError: null, pages: 0 });
+      const next = await runStep(deps, { executionId: 'd', state: { sourceId: 'late' } });
+      expect(next.page.inserted).toBe(5000);
     } finally {
       await f.close();
     }

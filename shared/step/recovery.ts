@@ -1,0 +1,266 @@
+import { cursorExpiresWithin, cursorFromPosition, refreshCursor } from '../cursor.ts';
+import {
+  AuthError,
+  CursorExpiredError,
+  CursorInvalidError,
+  CursorRejectedError,
+  InvocationDeadlineError,
+  RateLimitedError,
+  type RateLimitInfo,
+  UpstreamUnavailableError,
+} from '../errors.ts';
+import { planNextRequest } from '../pacing.ts';
+import type { FetchPageResult } from '../upstream/types.ts';
+import type { Checkpoint, StepConfig, StepDeps } from './contract.ts';
+
+/*
+ * Getting one page out of an upstream that fails: transient faults are retried with jittered
+ * backoff, a refused cursor is refreshed and then rebuilt from the stored position, and every
+ * request of the step, retries and recovery included, goes through one pacer that keeps the
+ * minimum spacing and counts the rate-limit window (failed answers count against it too).
+ */
+
+/** Full-jitter backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"): base and cap. */
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 8000;
+
+export type Fetched =
+  | { kind: 'page'; result: FetchPageResult; cursorUsed: string | null; requests: number }
+  | { kind: 'rate-limited'; error: RateLimitedError; notBeforeMs: number; requests: number }
+  /**
+   * No 429 was seen, but the answers that failed used up what the window had left: sending
+   * another request now would be refused, so the step waits for the window like after a 429.
+   */
+  | { kind: 'window-spent'; notBeforeMs: number; rateLimit: RateLimitInfo; requests: number };
+
+type CursorStage = 'stored' | 'refreshed' | 'rebuilt';
+
+/**
+ * The step's view of the upstream's budget: when the next request may start, and how many
+ * requests the window still allows.
+ *
+ * The estimate starts from the last headers the checkpoint holds. A free slot stays free until
+ * we use it (we are the key's only client), so `remaining` is a lower bound; a spent window
+ * (remaining 0) was waited out before this invocation (the checkpoint's nextRequestAtMs), which
+ * frees at least one slot. Each request whose answer carries no headers (a 5xx from the load
+ * balancer, a timeout, a reset connection) is assumed to have counted.
+ */
+export class RequestPacer {
+  #lastStartMs: number | null = null;
+  #notBeforeMs: number;
+  #remaining: number;
+  #lastRate: RateLimitInfo | null;
+  readonly #minSpacingMs: number;
+  readonly #safetyMarginMs: number;
+
+  constructor(cp: Checkpoint, config: { minSpacingMs: number; safetyMarginMs: number }) {
+    this.#notBeforeMs = cp.nextRequestAtMs ?? 0;
+    this.#lastRate = cp.lastRateLimit;
+    this.#remaining =
+      cp.lastRateLimit === null ? Number.POSITIVE_INFINITY : Math.max(1, cp.lastRateLimit.remaining);
+    this.#minSpacingMs = config.minSpacingMs;
+    this.#safetyMarginMs = config.safetyMarginMs;
+  }
+
+  /** When the last request of this invocation started, if any. */
+  get lastStartMs(): number | null {
+    return this.#lastStartMs;
+  }
+
+  /** Earliest start of the next request: the stored due instant and the spacing after the last one. */
+  nextStartMs(): number {
+    return this.#lastStartMs === null
+      ? this.#notBeforeMs
+      : Math.max(this.#notBeforeMs, this.#lastStartMs + this.#minSpacingMs);
+  }
+
+  /** true when the window has no slot left for another request. */
+  windowSpent(): boolean {
+    return this.#remaining <= 0;
+  }
+
+  /**
+   * When a slot comes back. The last Reset seen was measured at or before now, so `now + Reset`
+   * is at or after the instant it named: late, never early.
+   */
+  windowBackAtMs(nowMs: number): { notBeforeMs: number; rateLimit: RateLimitInfo } {
+    const rate = this.#lastRate ?? { limit: 0, remaining: 0, resetSeconds: 0 };
+    return {
+      notBeforeMs: Math.ceil(
+        Math.max(this.nextStartMs(), nowMs + rate.resetSeconds * 1000 + this.#safetyMarginMs),
+      ),
+      rateLimit: { ...rate, remaining: 0 },
+    };
+  }
+
+  started(nowMs: number): void {
+    this.#lastStartMs = nowMs;
+  }
+
+  /** The answer's headers when it carried them; otherwise the request is counted as spent. */
+  answered(rateLimit: RateLimitInfo | null | undefined): void {
+    if (rateLimit) {
+      this.#lastRate = rateLimit;
+      this.#remaining = rateLimit.remaining;
+    } else {
+      this.#remaining -= 1;
+    }
+  }
+}
+
+/**
+ * One page, surviving what the upstream does. Never restarts from page one. Every request is
+ * bounded by the invocation's deadline minus the headroom for the write; when too little time
+ * is left for another attempt, the transient error (or {@link InvocationDeadlineError}) is
+ * thrown instead of starting it, and the state machine's retry takes over.
+ */
+export async function fetchWithRecovery(
+  deps: StepDeps,
+  config: StepConfig,
+  cp: Checkpoint,
+  pacer: RequestPacer,
+  deadlineMs: number,
+): Promise<Fetched> {
+  const { upstream, clock, logger } = deps;
+  const random = config.random ?? Math.random;
+  const retryDeadline = clock.now() + config.retryBudgetMs;
+  const requestsEndBy = deadlineMs - config.writeHeadroomMs;
+
+  let stage: CursorStage = 'stored';
+  let cursor = cp.cursor;
+
+  let requests = 0;
+  let attempt = 0;
+  let backoffUntil = 0;
+  let lastFault: UpstreamUnavailableError | null = null;
+  for (;;) {
+    if (pacer.windowSpent()) {
+      const back = pacer.windowBackAtMs(clock.now());
+      return { kind: 'window-spent', ...back, requests };
+    }
+    const startAt = Math.max(clock.now(), pacer.nextStartMs(), backoffUntil);
+    if (startAt + config.minAttemptMs > requestsEndBy) {
+      throw (
+        lastFault ??
+        new InvocationDeadlineError(
+          `Source "${cp.sourceId}": only ${Math.max(0, requestsEndBy - clock.now())} ms of this invocation are left for ` +
+            `requests (the rest is kept for the write, WRITE_HEADROOM_MS=${config.writeHeadroomMs}), less than ` +
+            `MIN_ATTEMPT_MS=${config.minAttemptMs}: no request was started. The state machine retries with a fresh ` +
+            'invocation; if this repeats, raise the function timeout or lower MIN_REQUEST_SPACING_MS / MAX_IN_TASK_SLEEP_MS.',
+        )
+      );
+    }
+    if (attempt > 0 && startAt >= retryDeadline) {
+      throw (
+        lastFault ??
+        new InvocationDeadlineError(
+          `Source "${cp.sourceId}": cursor recovery did not finish within RETRY_BUDGET_MS=${config.retryBudgetMs} ms. ` +
+            'Nothing was lost; the state machine retries from the stored checkpoint.',
+        )
+      );
+    }
+    const early = startAt - clock.now();
+    if (early > 0) await clock.sleep(early);
+    // Checked after the pacer's sleep, which may be longer than the refresh margin.
+    if (attempt === 0 && cursor && cursorExpiresWithin(cursor, clock.now(), config.cursorRefreshMarginMs)) {
+      cursor = refreshOrRebuild(cp, cursor, clock.now(), config.cursorTtlMs);
+      stage = 'refreshed';
+      logger.info('cursor expired or about to: refreshed before the request', { sourceId: cp.sourceId });
+    }
+
+    attempt++;
+    requests++;
+    const timeoutMs = Math.max(1, Math.min(config.requestTimeoutMs, requestsEndBy - clock.now()));
+    pacer.started(clock.now());
+    try {
+      const result = await upstream.fetchEvents({ limit: config.pageSize, cursor, timeoutMs });
+      pacer.answered(result.rateLimit);
+      return { kind: 'page', result, cursorUsed: cursor, requests };
+    } catch (error) {
+      if (error instanceof RateLimitedError) {
+        pacer.answered(error.rateLimit);
+        const now = clock.now();
+        const plan = planNextRequest({
+          lastRequestStartMs: now,
+          responseAtMs: now,
+          minSpacingMs: config.minSpacingMs,
+          rateLimit: error.rateLimit ?? null,
+          retryAfterSeconds: error.retryAfterSeconds,
+          safetyMarginMs: config.safetyMarginMs,
+        });
+        return { kind: 'rate-limited', error, notBeforeMs: plan.notBeforeMs, requests };
+      }
+      pacer.answered(null);
+      if (error instanceof AuthError) throw error;
+
+      const sent = cursor;
+      const cursorRefused =
+        sent !== null &&
+        (error instanceof CursorExpiredError ||
+          error instanceof CursorInvalidError ||
+          (error instanceof UpstreamUnavailableError && error.status === 502));
+      if (cursorRefused) {
+        const nextStage = advanceStage(stage);
+        if (nextStage === null) {
+          if (error instanceof UpstreamUnavailableError) throw error; // a 502 that persists is an outage, not a verdict on the cursor
+          throw new CursorRejectedError(
+            `Source "${cp.sourceId}": the upstream refused the stored cursor, a refreshed one and one rebuilt from the ` +
+              `stored position (ts=${cp.positionTs} ${cp.positionTs !== null ? new Date(cp.positionTs).toISOString() : ''}, id=${cp.positionId}): ` +
+              `${error instanceof Error ? error.message : String(error)}. Nothing was lost; the checkpoint still points at that position. ` +
+              `Ask the API provider why the cursor is refused, then start the execution again to resume from it.`,
+          );
+        }
+        logger.warn('cursor refused, trying the next recovery', {
+          sourceId: cp.sourceId,
+          stage: nextStage,
+          error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+        });
+        if (error instanceof UpstreamUnavailableError) lastFault = error;
+        stage = nextStage;
+        cursor =
+          nextStage === 'refreshed'
+            ? refreshOrRebuild(cp, sent, clock.now(), config.cursorTtlMs)
+            : rebuild(cp, clock.now(), config.cursorTtlMs, error);
+        continue;
+      }
+
+      if (error instanceof UpstreamUnavailableError) {
+        lastFault = error;
+        const backoff = Math.floor(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt));
+        backoffUntil = clock.now() + backoff;
+        logger.warn('transient upstream fault, retrying', {
+          sourceId: cp.sourceId,
+          attempt,
+          backoffMs: Math.max(backoff, pacer.nextStartMs() - clock.now()),
+          status: error.status,
+          error: error.message,
+        });
+        continue;
+      }
+      throw error;
+    }
+  }
+}
+
+function advanceStage(stage: CursorStage): CursorStage | null {
+  return stage === 'stored' ? 'refreshed' : stage === 'refreshed' ? 'rebuilt' : null;
+}
+
+function refreshOrRebuild(cp: Checkpoint, cursor: string, nowMs: number, ttlMs: number): string {
+  try {
+    return refreshCursor(cursor, nowMs, ttlMs);
+  } catch {
+    return rebuild(cp, nowMs, ttlMs, undefined);
+  }
+}
+
+function rebuild(cp: Checkpoint, nowMs: number, ttlMs: number, cause: unknown): string {
+  if (cp.positionTs === null || cp.positionId === null) {
+    throw new CursorRejectedError(
+      `Source "${cp.sourceId}": the stored cursor was refused and the checkpoint holds no position to rebuild it from` +
+        (cause instanceof Error ? ` (${cause.message})` : '') +
+        '. Inspect the checkpoints row; reset the source only if re-ingesting from page one is acceptable.',
+    );
+  }
+  return cursorFromPosition({ ts: cp.positionTs, id: cp.positionId }, nowMs, ttlMs);
+}
