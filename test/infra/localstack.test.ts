@@ -1,6 +1,6 @@
 import { Capture, Match, type Template } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
-import { definitionToAsl } from '#infra/state-machine.ts';
+import { definitionToAsl } from '#infra/definition.ts';
 import { buildStack, onlyResource } from './support.ts';
 
 const local = buildStack({ target: 'localstack', datasyncApiUrl: undefined }).template;

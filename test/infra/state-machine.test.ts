@@ -1,16 +1,15 @@
 import validator from 'asl-validator';
 import { Capture, Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
+import { definitionToAsl, synthesizeDefinition } from '#infra/definition.ts';
 import {
   CONTINUE_AS_NEW_STATE,
   CONTINUED_STATE,
   DONE_CHOICE_STATE,
-  definitionToAsl,
   FAILED_STATE,
   FATAL_ERRORS,
   FETCH_PAGE_STATE,
   SUCCEEDED_STATE,
-  synthesizeDefinition,
   TRANSIENT_ERRORS,
   WAIT_STATE,
 } from '#infra/state-machine.ts';
