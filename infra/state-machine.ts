@@ -5,7 +5,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { ConfigError } from '#shared/errors.ts';
+import { DatabaseUnavailableError } from '#shared/db/client.ts';
+import { ConfigError, type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
 
 /** State names are a contract: the local runner maps task states to in-process handlers by name. */
 export const FETCH_PAGE_STATE = 'FetchPage';
@@ -16,17 +17,31 @@ export const SUCCEEDED_STATE = 'Succeeded';
 export const CONTINUED_STATE = 'ContinuedAsNew';
 export const FAILED_STATE = 'Failed';
 
+/**
+ * Every named error the fetch-page function throws: this module's classes plus the database
+ * layer's. The Retry and Catch lists below are derived from each class's `transient` flag.
+ */
+export const FUNCTION_ERROR_CLASSES: readonly DataSyncErrorClass[] = [
+  ...ERROR_CLASSES,
+  DatabaseUnavailableError,
+];
+
+const FUNCTION_ERRORS = errorKinds(FUNCTION_ERROR_CLASSES);
+
 /** Errors the fetch-page function throws that another attempt can cure. */
-export const TRANSIENT_ERRORS = [
-  'UpstreamUnavailableError',
-  'RateLimitedError',
-  'CheckpointConflictError',
-  'DatabaseUnavailableError',
-  'States.Timeout',
-] as const;
+export const TRANSIENT_ERRORS: readonly string[] = FUNCTION_ERRORS.filter((e) => e.transient).map(
+  (e) => e.name,
+);
 
 /** Errors no retry can cure: the execution fails at once with the function's message as the cause. */
-export const FATAL_ERRORS = ['AuthError', 'CursorRejectedError', 'LeaseHeldError', 'ConfigError'] as const;
+export const FATAL_ERRORS: readonly string[] = FUNCTION_ERRORS.filter((e) => !e.transient).map((e) => e.name);
+
+/**
+ * How Step Functions reports an invocation that ended without the function throwing: a function
+ * timeout or out-of-memory is `Sandbox.Timedout` or `Lambda.Unknown`, a task over its own
+ * TimeoutSeconds is `States.Timeout`. A page is one transaction, so running it again is safe.
+ */
+export const INVOCATION_LOST_ERRORS = ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout'] as const;
 
 /**
  * Lambda service faults. CDK's default retry covers the first four, but not throttling, which a
@@ -102,6 +117,14 @@ export class IngestStateMachine extends Construct {
         errors: [...LAMBDA_SERVICE_ERRORS],
         interval: Duration.seconds(2),
         maxAttempts: 6,
+        backoffRate: 2,
+        maxDelay: Duration.seconds(60),
+        jitterStrategy: sfn.JitterType.FULL,
+      })
+      .addRetry({
+        errors: [...INVOCATION_LOST_ERRORS],
+        interval: Duration.seconds(5),
+        maxAttempts: 4,
         backoffRate: 2,
         maxDelay: Duration.seconds(60),
         jitterStrategy: sfn.JitterType.FULL,

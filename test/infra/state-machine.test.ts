@@ -95,7 +95,7 @@ describe('state machine definition', () => {
 
   it('retries Lambda service faults including throttling, and transient errors with full jitter', () => {
     const retry = asl.States[FETCH_PAGE_STATE]!.Retry as Record<string, unknown>[];
-    expect(retry).toHaveLength(2);
+    expect(retry).toHaveLength(3);
     expect(retry[0]).toMatchObject({
       ErrorEquals: expect.arrayContaining([
         'Lambda.ServiceException',
@@ -107,15 +107,22 @@ describe('state machine definition', () => {
       JitterStrategy: 'FULL',
       BackoffRate: 2,
     });
-    expect(retry[1]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
-    expect(retry[1]).toMatchObject({
-      JitterStrategy: 'FULL',
-      BackoffRate: 2,
-      MaxAttempts: expect.any(Number),
-    });
+    expect(retry[2]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
     for (const r of retry) {
+      expect(r).toMatchObject({ JitterStrategy: 'FULL', BackoffRate: 2 });
       expect(r.MaxAttempts as number).toBeGreaterThan(0);
       expect(r.MaxAttempts as number).toBeLessThanOrEqual(10);
+    }
+  });
+
+  it('retries an invocation lost to a function timeout or out-of-memory (a page is atomic)', () => {
+    // Step Functions reports those as Lambda.Unknown / Sandbox.Timedout: without a retrier naming
+    // them, the catch-all sends the execution to Failed.
+    const retried = (asl.States[FETCH_PAGE_STATE]!.Retry as { ErrorEquals: string[] }[]).flatMap(
+      (r) => r.ErrorEquals,
+    );
+    for (const name of ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout']) {
+      expect(retried).toContain(name);
     }
   });
 
