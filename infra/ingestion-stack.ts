@@ -69,9 +69,10 @@ export interface IngestionStackProps extends StackProps {
   /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.seconds(60) */
   readonly fetchPageTimeout?: Duration;
   /**
-   * Reserved concurrency of fetch-page: 1 means no misconfiguration can ever fan out against the
-   * upstream's rate limit. The account needs unreserved headroom (AWS keeps 10 unreserved).
-   * @default 1
+   * Reserved concurrency of fetch-page; 0 reserves none. Off by default: Lambda refuses a
+   * reservation that leaves the account under its unreserved minimum (new accounts often have a
+   * quota of 10 or 50), and the checkpoint's lease already keeps one ingesting execution per source.
+   * @default 0
    */
   readonly reservedConcurrency?: number;
   /** MIN_REQUEST_SPACING_MS of the function. @default 2200 */
@@ -107,7 +108,7 @@ const propsSchema = z.object({
   stateMachineName: stateMachineNameSchema.default('datasync-ingest'),
   natGateways: z.number().int().min(0).max(3).default(1),
   fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
-  reservedConcurrency: z.number().int().min(1).max(10).default(1),
+  reservedConcurrency: z.number().int().min(0).max(1000).default(0),
   minRequestSpacingMs: z.number().int().min(0).max(600_000).default(2200),
   pageSize: z.number().int().min(1).max(5000).default(5000),
   metricsNamespace: z.string().min(1).default('DataSyncIngest'),
@@ -135,8 +136,9 @@ export class IngestionStack extends Stack {
     super(scope, id, props);
     const parsed = propsSchema.safeParse(props);
     if (!parsed.success) {
-      const lines = parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`);
-      throw new ConfigError(`Invalid IngestionStack props: ${lines.join('; ')}`);
+      throw new ConfigError(
+        `Invalid IngestionStack props:\n${z.prettifyError(parsed.error)}\nFix the props passed to new IngestionStack(...).`,
+      );
     }
     const p = parsed.data;
     this.target = p.target;
@@ -234,7 +236,7 @@ export class IngestionStack extends Stack {
       metricsNamespace: p.metricsNamespace,
       memorySize: p.fetchPageMemoryMb,
       timeout: fetchPageTimeout,
-      reservedConcurrentExecutions: p.reservedConcurrency,
+      reservedConcurrentExecutions: p.reservedConcurrency > 0 ? p.reservedConcurrency : undefined,
       logRetention,
       ...lambdaPlacement,
       environment: {

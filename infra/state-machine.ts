@@ -7,6 +7,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { DatabaseUnavailableError } from '#shared/db/client.ts';
 import { ConfigError, type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
+import { MAX_ITERATIONS_PER_EXECUTION } from './config.ts';
 
 /** State names are a contract: the local runner maps task states to in-process handlers by name. */
 export const FETCH_PAGE_STATE = 'FetchPage';
@@ -88,9 +89,13 @@ export class IngestStateMachine extends Construct {
   constructor(scope: Construct, id: string, props: IngestStateMachineProps) {
     super(scope, id);
     const maxIterations = props.maxIterationsPerExecution ?? 1000;
-    if (!Number.isInteger(maxIterations) || maxIterations < 1 || maxIterations > 2500) {
+    if (
+      !Number.isInteger(maxIterations) ||
+      maxIterations < 1 ||
+      maxIterations > MAX_ITERATIONS_PER_EXECUTION
+    ) {
       throw new ConfigError(
-        `maxIterationsPerExecution must be a whole number from 1 to 2500 (about 9 history events each, limit 25,000), got ${maxIterations}.`,
+        `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${maxIterations}.`,
       );
     }
     this.stateMachineName = props.stateMachineName ?? 'datasync-ingest';

@@ -53,8 +53,8 @@ describe('fetch-page function', () => {
     });
   });
 
-  it('is capped at one concurrent execution so nothing can fan out against the rate limit', () => {
-    expect(props.ReservedConcurrentExecutions).toBe(1);
+  it('reserves no concurrency by default (a reservation fails the deploy on a small account quota)', () => {
+    expect(props).not.toHaveProperty('ReservedConcurrentExecutions');
   });
 
   it('runs in the private subnets with egress, never in the public or isolated ones', () => {
@@ -346,9 +346,11 @@ describe('configuration', () => {
         new IngestionStack(skipBundlingApp(), 'S', {
           datasyncApiUrl: 'ftp://x',
           migrationsDir: FIXTURE_MIGRATIONS,
-          reservedConcurrency: 0,
+          reservedConcurrency: -1,
         }),
-    ).toThrow(/Invalid IngestionStack props: datasyncApiUrl must be an http\(s\) URL.*reservedConcurrency/);
+    ).toThrow(
+      /Invalid IngestionStack props:[\s\S]*must be an http\(s\) URL[\s\S]*at datasyncApiUrl[\s\S]*at reservedConcurrency/,
+    );
   });
 
   it('parses command-line context strings into typed props', () => {
@@ -373,11 +375,29 @@ describe('configuration', () => {
   });
 
   it('rejects bad context with the key and the fix', () => {
-    expect(() => parseContext({ target: 'gcp' })).toThrow(/Invalid CDK context: target .*-c key=value/);
+    expect(() => parseContext({ target: 'gcp' })).toThrow(
+      /Invalid CDK context:[\s\S]*at target[\s\S]*-c key=value/,
+    );
     expect(() => parseContext({ natGateways: 'two' })).toThrow(/natGateways/);
     expect(() => parseContext({ apiKeySecretName: 'a', apiKeySecretArn: 'arn:aws:x' })).toThrow(
       /either apiKeySecretName or apiKeySecretArn/,
     );
+  });
+
+  it('reserves concurrency only when asked: -c reservedConcurrency=N, 0 for none', () => {
+    const fetchPageOf = (t: ReturnType<typeof buildStack>['template']) =>
+      onlyResource(t, 'AWS::Lambda::Function', { Description: Match.stringLikeRegexp('page') }).resource
+        .Properties;
+    const fromContext = (value: string) =>
+      buildStack(
+        stackPropsFromContext(parseContext({ datasyncApiUrl: TEST_API_URL, reservedConcurrency: value })),
+      ).template;
+    expect(fetchPageOf(fromContext('0'))).not.toHaveProperty('ReservedConcurrentExecutions');
+    expect(fetchPageOf(fromContext('3')).ReservedConcurrentExecutions).toBe(3);
+    expect(() => parseContext({ reservedConcurrency: 'one' })).toThrow(
+      /must be a whole number: 0 for no reservation[\s\S]*at reservedConcurrency/,
+    );
+    expect(() => parseContext({ reservedConcurrency: '-2' })).toThrow(/0 \(no reservation\) or more/);
   });
 
   it('builds the app from context', async () => {
