@@ -117,6 +117,17 @@ const propsSchema = z.object({
 const FETCH_PAGE_SERVICE = 'fetch-page';
 
 /**
+ * What the functions need to verify RDS's certificate and host name (docs/deploy.md, TLS). The
+ * Node.js 20+ runtimes load Amazon's CA bundle, which holds the RDS CAs, only when told to;
+ * DATABASE_SSL=verify-full makes the database client check the chain and the host name instead
+ * of only encrypting. The LocalStack target's compose Postgres has no TLS.
+ */
+export const DATABASE_TLS_ENV = {
+  NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+  DATABASE_SSL: 'verify-full',
+} as const;
+
+/**
  * The whole deployment: network and database (aws target), the API key secret, the migration
  * function run on deploy, the fetch-page function, the state machine, alarms and outputs.
  */
@@ -207,6 +218,8 @@ export class IngestionStack extends Stack {
       });
     }
 
+    const databaseTlsEnv = isAws ? DATABASE_TLS_ENV : {};
+
     const migrationsDir = props.migrationsDir ?? join(PROJECT_ROOT, 'drizzle');
     const migrationsHash = hashDirectory(migrationsDir);
 
@@ -223,6 +236,7 @@ export class IngestionStack extends Stack {
       environment: {
         DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
         MIGRATIONS_DIR: '/var/task/drizzle',
+        ...databaseTlsEnv,
       },
       afterBundling: (_inputDir, outputDir) => [`cp -R "${migrationsDir}" "${outputDir}/drizzle"`],
     });
@@ -245,6 +259,7 @@ export class IngestionStack extends Stack {
         DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
         MIN_REQUEST_SPACING_MS: String(p.minRequestSpacingMs),
         PAGE_SIZE: String(p.pageSize),
+        ...databaseTlsEnv,
       },
     });
     this.apiKeySecret.grantRead(this.fetchPage.function);
@@ -264,7 +279,8 @@ export class IngestionStack extends Stack {
       handler: this.migrate,
       migrationsHash,
       executeAfter: this.database && this.network ? [this.network, this.database] : [this.databaseSecret],
-      executeBefore: [this.ingestStateMachine],
+      // Everything that reads the schema: new code must never run before its migration.
+      executeBefore: [this.ingestStateMachine, this.fetchPage],
     });
 
     new IngestAlarms(this, 'Alarms', {

@@ -74,6 +74,8 @@ describe('fetch-page function', () => {
       DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
       MIN_REQUEST_SPACING_MS: '2200',
       PAGE_SIZE: '5000',
+      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_SSL: 'verify-full',
     });
     expect(JSON.stringify(props.Environment)).not.toMatch(/password|REPLACE_ME|DATASYNC_API_KEY"/i);
   });
@@ -130,6 +132,12 @@ describe('migrations', () => {
     expect(all[sm.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
   });
 
+  it('run before the fetch-page function is created or updated (new code never meets an old schema)', () => {
+    const trigger = onlyResource(template, 'Custom::Trigger');
+    const all = template.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+    expect(all[fetchPage.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
+  });
+
   it('hash changes exactly when a migration changes', () => {
     const h = hashDirectory(FIXTURE_MIGRATIONS);
     expect(h).toMatch(/^[0-9a-f]{64}$/);
@@ -137,6 +145,17 @@ describe('migrations', () => {
     expect(() => hashDirectory(`${FIXTURE_MIGRATIONS}/missing`)).toThrow(
       /does not exist: generate the drizzle migrations/,
     );
+  });
+});
+
+describe('database TLS', () => {
+  it('gives both functions the Amazon CA bundle and asks the client to verify certificate and host name', () => {
+    for (const fn of [fetchPage, migrate]) {
+      expect((fn.resource.Properties as CfnProps).Environment.Variables).toMatchObject({
+        NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+        DATABASE_SSL: 'verify-full',
+      });
+    }
   });
 });
 
