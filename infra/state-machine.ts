@@ -56,6 +56,15 @@ export const LAMBDA_SERVICE_ERRORS = [
   'Lambda.TooManyRequestsException',
 ] as const;
 
+/**
+ * The continue-as-new child's execution name, derived from the parent's id alone: 'continued-'
+ * plus 40 hex digits, within the 80 characters and the characters an execution name allows.
+ */
+export const CHILD_EXECUTION_NAME = "States.Format('continued-{}', States.Hash($$.Execution.Id, 'SHA-1'))";
+
+/** What the optimized StartExecution integration reports when the name is already taken. */
+export const EXECUTION_ALREADY_EXISTS = 'StepFunctions.ExecutionAlreadyExistsException';
+
 /** Props of {@link IngestStateMachine}. */
 export interface IngestStateMachineProps {
   /** The fetch-page function. */
@@ -145,6 +154,7 @@ export class IngestStateMachine extends Construct {
       .addCatch(failed, { errors: [...FATAL_ERRORS], resultPath: '$.error' })
       .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
 
+    const continued = new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE });
     // $$.StateMachine.Id is this state machine's ARN at run time: no circular reference to the
     // construct, and the local runner fills it in the same way.
     const continueAsNew = new sfn.CustomState(this, CONTINUE_AS_NEW_STATE, {
@@ -153,16 +163,22 @@ export class IngestStateMachine extends Construct {
         Resource: `arn:${Stack.of(this).partition}:states:::states:startExecution`,
         Parameters: {
           'StateMachineArn.$': '$$.StateMachine.Id',
+          // The same name on every attempt of this state: a retried start whose first attempt
+          // did start the child returns that child (same name and input) instead of a second one.
+          'Name.$': CHILD_EXECUTION_NAME,
           Input: {
             'sourceId.$': '$.sourceId',
             'parentExecutionId.$': '$$.Execution.Id',
+            // Links the child to its parent in the console and in the history.
+            'AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$': '$$.Execution.Id',
           },
         },
         TimeoutSeconds: 60,
       },
     })
-      // A start that failed ambiguously and is retried can create a second child; the lease
-      // lets only one of them (the one that took over from this execution) make progress.
+      // Once the child has ended, its name is taken whatever the input: the child ran, so this
+      // execution's work is handed over all the same.
+      .addRetry({ errors: [EXECUTION_ALREADY_EXISTS], maxAttempts: 0 })
       .addRetry({
         errors: [sfn.Errors.ALL],
         interval: Duration.seconds(2),
@@ -170,6 +186,7 @@ export class IngestStateMachine extends Construct {
         backoffRate: 2,
         jitterStrategy: sfn.JitterType.FULL,
       })
+      .addCatch(continued, { errors: [EXECUTION_ALREADY_EXISTS] })
       .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
 
     const wait = new sfn.Wait(this, WAIT_STATE, {
@@ -184,7 +201,7 @@ export class IngestStateMachine extends Construct {
       )
       .when(
         sfn.Condition.numberGreaterThanEquals('$.iteration', maxIterations),
-        continueAsNew.next(new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE })),
+        continueAsNew.next(continued),
       )
       .otherwise(wait.next(fetchPage));
 

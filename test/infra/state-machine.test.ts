@@ -4,9 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { parseContext } from '#infra/config.ts';
 import { definitionToAsl, synthesizeDefinition } from '#infra/definition.ts';
 import {
+  CHILD_EXECUTION_NAME,
   CONTINUE_AS_NEW_STATE,
   CONTINUED_STATE,
   DONE_CHOICE_STATE,
+  EXECUTION_ALREADY_EXISTS,
   FAILED_STATE,
   FATAL_ERRORS,
   FETCH_PAGE_STATE,
@@ -73,7 +75,7 @@ describe('state machine definition', () => {
     });
   });
 
-  it('continues as a new execution of itself, handing over through parentExecutionId', () => {
+  it('continues as a new execution of itself under a deterministic name, linked to its parent', () => {
     expectDefinition({
       States: Match.objectLike({
         [CONTINUE_AS_NEW_STATE]: Match.objectLike({
@@ -81,17 +83,30 @@ describe('state machine definition', () => {
           Resource: 'arn:aws:states:::states:startExecution',
           Parameters: {
             'StateMachineArn.$': '$$.StateMachine.Id',
-            Input: { 'sourceId.$': '$.sourceId', 'parentExecutionId.$': '$$.Execution.Id' },
+            'Name.$': CHILD_EXECUTION_NAME,
+            Input: {
+              'sourceId.$': '$.sourceId',
+              'parentExecutionId.$': '$$.Execution.Id',
+              'AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$': '$$.Execution.Id',
+            },
           },
           TimeoutSeconds: Match.anyValue(),
           Next: CONTINUED_STATE,
-          Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: FAILED_STATE }],
+          Catch: [
+            { ErrorEquals: [EXECUTION_ALREADY_EXISTS], Next: CONTINUED_STATE },
+            { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: FAILED_STATE },
+          ],
         }),
         [CONTINUED_STATE]: { Type: 'Succeed' },
       }),
     });
     // Not the .sync integration: the parent must end so its history stops growing.
     expect(String(asl.States[CONTINUE_AS_NEW_STATE]!.Resource)).not.toContain('.sync');
+    // A name already taken is never retried: the retrier for it comes first and allows 0 attempts.
+    expect((asl.States[CONTINUE_AS_NEW_STATE]!.Retry as unknown[])[0]).toEqual({
+      ErrorEquals: [EXECUTION_ALREADY_EXISTS],
+      MaxAttempts: 0,
+    });
   });
 
   it('retries Lambda service faults including throttling, and transient errors with full jitter', () => {
