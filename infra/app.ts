@@ -21,6 +21,7 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
       : ctx.apiKeySecretName
         ? { name: ctx.apiKeySecretName }
         : undefined,
+    apiKeySecretKmsKeyArn: ctx.apiKeySecretKmsKeyArn,
     alarmTopicArn: ctx.alarmTopicArn,
     natGateways: ctx.natGateways,
     databaseInstanceType: ctx.databaseInstanceType

@@ -37,6 +37,10 @@ export const contextSchema = z.object({
     .string()
     .startsWith('arn:', { error: 'must be a Secrets Manager secret ARN' })
     .optional(),
+  apiKeySecretKmsKeyArn: z
+    .string()
+    .startsWith('arn:', { error: 'must be the ARN of the KMS key the imported secret is encrypted with' })
+    .optional(),
   alarmTopicArn: z.string().startsWith('arn:', { error: 'must be an SNS topic ARN' }).optional(),
   natGateways: z.coerce.number().int().min(0).max(3).optional(),
   databaseInstanceType: z

@@ -10,6 +10,7 @@ import {
   Validations,
 } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -50,10 +51,15 @@ export interface IngestionStackProps extends StackProps {
    * @default 'http://simulator:4010/api/v1' for the `localstack` target
    */
   readonly datasyncApiUrl?: string;
-  /** @default 'datasync-ingest' */
+  /** @default '<stack name>-ingestion' */
   readonly stateMachineName?: string;
   /** An existing secret holding the API key, by name or ARN. @default - a new empty secret */
   readonly apiKeySecret?: { readonly name: string } | { readonly arn: string };
+  /**
+   * The customer-managed KMS key an imported API-key secret is encrypted with: reading the secret
+   * then needs kms:Decrypt on it. @default - the secret uses the AWS managed key
+   */
+  readonly apiKeySecretKmsKeyArn?: string;
   /** @default 1 */
   readonly natGateways?: number;
   /** @default ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO) */
@@ -105,7 +111,8 @@ const propsSchema = z.object({
       error: 'must be an http(s) URL such as https://host/api/v1',
     })
     .optional(),
-  stateMachineName: stateMachineNameSchema.default('datasync-ingest'),
+  stateMachineName: stateMachineNameSchema.optional(),
+  apiKeySecretKmsKeyArn: z.string().startsWith('arn:', { error: 'must be a KMS key ARN' }).optional(),
   natGateways: z.number().int().min(0).max(3).default(1),
   fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
   reservedConcurrency: z.number().int().min(0).max(1000).default(0),
@@ -263,6 +270,21 @@ export class IngestionStack extends Stack {
       },
     });
     this.apiKeySecret.grantRead(this.fetchPage.function);
+    if (p.apiKeySecretKmsKeyArn) {
+      if (!props.apiKeySecret) {
+        throw new ConfigError(
+          'apiKeySecretKmsKeyArn is set but the API key secret is created by the stack (with the AWS managed key): pass apiKeySecretName or apiKeySecretArn too, or drop the key.',
+        );
+      }
+      // Only through Secrets Manager: the function cannot use the key for anything else.
+      this.fetchPage.function.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['kms:Decrypt'],
+          resources: [p.apiKeySecretKmsKeyArn],
+          conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${this.region}.amazonaws.com` } },
+        }),
+      );
+    }
     this.databaseSecret.grantRead(this.fetchPage.function);
 
     this.ingestStateMachine = new IngestStateMachine(this, 'Ingestion', {

@@ -65,13 +65,22 @@ export const CHILD_EXECUTION_NAME = "States.Format('continued-{}', States.Hash($
 /** What the optimized StartExecution integration reports when the name is already taken. */
 export const EXECUTION_ALREADY_EXISTS = 'StepFunctions.ExecutionAlreadyExistsException';
 
+/** The default state machine name: the stack's name (letters, digits, '-') within the 80-character limit. */
+export function defaultStateMachineName(stackName: string): string {
+  return `${stackName.slice(0, 80 - '-ingestion'.length)}-ingestion`;
+}
+
 /** Props of {@link IngestStateMachine}. */
 export interface IngestStateMachineProps {
   /** The fetch-page function. */
   readonly fetchPage: lambda.IFunction;
   /** How long one FetchPage task may run, at least the function's own timeout. */
   readonly taskTimeout: Duration;
-  /** The state machine's name; its own ARN is built from it for the continue-as-new grant. @default 'datasync-ingest' */
+  /**
+   * The state machine's name; its own ARN is built from it for the continue-as-new grant, and its
+   * log group is named after it. Derived from the stack, so a second stack in a region does not collide.
+   * @default '<stack name>-ingestion'
+   */
   readonly stateMachineName?: string;
   /**
    * FetchPage invocations before the execution continues as a new one. One Task+Choice+Wait
@@ -107,7 +116,7 @@ export class IngestStateMachine extends Construct {
         `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${maxIterations}.`,
       );
     }
-    this.stateMachineName = props.stateMachineName ?? 'datasync-ingest';
+    this.stateMachineName = props.stateMachineName ?? defaultStateMachineName(Stack.of(this).stackName);
 
     const failed = new sfn.Fail(this, FAILED_STATE, {
       stateName: FAILED_STATE,

@@ -39,6 +39,10 @@ const roleRef = (fn: { resource: { Properties: CfnProps } }) => ({
 describe('fetch-page function', () => {
   const props = fetchPage.resource.Properties as CfnProps;
 
+  it('has Lambda filter its JSON logs at the application log level Powertools then follows', () => {
+    expect(props.LoggingConfig).toMatchObject({ LogFormat: 'JSON', ApplicationLogLevel: 'INFO' });
+  });
+
   it('runs Node.js 24 on ARM64 with tracing, source maps and its own log group', () => {
     expect(props.Runtime).toBe('nodejs24.x');
     expect(props.Architectures).toEqual(['arm64']);
@@ -263,13 +267,13 @@ describe('state machine permissions', () => {
             [
               'arn:',
               { Ref: 'AWS::Partition' },
-              ':states:us-east-1:123456789012:stateMachine:datasync-ingest',
+              ':states:us-east-1:123456789012:stateMachine:DataSyncIngest-ingestion',
             ],
           ],
         },
       }),
     ]);
-    expect(sm.resource.Properties.StateMachineName).toBe('datasync-ingest');
+    expect(sm.resource.Properties.StateMachineName).toBe('DataSyncIngest-ingestion');
   });
 });
 
@@ -334,6 +338,45 @@ describe('configuration', () => {
     t.hasResourceProperties('AWS::Lambda::Function', {
       Environment: { Variables: Match.objectLike({ DATASYNC_API_KEY_SECRET_ARN: arn }) },
     });
+  });
+
+  it('derives the state machine and its log group names from the stack, so two stacks in a region do not collide', () => {
+    const names = ['IngestA', 'IngestB'].map((stackName) => {
+      const { template: t } = buildStack({ stackName });
+      const sm = onlyResource(t, 'AWS::StepFunctions::StateMachine').resource.Properties;
+      const logGroups = Object.values(t.findResources('AWS::Logs::LogGroup'))
+        .map((r) => r.Properties.LogGroupName as string | undefined)
+        .filter((n): n is string => typeof n === 'string');
+      return { sm: sm.StateMachineName as string, logGroups };
+    });
+    expect(names).toEqual([
+      { sm: 'IngestA-ingestion', logGroups: ['/aws/vendedlogs/states/IngestA-ingestion'] },
+      { sm: 'IngestB-ingestion', logGroups: ['/aws/vendedlogs/states/IngestB-ingestion'] },
+    ]);
+  });
+
+  it('may decrypt an imported API key secret under a customer-managed key, through Secrets Manager only', () => {
+    const keyArn = 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+    const { template: t } = buildStack({
+      apiKeySecret: { name: 'vendor/datasync' },
+      apiKeySecretKmsKeyArn: keyArn,
+    });
+    const fn = onlyResource(t, 'AWS::Lambda::Function', { Description: Match.stringLikeRegexp('page') });
+    const role = { Ref: (fn.resource.Properties as CfnProps).Role['Fn::GetAtt'][0] };
+    const policies = Object.values(t.findResources('AWS::IAM::Policy')).filter(
+      (r) => JSON.stringify(r.Properties.Roles) === JSON.stringify([role]),
+    );
+    const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement as CfnProps[]);
+    expect(statements).toContainEqual({
+      Action: 'kms:Decrypt',
+      Effect: 'Allow',
+      Resource: keyArn,
+      Condition: { StringEquals: { 'kms:ViaService': 'secretsmanager.us-east-1.amazonaws.com' } },
+    });
+    expect(JSON.stringify(policyOf(roleRef(fetchPage)))).not.toContain('kms:');
+    expect(() => buildStack({ apiKeySecretKmsKeyArn: keyArn })).toThrow(
+      /pass apiKeySecretName or apiKeySecretArn/,
+    );
   });
 
   it('honours the sizing and safety props', () => {

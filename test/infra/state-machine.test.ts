@@ -164,13 +164,13 @@ describe('state machine definition', () => {
 
   it('logs everything with execution data and traces with X-Ray', () => {
     template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
-      StateMachineName: 'datasync-ingest',
+      StateMachineName: 'DataSyncIngest-ingestion',
       StateMachineType: 'STANDARD',
       TracingConfiguration: { Enabled: true },
       LoggingConfiguration: Match.objectLike({ Level: 'ALL', IncludeExecutionData: true }),
     });
     template.hasResourceProperties('AWS::Logs::LogGroup', {
-      LogGroupName: '/aws/vendedlogs/states/datasync-ingest',
+      LogGroupName: '/aws/vendedlogs/states/DataSyncIngest-ingestion',
       RetentionInDays: 30,
     });
   });
