@@ -23,6 +23,7 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
         : undefined,
     apiKeySecretKmsKeyArn: ctx.apiKeySecretKmsKeyArn,
     alarmTopicArn: ctx.alarmTopicArn,
+    alarmEmail: ctx.alarmEmail,
     natGateways: ctx.natGateways,
     databaseInstanceType: ctx.databaseInstanceType
       ? new ec2.InstanceType(ctx.databaseInstanceType)

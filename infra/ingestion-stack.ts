@@ -14,11 +14,13 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
 import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
 import { IngestAlarms } from './constructs/alarms.ts';
+import { IngestDashboard } from './constructs/dashboard.ts';
 import { Database } from './constructs/database.ts';
 import { IngestFunction } from './constructs/ingest-function.ts';
 import { hashDirectory, Migrations } from './constructs/migrations.ts';
@@ -93,8 +95,10 @@ export interface IngestionStackProps extends StackProps {
   readonly logRetention?: logs.RetentionDays;
   /** @default 'DataSyncIngest' */
   readonly metricsNamespace?: string;
-  /** Alarm notifications go here. @default - none */
+  /** Alarm notifications go here. @default - a topic the stack creates */
   readonly alarmTopicArn?: string;
+  /** Subscribes this address to the alarm topic (confirm from the mail AWS sends). @default - none */
+  readonly alarmEmail?: string;
   /** @default 1 */
   readonly rejectedEventsThreshold?: number;
   /** The committed drizzle migrations, copied into the migration function's bundle. @default '<repo>/drizzle' */
@@ -142,6 +146,9 @@ export class IngestionStack extends Stack {
   readonly target: Target;
   readonly fetchPage: IngestFunction;
   readonly migrate: IngestFunction;
+  readonly status: IngestFunction;
+  readonly alarmTopic: sns.ITopic;
+  readonly dashboard: IngestDashboard;
   readonly ingestStateMachine: IngestStateMachine;
   readonly databaseSecret: secretsmanager.ISecret;
   readonly apiKeySecret: secretsmanager.ISecret;
@@ -287,6 +294,23 @@ export class IngestionStack extends Stack {
     }
     this.databaseSecret.grantRead(this.fetchPage.function);
 
+    this.status = new IngestFunction(this, 'Status', {
+      entry: join(PROJECT_ROOT, 'functions/status/index.ts'),
+      projectRoot: PROJECT_ROOT,
+      description: "Returns a source's checkpoint to the operator CLI, which cannot reach the database",
+      serviceName: 'status',
+      metricsNamespace: p.metricsNamespace,
+      memorySize: 256,
+      timeout: Duration.seconds(30),
+      logRetention,
+      ...lambdaPlacement,
+      environment: {
+        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
+        ...databaseTlsEnv,
+      },
+    });
+    this.databaseSecret.grantRead(this.status.function);
+
     this.ingestStateMachine = new IngestStateMachine(this, 'Ingestion', {
       fetchPage: this.fetchPage.function,
       // Headroom over the function timeout for a cold start and the invoke round trip.
@@ -302,17 +326,30 @@ export class IngestionStack extends Stack {
       migrationsHash,
       executeAfter: this.database && this.network ? [this.network, this.database] : [this.databaseSecret],
       // Everything that reads the schema: new code must never run before its migration.
-      executeBefore: [this.ingestStateMachine, this.fetchPage],
+      executeBefore: [this.ingestStateMachine, this.fetchPage, this.status],
     });
+
+    this.alarmTopic = props.alarmTopicArn
+      ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+      : new sns.Topic(this, 'AlarmTopic', { displayName: `${this.stackName} alarms`, enforceSSL: true });
+    if (props.alarmEmail) {
+      this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    }
 
     new IngestAlarms(this, 'Alarms', {
       stateMachine: this.ingestStateMachine.stateMachine,
       metricsNamespace: p.metricsNamespace,
       serviceName: FETCH_PAGE_SERVICE,
       rejectedEventsThreshold: props.rejectedEventsThreshold,
-      alarmTopic: props.alarmTopicArn
-        ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
-        : undefined,
+      alarmTopic: this.alarmTopic,
+    });
+
+    this.dashboard = new IngestDashboard(this, 'Dashboard', {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      fetchPage: this.fetchPage.function,
+      metricsNamespace: p.metricsNamespace,
+      serviceName: FETCH_PAGE_SERVICE,
+      dashboardName: this.stackName,
     });
 
     this.acknowledgeFunctionFindings();
@@ -323,6 +360,24 @@ export class IngestionStack extends Stack {
     new CfnOutput(this, 'ApiKeySecretName', {
       value: this.apiKeySecretLiteralName ?? this.apiKeySecret.secretName,
     });
+    new CfnOutput(this, 'StatusFunctionName', {
+      value: this.status.function.functionName,
+      description: 'npm run ingest -- status --status-function <this> (no tunnel to the database needed)',
+    });
+    new CfnOutput(this, 'DashboardUrl', { value: this.dashboard.url });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
+    new CfnOutput(this, 'FetchPageLogGroup', { value: this.fetchPage.logGroup.logGroupName });
+    new CfnOutput(this, 'MigrateLogGroup', { value: this.migrate.logGroup.logGroupName });
+    new CfnOutput(this, 'StatusLogGroup', { value: this.status.logGroup.logGroupName });
+    new CfnOutput(this, 'StateMachineLogGroup', {
+      value: this.ingestStateMachine.logGroup.logGroupName,
+    });
+    if (this.database) {
+      new CfnOutput(this, 'DatabaseEndpoint', {
+        value: `${this.database.instance.dbInstanceEndpointAddress}:${this.database.instance.dbInstanceEndpointPort}`,
+        description: 'Reachable only from inside the VPC (isolated subnets)',
+      });
+    }
     new CfnOutput(this, 'StartExecutionCommand', {
       value: `aws stepfunctions start-execution --state-machine-arn ${smArn} --input '{"sourceId":"default"}'`,
     });
@@ -355,7 +410,7 @@ export class IngestionStack extends Stack {
   }
 
   private acknowledgeFunctionFindings(): void {
-    for (const fn of [this.fetchPage, this.migrate]) {
+    for (const fn of [this.fetchPage, this.migrate, this.status]) {
       const role = fn.function.role;
       if (!role) continue;
       Validations.of(role).acknowledge({

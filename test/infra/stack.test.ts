@@ -152,6 +152,34 @@ describe('migrations', () => {
   });
 });
 
+describe('status function', () => {
+  const status = onlyResource(template, 'AWS::Lambda::Function', {
+    Description: Match.stringLikeRegexp('operator CLI'),
+  });
+  const props = status.resource.Properties as CfnProps;
+
+  it('runs in the function subnets, reads only the database secret and verifies TLS', () => {
+    expect(props.VpcConfig.SubnetIds).toEqual(
+      (fetchPage.resource.Properties as CfnProps).VpcConfig.SubnetIds,
+    );
+    expect(props.Environment.Variables).toMatchObject({
+      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_SSL: 'verify-full',
+    });
+    const secretResources = policyOf(roleRef(status))
+      .filter((s) => [s.Action].flat().some((a) => a.startsWith('secretsmanager:')))
+      .map((s) => s.Resource);
+    expect(secretResources).toEqual([{ Ref: dbSecretAttachment.logicalId }]);
+  });
+
+  it('is created after the migrations ran', () => {
+    const trigger = onlyResource(template, 'Custom::Trigger');
+    const all = template.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+    expect(all[status.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
+  });
+});
+
 describe('database TLS', () => {
   it('gives both functions the Amazon CA bundle and asks the client to verify certificate and host name', () => {
     for (const fn of [fetchPage, migrate]) {
@@ -296,15 +324,49 @@ describe('alarms and outputs', () => {
     template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
   });
 
-  it('sends alarms to the SNS topic when one is given', () => {
+  it('sends alarms to a topic the stack creates, or to the one given, with an optional email subscription', () => {
+    const created = onlyResource(template, 'AWS::SNS::Topic');
+    for (const a of Object.values(template.findResources('AWS::CloudWatch::Alarm'))) {
+      expect(a.Properties.AlarmActions).toEqual([{ Ref: created.logicalId }]);
+    }
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
     const topicArn = 'arn:aws:sns:us-east-1:123456789012:ops';
-    const { template: t } = buildStack({ alarmTopicArn: topicArn });
+    const { template: t } = buildStack({ alarmTopicArn: topicArn, alarmEmail: 'ops@example.com' });
+    t.resourceCountIs('AWS::SNS::Topic', 0);
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
     expect(alarms).toHaveLength(4);
     for (const a of alarms) expect(a.Properties.AlarmActions).toEqual([topicArn]);
-    expect(
-      Object.values(template.findResources('AWS::CloudWatch::Alarm'))[0]!.Properties.AlarmActions,
-    ).toBeUndefined();
+    t.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.com',
+      TopicArn: topicArn,
+    });
+    expect(() => parseContext({ alarmEmail: 'not-an-address' })).toThrow(
+      /must be an email address[\s\S]*alarmEmail/,
+    );
+    expect(stackPropsFromContext(parseContext({ alarmEmail: 'ops@example.com' })).alarmEmail).toBe(
+      'ops@example.com',
+    );
+  });
+
+  it('outputs the log groups, the database endpoint, the dashboard URL and the status function', () => {
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    for (const name of ['FetchPageLogGroup', 'MigrateLogGroup', 'StatusLogGroup']) {
+      const ref = (outputs[name]!.Value as { Ref: string }).Ref;
+      expect(resources[ref]!.Type).toBe('AWS::Logs::LogGroup');
+    }
+    const smLogGroup = (outputs.StateMachineLogGroup!.Value as { Ref: string }).Ref;
+    expect(resources[smLogGroup]!.Properties.LogGroupName).toBe(
+      '/aws/vendedlogs/states/DataSyncIngest-ingestion',
+    );
+    expect(JSON.stringify(outputs.DatabaseEndpoint!.Value)).toContain(`"${db.logicalId}","Endpoint.Address"`);
+    expect(JSON.stringify(outputs.DashboardUrl!.Value)).toMatch(
+      /cloudwatch\/home\?region=.*#dashboards:name=/,
+    );
+    const status = onlyResource(template, 'AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('operator CLI'),
+    });
+    expect(outputs.StatusFunctionName!.Value).toEqual({ Ref: status.logicalId });
   });
 
   it('outputs the state machine ARN, the secrets and the start command', () => {
