@@ -87,9 +87,8 @@ describe('status through the status function (no tunnel)', () => {
   it('takes the function from --status-function or STATUS_FUNCTION_NAME', () => {
     const arn = 'arn:aws:states:us-east-1:123456789012:stateMachine:DataSyncIngest-ingestion';
     expect(
-      parseIngestArgs(['status', '--state-machine-arn', arn, '--status-function', FUNCTION], {})
-        .statusFunction,
-    ).toBe(FUNCTION);
+      parseIngestArgs(['status', '--state-machine-arn', arn, '--status-function', FUNCTION], {}),
+    ).toMatchObject({ statusFunction: FUNCTION });
     expect(
       parseIngestArgs(['status'], { STATE_MACHINE_ARN: arn, STATUS_FUNCTION_NAME: 'from-env' }),
     ).toMatchObject({ statusFunction: 'from-env' });
