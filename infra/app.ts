@@ -21,7 +21,9 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
       : ctx.apiKeySecretName
         ? { name: ctx.apiKeySecretName }
         : undefined,
+    apiKeySecretKmsKeyArn: ctx.apiKeySecretKmsKeyArn,
     alarmTopicArn: ctx.alarmTopicArn,
+    alarmEmail: ctx.alarmEmail,
     natGateways: ctx.natGateways,
     databaseInstanceType: ctx.databaseInstanceType
       ? new ec2.InstanceType(ctx.databaseInstanceType)

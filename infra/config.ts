@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
 
+/**
+ * One Task+Choice+Wait iteration writes about 9 history events and a Standard execution fails at
+ * 25,000: 2000 iterations leave about 7,000 events for retries, which each add events too.
+ */
+export const MAX_ITERATIONS_PER_EXECUTION = 2000;
+
 /** Where the stack is deployed: real AWS (VPC + RDS) or LocalStack (compose Postgres, no VPC). */
 export const targetSchema = z.enum(['aws', 'localstack']);
 export type Target = z.infer<typeof targetSchema>;
@@ -31,6 +37,10 @@ export const contextSchema = z.object({
     .string()
     .startsWith('arn:', { error: 'must be a Secrets Manager secret ARN' })
     .optional(),
+  apiKeySecretKmsKeyArn: z
+    .string()
+    .startsWith('arn:', { error: 'must be the ARN of the KMS key the imported secret is encrypted with' })
+    .optional(),
   alarmTopicArn: z.string().startsWith('arn:', { error: 'must be an SNS topic ARN' }).optional(),
   natGateways: z.coerce.number().int().min(0).max(3).optional(),
   databaseInstanceType: z
@@ -41,10 +51,25 @@ export const contextSchema = z.object({
     .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
     .optional(),
   databaseRemovalPolicy: z.enum(['snapshot', 'retain', 'destroy']).optional(),
-  maxIterationsPerExecution: z.coerce.number().int().min(1).max(2500).optional(),
+  maxIterationsPerExecution: z.coerce
+    .number({ error: 'must be a whole number' })
+    .int()
+    .min(1)
+    .max(MAX_ITERATIONS_PER_EXECUTION, {
+      error: `must be at most ${MAX_ITERATIONS_PER_EXECUTION}: the rest of the 25,000-event history is kept for retries`,
+    })
+    .optional(),
   minRequestSpacingMs: z.coerce.number().int().min(0).max(600_000).optional(),
   pageSize: z.coerce.number().int().min(1).max(5000).optional(),
-  reservedConcurrency: z.coerce.number().int().min(1).max(10).optional(),
+  /** 0 (the default) reserves nothing: a reservation fails the deploy on accounts with a small quota. */
+  reservedConcurrency: z.coerce
+    .number({ error: 'must be a whole number: 0 for no reservation, or the executions to reserve' })
+    .int({ error: 'must be a whole number: 0 for no reservation, or the executions to reserve' })
+    .min(0, { error: 'must be 0 (no reservation) or more' })
+    .max(1000, { error: 'must be at most 1000 (the default account quota)' })
+    .optional(),
+  /** Alarm notifications are also mailed here (the subscription must be confirmed from the mail). */
+  alarmEmail: z.email({ error: 'must be an email address' }).optional(),
 });
 export type AppContext = z.infer<typeof contextSchema>;
 
@@ -55,9 +80,8 @@ export const CONTEXT_KEYS = Object.keys(contextSchema.shape) as (keyof AppContex
 export function parseContext(raw: Record<string, unknown>): AppContext {
   const parsed = contextSchema.safeParse(raw);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'} ${i.message}`);
     throw new ConfigError(
-      `Invalid CDK context: ${lines.join('; ')}. Fix the value passed with -c key=value or in cdk.json "context".`,
+      `Invalid CDK context:\n${z.prettifyError(parsed.error)}\nFix the value passed with -c key=value or in cdk.json "context".`,
     );
   }
   if (parsed.data.apiKeySecretName && parsed.data.apiKeySecretArn) {

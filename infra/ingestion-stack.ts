@@ -10,14 +10,17 @@ import {
   Validations,
 } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
 import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
 import { IngestAlarms } from './constructs/alarms.ts';
+import { IngestDashboard } from './constructs/dashboard.ts';
 import { Database } from './constructs/database.ts';
 import { IngestFunction } from './constructs/ingest-function.ts';
 import { hashDirectory, Migrations } from './constructs/migrations.ts';
@@ -50,10 +53,15 @@ export interface IngestionStackProps extends StackProps {
    * @default 'http://simulator:4010/api/v1' for the `localstack` target
    */
   readonly datasyncApiUrl?: string;
-  /** @default 'datasync-ingest' */
+  /** @default '<stack name>-ingestion' */
   readonly stateMachineName?: string;
   /** An existing secret holding the API key, by name or ARN. @default - a new empty secret */
   readonly apiKeySecret?: { readonly name: string } | { readonly arn: string };
+  /**
+   * The customer-managed KMS key an imported API-key secret is encrypted with: reading the secret
+   * then needs kms:Decrypt on it. @default - the secret uses the AWS managed key
+   */
+  readonly apiKeySecretKmsKeyArn?: string;
   /** @default 1 */
   readonly natGateways?: number;
   /** @default ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO) */
@@ -69,9 +77,10 @@ export interface IngestionStackProps extends StackProps {
   /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.seconds(60) */
   readonly fetchPageTimeout?: Duration;
   /**
-   * Reserved concurrency of fetch-page: 1 means no misconfiguration can ever fan out against the
-   * upstream's rate limit. The account needs unreserved headroom (AWS keeps 10 unreserved).
-   * @default 1
+   * Reserved concurrency of fetch-page; 0 reserves none. Off by default: Lambda refuses a
+   * reservation that leaves the account under its unreserved minimum (new accounts often have a
+   * quota of 10 or 50), and the checkpoint's lease already keeps one ingesting execution per source.
+   * @default 0
    */
   readonly reservedConcurrency?: number;
   /** MIN_REQUEST_SPACING_MS of the function. @default 2200 */
@@ -86,8 +95,10 @@ export interface IngestionStackProps extends StackProps {
   readonly logRetention?: logs.RetentionDays;
   /** @default 'DataSyncIngest' */
   readonly metricsNamespace?: string;
-  /** Alarm notifications go here. @default - none */
+  /** Alarm notifications go here. @default - a topic the stack creates */
   readonly alarmTopicArn?: string;
+  /** Subscribes this address to the alarm topic (confirm from the mail AWS sends). @default - none */
+  readonly alarmEmail?: string;
   /** @default 1 */
   readonly rejectedEventsThreshold?: number;
   /** The committed drizzle migrations, copied into the migration function's bundle. @default '<repo>/drizzle' */
@@ -104,16 +115,28 @@ const propsSchema = z.object({
       error: 'must be an http(s) URL such as https://host/api/v1',
     })
     .optional(),
-  stateMachineName: stateMachineNameSchema.default('datasync-ingest'),
+  stateMachineName: stateMachineNameSchema.optional(),
+  apiKeySecretKmsKeyArn: z.string().startsWith('arn:', { error: 'must be a KMS key ARN' }).optional(),
   natGateways: z.number().int().min(0).max(3).default(1),
   fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
-  reservedConcurrency: z.number().int().min(1).max(10).default(1),
+  reservedConcurrency: z.number().int().min(0).max(1000).default(0),
   minRequestSpacingMs: z.number().int().min(0).max(600_000).default(2200),
   pageSize: z.number().int().min(1).max(5000).default(5000),
   metricsNamespace: z.string().min(1).default('DataSyncIngest'),
 });
 
 const FETCH_PAGE_SERVICE = 'fetch-page';
+
+/**
+ * What the functions need to verify RDS's certificate and host name (docs/deploy.md, TLS). The
+ * Node.js 20+ runtimes load Amazon's CA bundle, which holds the RDS CAs, only when told to;
+ * DATABASE_SSL=verify-full makes the database client check the chain and the host name instead
+ * of only encrypting. The LocalStack target's compose Postgres has no TLS.
+ */
+export const DATABASE_TLS_ENV = {
+  NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+  DATABASE_SSL: 'verify-full',
+} as const;
 
 /**
  * The whole deployment: network and database (aws target), the API key secret, the migration
@@ -123,6 +146,9 @@ export class IngestionStack extends Stack {
   readonly target: Target;
   readonly fetchPage: IngestFunction;
   readonly migrate: IngestFunction;
+  readonly status: IngestFunction;
+  readonly alarmTopic: sns.ITopic;
+  readonly dashboard: IngestDashboard;
   readonly ingestStateMachine: IngestStateMachine;
   readonly databaseSecret: secretsmanager.ISecret;
   readonly apiKeySecret: secretsmanager.ISecret;
@@ -135,8 +161,9 @@ export class IngestionStack extends Stack {
     super(scope, id, props);
     const parsed = propsSchema.safeParse(props);
     if (!parsed.success) {
-      const lines = parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`);
-      throw new ConfigError(`Invalid IngestionStack props: ${lines.join('; ')}`);
+      throw new ConfigError(
+        `Invalid IngestionStack props:\n${z.prettifyError(parsed.error)}\nFix the props passed to new IngestionStack(...).`,
+      );
     }
     const p = parsed.data;
     this.target = p.target;
@@ -205,6 +232,8 @@ export class IngestionStack extends Stack {
       });
     }
 
+    const databaseTlsEnv = isAws ? DATABASE_TLS_ENV : {};
+
     const migrationsDir = props.migrationsDir ?? join(PROJECT_ROOT, 'drizzle');
     const migrationsHash = hashDirectory(migrationsDir);
 
@@ -221,6 +250,7 @@ export class IngestionStack extends Stack {
       environment: {
         DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
         MIGRATIONS_DIR: '/var/task/drizzle',
+        ...databaseTlsEnv,
       },
       afterBundling: (_inputDir, outputDir) => [`cp -R "${migrationsDir}" "${outputDir}/drizzle"`],
     });
@@ -234,7 +264,7 @@ export class IngestionStack extends Stack {
       metricsNamespace: p.metricsNamespace,
       memorySize: p.fetchPageMemoryMb,
       timeout: fetchPageTimeout,
-      reservedConcurrentExecutions: p.reservedConcurrency,
+      reservedConcurrentExecutions: p.reservedConcurrency > 0 ? p.reservedConcurrency : undefined,
       logRetention,
       ...lambdaPlacement,
       environment: {
@@ -243,10 +273,43 @@ export class IngestionStack extends Stack {
         DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
         MIN_REQUEST_SPACING_MS: String(p.minRequestSpacingMs),
         PAGE_SIZE: String(p.pageSize),
+        ...databaseTlsEnv,
       },
     });
     this.apiKeySecret.grantRead(this.fetchPage.function);
+    if (p.apiKeySecretKmsKeyArn) {
+      if (!props.apiKeySecret) {
+        throw new ConfigError(
+          'apiKeySecretKmsKeyArn is set but the API key secret is created by the stack (with the AWS managed key): pass apiKeySecretName or apiKeySecretArn too, or drop the key.',
+        );
+      }
+      // Only through Secrets Manager: the function cannot use the key for anything else.
+      this.fetchPage.function.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['kms:Decrypt'],
+          resources: [p.apiKeySecretKmsKeyArn],
+          conditions: { StringEquals: { 'kms:ViaService': `secretsmanager.${this.region}.amazonaws.com` } },
+        }),
+      );
+    }
     this.databaseSecret.grantRead(this.fetchPage.function);
+
+    this.status = new IngestFunction(this, 'Status', {
+      entry: join(PROJECT_ROOT, 'functions/status/index.ts'),
+      projectRoot: PROJECT_ROOT,
+      description: "Returns a source's checkpoint to the operator CLI, which cannot reach the database",
+      serviceName: 'status',
+      metricsNamespace: p.metricsNamespace,
+      memorySize: 256,
+      timeout: Duration.seconds(30),
+      logRetention,
+      ...lambdaPlacement,
+      environment: {
+        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
+        ...databaseTlsEnv,
+      },
+    });
+    this.databaseSecret.grantRead(this.status.function);
 
     this.ingestStateMachine = new IngestStateMachine(this, 'Ingestion', {
       fetchPage: this.fetchPage.function,
@@ -262,17 +325,31 @@ export class IngestionStack extends Stack {
       handler: this.migrate,
       migrationsHash,
       executeAfter: this.database && this.network ? [this.network, this.database] : [this.databaseSecret],
-      executeBefore: [this.ingestStateMachine],
+      // Everything that reads the schema: new code must never run before its migration.
+      executeBefore: [this.ingestStateMachine, this.fetchPage, this.status],
     });
+
+    this.alarmTopic = props.alarmTopicArn
+      ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
+      : new sns.Topic(this, 'AlarmTopic', { displayName: `${this.stackName} alarms`, enforceSSL: true });
+    if (props.alarmEmail) {
+      this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    }
 
     new IngestAlarms(this, 'Alarms', {
       stateMachine: this.ingestStateMachine.stateMachine,
       metricsNamespace: p.metricsNamespace,
       serviceName: FETCH_PAGE_SERVICE,
       rejectedEventsThreshold: props.rejectedEventsThreshold,
-      alarmTopic: props.alarmTopicArn
-        ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
-        : undefined,
+      alarmTopic: this.alarmTopic,
+    });
+
+    this.dashboard = new IngestDashboard(this, 'Dashboard', {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      fetchPage: this.fetchPage.function,
+      metricsNamespace: p.metricsNamespace,
+      serviceName: FETCH_PAGE_SERVICE,
+      dashboardName: this.stackName,
     });
 
     this.acknowledgeFunctionFindings();
@@ -283,6 +360,24 @@ export class IngestionStack extends Stack {
     new CfnOutput(this, 'ApiKeySecretName', {
       value: this.apiKeySecretLiteralName ?? this.apiKeySecret.secretName,
     });
+    new CfnOutput(this, 'StatusFunctionName', {
+      value: this.status.function.functionName,
+      description: 'npm run ingest -- status --status-function <this> (no tunnel to the database needed)',
+    });
+    new CfnOutput(this, 'DashboardUrl', { value: this.dashboard.url });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
+    new CfnOutput(this, 'FetchPageLogGroup', { value: this.fetchPage.logGroup.logGroupName });
+    new CfnOutput(this, 'MigrateLogGroup', { value: this.migrate.logGroup.logGroupName });
+    new CfnOutput(this, 'StatusLogGroup', { value: this.status.logGroup.logGroupName });
+    new CfnOutput(this, 'StateMachineLogGroup', {
+      value: this.ingestStateMachine.logGroup.logGroupName,
+    });
+    if (this.database) {
+      new CfnOutput(this, 'DatabaseEndpoint', {
+        value: `${this.database.instance.dbInstanceEndpointAddress}:${this.database.instance.dbInstanceEndpointPort}`,
+        description: 'Reachable only from inside the VPC (isolated subnets)',
+      });
+    }
     new CfnOutput(this, 'StartExecutionCommand', {
       value: `aws stepfunctions start-execution --state-machine-arn ${smArn} --input '{"sourceId":"default"}'`,
     });
@@ -315,7 +410,7 @@ export class IngestionStack extends Stack {
   }
 
   private acknowledgeFunctionFindings(): void {
-    for (const fn of [this.fetchPage, this.migrate]) {
+    for (const fn of [this.fetchPage, this.migrate, this.status]) {
       const role = fn.function.role;
       if (!role) continue;
       Validations.of(role).acknowledge({

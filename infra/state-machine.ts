@@ -1,14 +1,13 @@
-import { App, ArnFormat, type CfnElement, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import { ArnFormat, type CfnElement, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { ConfigError } from '#shared/errors.ts';
-// A cycle by design (the stack builds the state machine; synthesizeDefinition builds the stack):
-// safe because neither module uses the other at load time.
-import { IngestionStack, type IngestionStackProps } from './ingestion-stack.ts';
+import { DatabaseUnavailableError } from '#shared/db/client.ts';
+import { ConfigError, type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
+import { MAX_ITERATIONS_PER_EXECUTION } from './config.ts';
 
 /** State names are a contract: the local runner maps task states to in-process handlers by name. */
 export const FETCH_PAGE_STATE = 'FetchPage';
@@ -19,17 +18,31 @@ export const SUCCEEDED_STATE = 'Succeeded';
 export const CONTINUED_STATE = 'ContinuedAsNew';
 export const FAILED_STATE = 'Failed';
 
+/**
+ * Every named error the fetch-page function throws: this module's classes plus the database
+ * layer's. The Retry and Catch lists below are derived from each class's `transient` flag.
+ */
+export const FUNCTION_ERROR_CLASSES: readonly DataSyncErrorClass[] = [
+  ...ERROR_CLASSES,
+  DatabaseUnavailableError,
+];
+
+const FUNCTION_ERRORS = errorKinds(FUNCTION_ERROR_CLASSES);
+
 /** Errors the fetch-page function throws that another attempt can cure. */
-export const TRANSIENT_ERRORS = [
-  'UpstreamUnavailableError',
-  'RateLimitedError',
-  'CheckpointConflictError',
-  'DatabaseUnavailableError',
-  'States.Timeout',
-] as const;
+export const TRANSIENT_ERRORS: readonly string[] = FUNCTION_ERRORS.filter((e) => e.transient).map(
+  (e) => e.name,
+);
 
 /** Errors no retry can cure: the execution fails at once with the function's message as the cause. */
-export const FATAL_ERRORS = ['AuthError', 'CursorRejectedError', 'LeaseHeldError', 'ConfigError'] as const;
+export const FATAL_ERRORS: readonly string[] = FUNCTION_ERRORS.filter((e) => !e.transient).map((e) => e.name);
+
+/**
+ * How Step Functions reports an invocation that ended without the function throwing: a function
+ * timeout or out-of-memory is `Sandbox.Timedout` or `Lambda.Unknown`, a task over its own
+ * TimeoutSeconds is `States.Timeout`. A page is one transaction, so running it again is safe.
+ */
+export const INVOCATION_LOST_ERRORS = ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout'] as const;
 
 /**
  * Lambda service faults. CDK's default retry covers the first four, but not throttling, which a
@@ -43,13 +56,31 @@ export const LAMBDA_SERVICE_ERRORS = [
   'Lambda.TooManyRequestsException',
 ] as const;
 
+/**
+ * The continue-as-new child's execution name, derived from the parent's id alone: 'continued-'
+ * plus 40 hex digits, within the 80 characters and the characters an execution name allows.
+ */
+export const CHILD_EXECUTION_NAME = "States.Format('continued-{}', States.Hash($$.Execution.Id, 'SHA-1'))";
+
+/** What the optimized StartExecution integration reports when the name is already taken. */
+export const EXECUTION_ALREADY_EXISTS = 'StepFunctions.ExecutionAlreadyExistsException';
+
+/** The default state machine name: the stack's name (letters, digits, '-') within the 80-character limit. */
+export function defaultStateMachineName(stackName: string): string {
+  return `${stackName.slice(0, 80 - '-ingestion'.length)}-ingestion`;
+}
+
 /** Props of {@link IngestStateMachine}. */
 export interface IngestStateMachineProps {
   /** The fetch-page function. */
   readonly fetchPage: lambda.IFunction;
   /** How long one FetchPage task may run, at least the function's own timeout. */
   readonly taskTimeout: Duration;
-  /** The state machine's name; its own ARN is built from it for the continue-as-new grant. @default 'datasync-ingest' */
+  /**
+   * The state machine's name; its own ARN is built from it for the continue-as-new grant, and its
+   * log group is named after it. Derived from the stack, so a second stack in a region does not collide.
+   * @default '<stack name>-ingestion'
+   */
   readonly stateMachineName?: string;
   /**
    * FetchPage invocations before the execution continues as a new one. One Task+Choice+Wait
@@ -76,12 +107,16 @@ export class IngestStateMachine extends Construct {
   constructor(scope: Construct, id: string, props: IngestStateMachineProps) {
     super(scope, id);
     const maxIterations = props.maxIterationsPerExecution ?? 1000;
-    if (!Number.isInteger(maxIterations) || maxIterations < 1 || maxIterations > 2500) {
+    if (
+      !Number.isInteger(maxIterations) ||
+      maxIterations < 1 ||
+      maxIterations > MAX_ITERATIONS_PER_EXECUTION
+    ) {
       throw new ConfigError(
-        `maxIterationsPerExecution must be a whole number from 1 to 2500 (about 9 history events each, limit 25,000), got ${maxIterations}.`,
+        `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${maxIterations}.`,
       );
     }
-    this.stateMachineName = props.stateMachineName ?? 'datasync-ingest';
+    this.stateMachineName = props.stateMachineName ?? defaultStateMachineName(Stack.of(this).stackName);
 
     const failed = new sfn.Fail(this, FAILED_STATE, {
       stateName: FAILED_STATE,
@@ -110,6 +145,14 @@ export class IngestStateMachine extends Construct {
         jitterStrategy: sfn.JitterType.FULL,
       })
       .addRetry({
+        errors: [...INVOCATION_LOST_ERRORS],
+        interval: Duration.seconds(5),
+        maxAttempts: 4,
+        backoffRate: 2,
+        maxDelay: Duration.seconds(60),
+        jitterStrategy: sfn.JitterType.FULL,
+      })
+      .addRetry({
         errors: [...TRANSIENT_ERRORS],
         interval: Duration.seconds(5),
         maxAttempts: 8,
@@ -120,6 +163,7 @@ export class IngestStateMachine extends Construct {
       .addCatch(failed, { errors: [...FATAL_ERRORS], resultPath: '$.error' })
       .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
 
+    const continued = new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE });
     // $$.StateMachine.Id is this state machine's ARN at run time: no circular reference to the
     // construct, and the local runner fills it in the same way.
     const continueAsNew = new sfn.CustomState(this, CONTINUE_AS_NEW_STATE, {
@@ -128,16 +172,22 @@ export class IngestStateMachine extends Construct {
         Resource: `arn:${Stack.of(this).partition}:states:::states:startExecution`,
         Parameters: {
           'StateMachineArn.$': '$$.StateMachine.Id',
+          // The same name on every attempt of this state: a retried start whose first attempt
+          // did start the child returns that child (same name and input) instead of a second one.
+          'Name.$': CHILD_EXECUTION_NAME,
           Input: {
             'sourceId.$': '$.sourceId',
             'parentExecutionId.$': '$$.Execution.Id',
+            // Links the child to its parent in the console and in the history.
+            'AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$': '$$.Execution.Id',
           },
         },
         TimeoutSeconds: 60,
       },
     })
-      // A start that failed ambiguously and is retried can create a second child; the lease
-      // lets only one of them (the one that took over from this execution) make progress.
+      // Once the child has ended, its name is taken whatever the input: the child ran, so this
+      // execution's work is handed over all the same.
+      .addRetry({ errors: [EXECUTION_ALREADY_EXISTS], maxAttempts: 0 })
       .addRetry({
         errors: [sfn.Errors.ALL],
         interval: Duration.seconds(2),
@@ -145,6 +195,7 @@ export class IngestStateMachine extends Construct {
         backoffRate: 2,
         jitterStrategy: sfn.JitterType.FULL,
       })
+      .addCatch(continued, { errors: [EXECUTION_ALREADY_EXISTS] })
       .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
 
     const wait = new sfn.Wait(this, WAIT_STATE, {
@@ -159,7 +210,7 @@ export class IngestStateMachine extends Construct {
       )
       .when(
         sfn.Condition.numberGreaterThanEquals('$.iteration', maxIterations),
-        continueAsNew.next(new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE })),
+        continueAsNew.next(continued),
       )
       .otherwise(wait.next(fetchPage));
 
@@ -204,56 +255,4 @@ export class IngestStateMachine extends Construct {
       );
     }
   }
-}
-
-/** A readable stand-in for a CloudFormation reference inside the plain ASL. */
-function placeholder(token: unknown): string {
-  if (token && typeof token === 'object') {
-    const t = token as Record<string, unknown>;
-    if ('Ref' in t) {
-      const ref = String(t.Ref);
-      const pseudo: Record<string, string> = {
-        'AWS::Partition': 'aws',
-        'AWS::Region': 'us-east-1',
-        'AWS::AccountId': '123456789012',
-        'AWS::URLSuffix': 'amazonaws.com',
-      };
-      return pseudo[ref] ?? `arn:aws:lambda:us-east-1:123456789012:function:${ref}`;
-    }
-    if ('Fn::GetAtt' in t) {
-      const [logicalId] = t['Fn::GetAtt'] as [string, string];
-      return `arn:aws:lambda:us-east-1:123456789012:function:${logicalId}`;
-    }
-  }
-  throw new ConfigError(
-    `Cannot turn ${JSON.stringify(token)} into plain ASL: only Ref and Fn::GetAtt are expected in the definition; update synthesizeDefinition to handle it.`,
-  );
-}
-
-/** Turns the resolved `DefinitionString` (a string or an `Fn::Join`) into the plain ASL object. */
-export function definitionToAsl(resolved: unknown): Record<string, unknown> {
-  if (typeof resolved === 'string') return JSON.parse(resolved);
-  const join = (resolved as { 'Fn::Join'?: [string, unknown[]] })['Fn::Join'];
-  if (!join) {
-    throw new ConfigError(
-      `Unexpected state machine definition shape: ${JSON.stringify(resolved).slice(0, 200)}`,
-    );
-  }
-  const [separator, parts] = join;
-  return JSON.parse(parts.map((p) => (typeof p === 'string' ? p : placeholder(p))).join(separator));
-}
-
-/**
- * The plain ASL of the real stack's state machine, built in memory with bundling skipped: the one
- * definition both the cloud and the local runner execute. ARNs are readable placeholders. The
- * upstream URL is irrelevant to the definition, so a reserved `.invalid` host stands in for it.
- */
-export function synthesizeDefinition(props: Partial<IngestionStackProps> = {}): Record<string, unknown> {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
-  const stack = new IngestionStack(app, 'DataSyncIngest', {
-    datasyncApiUrl: 'https://datasync.invalid/api/v1',
-    ...props,
-  });
-  const cfn = stack.ingestStateMachine.stateMachine.node.defaultChild as sfn.CfnStateMachine;
-  return definitionToAsl(stack.resolve(cfn.definitionString));
 }

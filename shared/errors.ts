@@ -125,3 +125,42 @@ export class SecretsUnavailableError extends DataSyncError {
   override readonly name = 'SecretsUnavailableError';
   readonly transient = true;
 }
+
+/** An error class the functions throw; probing it needs only a message. */
+export type DataSyncErrorClass = new (message: string, ...rest: never[]) => DataSyncError;
+
+/**
+ * The named errors of this module, for the state machine to derive its Retry and Catch lists
+ * from each class's own `transient` flag: a class added here is retried or failed by construction.
+ */
+export const ERROR_CLASSES: readonly DataSyncErrorClass[] = [
+  UpstreamUnavailableError,
+  RateLimitedError,
+  CursorExpiredError,
+  CursorInvalidError,
+  CursorRejectedError,
+  AuthError,
+  LeaseHeldError,
+  CheckpointConflictError,
+  ConfigError,
+  UpstreamProtocolError,
+  InvocationDeadlineError,
+  SecretsUnavailableError,
+];
+
+/** The error name Step Functions matches on, and whether another attempt can cure it. */
+export interface ErrorKind {
+  readonly name: string;
+  readonly transient: boolean;
+}
+
+/**
+ * Reads `name` and `transient` from an instance, because both are instance fields: what a thrown
+ * error carries is exactly what Step Functions sees.
+ */
+export function errorKinds(classes: readonly DataSyncErrorClass[]): ErrorKind[] {
+  return classes.map((ErrorClass) => {
+    const probe = new ErrorClass('probe');
+    return { name: probe.name, transient: probe.transient };
+  });
+}

@@ -4,7 +4,7 @@ import { SFNClient } from '@aws-sdk/client-sfn';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { createSql } from '#shared/db/client.ts';
 import { DataSyncError } from '#shared/errors.ts';
-import { formatStatus, ingestionStatus } from '../ingest-cli/core.ts';
+import { formatStatus, ingestionStatus } from '../../ops/core.ts';
 import {
   deploy,
   down,

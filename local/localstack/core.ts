@@ -2,12 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SFNClient } from '@aws-sdk/client-sfn';
 import { ConfigError } from '#shared/errors.ts';
-import {
-  type CheckpointView,
-  ingestionStatus,
-  type StatusReport,
-  startIngestion,
-} from '../ingest-cli/core.ts';
+import { type CheckpointView, ingestionStatus, type StatusReport, startIngestion } from '../../ops/core.ts';
 import { createProgressReporter } from '../run/progress.ts';
 
 /** Where LocalStack listens (edge port) and what the compose file publishes on the host. */

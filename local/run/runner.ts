@@ -5,12 +5,8 @@ import { join, resolve } from 'node:path';
 import { ExecutionError, StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
 import type { Sql } from 'postgres';
 import { createHandler } from '#functions/fetch-page/handler.ts';
-import {
-  CONTINUE_AS_NEW_STATE,
-  FETCH_PAGE_STATE,
-  synthesizeDefinition,
-  WAIT_STATE,
-} from '#infra/state-machine.ts';
+import { synthesizeDefinition } from '#infra/definition.ts';
+import { CONTINUE_AS_NEW_STATE, FETCH_PAGE_STATE, WAIT_STATE } from '#infra/state-machine.ts';
 import { getCheckpoint, releaseLease, resetSource } from '#shared/db/checkpoints.ts';
 import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';

@@ -66,7 +66,7 @@ describe('cdk-nag AwsSolutions', () => {
         'AwsSolutions-EC23 at Nag/Network/Vpc/SecretsManager/SecurityGroup/Resource',
         'AwsSolutions-RDS3 at Nag/Database/Instance/Resource',
         'AwsSolutions-RDS11 at Nag/Database/Instance/Resource',
-        ...['Migrate', 'FetchPage'].flatMap((fn) => [
+        ...['Migrate', 'FetchPage', 'Status'].flatMap((fn) => [
           `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole] at Nag/${fn}/Function/ServiceRole/Resource`,
           `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole] at Nag/${fn}/Function/ServiceRole/Resource`,
           `AwsSolutions-IAM5[Resource::*] at Nag/${fn}/Function/ServiceRole/DefaultPolicy/Resource`,

@@ -39,6 +39,10 @@ const roleRef = (fn: { resource: { Properties: CfnProps } }) => ({
 describe('fetch-page function', () => {
   const props = fetchPage.resource.Properties as CfnProps;
 
+  it('has Lambda filter its JSON logs at the application log level Powertools then follows', () => {
+    expect(props.LoggingConfig).toMatchObject({ LogFormat: 'JSON', ApplicationLogLevel: 'INFO' });
+  });
+
   it('runs Node.js 24 on ARM64 with tracing, source maps and its own log group', () => {
     expect(props.Runtime).toBe('nodejs24.x');
     expect(props.Architectures).toEqual(['arm64']);
@@ -53,8 +57,8 @@ describe('fetch-page function', () => {
     });
   });
 
-  it('is capped at one concurrent execution so nothing can fan out against the rate limit', () => {
-    expect(props.ReservedConcurrentExecutions).toBe(1);
+  it('reserves no concurrency by default (a reservation fails the deploy on a small account quota)', () => {
+    expect(props).not.toHaveProperty('ReservedConcurrentExecutions');
   });
 
   it('runs in the private subnets with egress, never in the public or isolated ones', () => {
@@ -74,6 +78,8 @@ describe('fetch-page function', () => {
       DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
       MIN_REQUEST_SPACING_MS: '2200',
       PAGE_SIZE: '5000',
+      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_SSL: 'verify-full',
     });
     expect(JSON.stringify(props.Environment)).not.toMatch(/password|REPLACE_ME|DATASYNC_API_KEY"/i);
   });
@@ -130,6 +136,12 @@ describe('migrations', () => {
     expect(all[sm.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
   });
 
+  it('run before the fetch-page function is created or updated (new code never meets an old schema)', () => {
+    const trigger = onlyResource(template, 'Custom::Trigger');
+    const all = template.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+    expect(all[fetchPage.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
+  });
+
   it('hash changes exactly when a migration changes', () => {
     const h = hashDirectory(FIXTURE_MIGRATIONS);
     expect(h).toMatch(/^[0-9a-f]{64}$/);
@@ -137,6 +149,45 @@ describe('migrations', () => {
     expect(() => hashDirectory(`${FIXTURE_MIGRATIONS}/missing`)).toThrow(
       /does not exist: generate the drizzle migrations/,
     );
+  });
+});
+
+describe('status function', () => {
+  const status = onlyResource(template, 'AWS::Lambda::Function', {
+    Description: Match.stringLikeRegexp('operator CLI'),
+  });
+  const props = status.resource.Properties as CfnProps;
+
+  it('runs in the function subnets, reads only the database secret and verifies TLS', () => {
+    expect(props.VpcConfig.SubnetIds).toEqual(
+      (fetchPage.resource.Properties as CfnProps).VpcConfig.SubnetIds,
+    );
+    expect(props.Environment.Variables).toMatchObject({
+      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_SSL: 'verify-full',
+    });
+    const secretResources = policyOf(roleRef(status))
+      .filter((s) => [s.Action].flat().some((a) => a.startsWith('secretsmanager:')))
+      .map((s) => s.Resource);
+    expect(secretResources).toEqual([{ Ref: dbSecretAttachment.logicalId }]);
+  });
+
+  it('is created after the migrations ran', () => {
+    const trigger = onlyResource(template, 'Custom::Trigger');
+    const all = template.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+    expect(all[status.logicalId]!.DependsOn).toEqual(expect.arrayContaining([trigger.logicalId]));
+  });
+});
+
+describe('database TLS', () => {
+  it('gives both functions the Amazon CA bundle and asks the client to verify certificate and host name', () => {
+    for (const fn of [fetchPage, migrate]) {
+      expect((fn.resource.Properties as CfnProps).Environment.Variables).toMatchObject({
+        NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+        DATABASE_SSL: 'verify-full',
+      });
+    }
   });
 });
 
@@ -244,13 +295,13 @@ describe('state machine permissions', () => {
             [
               'arn:',
               { Ref: 'AWS::Partition' },
-              ':states:us-east-1:123456789012:stateMachine:datasync-ingest',
+              ':states:us-east-1:123456789012:stateMachine:DataSyncIngest-ingestion',
             ],
           ],
         },
       }),
     ]);
-    expect(sm.resource.Properties.StateMachineName).toBe('datasync-ingest');
+    expect(sm.resource.Properties.StateMachineName).toBe('DataSyncIngest-ingestion');
   });
 });
 
@@ -273,15 +324,49 @@ describe('alarms and outputs', () => {
     template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
   });
 
-  it('sends alarms to the SNS topic when one is given', () => {
+  it('sends alarms to a topic the stack creates, or to the one given, with an optional email subscription', () => {
+    const created = onlyResource(template, 'AWS::SNS::Topic');
+    for (const a of Object.values(template.findResources('AWS::CloudWatch::Alarm'))) {
+      expect(a.Properties.AlarmActions).toEqual([{ Ref: created.logicalId }]);
+    }
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
     const topicArn = 'arn:aws:sns:us-east-1:123456789012:ops';
-    const { template: t } = buildStack({ alarmTopicArn: topicArn });
+    const { template: t } = buildStack({ alarmTopicArn: topicArn, alarmEmail: 'ops@example.com' });
+    t.resourceCountIs('AWS::SNS::Topic', 0);
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
     expect(alarms).toHaveLength(4);
     for (const a of alarms) expect(a.Properties.AlarmActions).toEqual([topicArn]);
-    expect(
-      Object.values(template.findResources('AWS::CloudWatch::Alarm'))[0]!.Properties.AlarmActions,
-    ).toBeUndefined();
+    t.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.com',
+      TopicArn: topicArn,
+    });
+    expect(() => parseContext({ alarmEmail: 'not-an-address' })).toThrow(
+      /must be an email address[\s\S]*alarmEmail/,
+    );
+    expect(stackPropsFromContext(parseContext({ alarmEmail: 'ops@example.com' })).alarmEmail).toBe(
+      'ops@example.com',
+    );
+  });
+
+  it('outputs the log groups, the database endpoint, the dashboard URL and the status function', () => {
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    for (const name of ['FetchPageLogGroup', 'MigrateLogGroup', 'StatusLogGroup']) {
+      const ref = (outputs[name]!.Value as { Ref: string }).Ref;
+      expect(resources[ref]!.Type).toBe('AWS::Logs::LogGroup');
+    }
+    const smLogGroup = (outputs.StateMachineLogGroup!.Value as { Ref: string }).Ref;
+    expect(resources[smLogGroup]!.Properties.LogGroupName).toBe(
+      '/aws/vendedlogs/states/DataSyncIngest-ingestion',
+    );
+    expect(JSON.stringify(outputs.DatabaseEndpoint!.Value)).toContain(`"${db.logicalId}","Endpoint.Address"`);
+    expect(JSON.stringify(outputs.DashboardUrl!.Value)).toMatch(
+      /cloudwatch\/home\?region=.*#dashboards:name=/,
+    );
+    const status = onlyResource(template, 'AWS::Lambda::Function', {
+      Description: Match.stringLikeRegexp('operator CLI'),
+    });
+    expect(outputs.StatusFunctionName!.Value).toEqual({ Ref: status.logicalId });
   });
 
   it('outputs the state machine ARN, the secrets and the start command', () => {
@@ -317,6 +402,45 @@ describe('configuration', () => {
     });
   });
 
+  it('derives the state machine and its log group names from the stack, so two stacks in a region do not collide', () => {
+    const names = ['IngestA', 'IngestB'].map((stackName) => {
+      const { template: t } = buildStack({ stackName });
+      const sm = onlyResource(t, 'AWS::StepFunctions::StateMachine').resource.Properties;
+      const logGroups = Object.values(t.findResources('AWS::Logs::LogGroup'))
+        .map((r) => r.Properties.LogGroupName as string | undefined)
+        .filter((n): n is string => typeof n === 'string');
+      return { sm: sm.StateMachineName as string, logGroups };
+    });
+    expect(names).toEqual([
+      { sm: 'IngestA-ingestion', logGroups: ['/aws/vendedlogs/states/IngestA-ingestion'] },
+      { sm: 'IngestB-ingestion', logGroups: ['/aws/vendedlogs/states/IngestB-ingestion'] },
+    ]);
+  });
+
+  it('may decrypt an imported API key secret under a customer-managed key, through Secrets Manager only', () => {
+    const keyArn = 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+    const { template: t } = buildStack({
+      apiKeySecret: { name: 'vendor/datasync' },
+      apiKeySecretKmsKeyArn: keyArn,
+    });
+    const fn = onlyResource(t, 'AWS::Lambda::Function', { Description: Match.stringLikeRegexp('page') });
+    const role = { Ref: (fn.resource.Properties as CfnProps).Role['Fn::GetAtt'][0] };
+    const policies = Object.values(t.findResources('AWS::IAM::Policy')).filter(
+      (r) => JSON.stringify(r.Properties.Roles) === JSON.stringify([role]),
+    );
+    const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement as CfnProps[]);
+    expect(statements).toContainEqual({
+      Action: 'kms:Decrypt',
+      Effect: 'Allow',
+      Resource: keyArn,
+      Condition: { StringEquals: { 'kms:ViaService': 'secretsmanager.us-east-1.amazonaws.com' } },
+    });
+    expect(JSON.stringify(policyOf(roleRef(fetchPage)))).not.toContain('kms:');
+    expect(() => buildStack({ apiKeySecretKmsKeyArn: keyArn })).toThrow(
+      /pass apiKeySecretName or apiKeySecretArn/,
+    );
+  });
+
   it('honours the sizing and safety props', () => {
     const { template: t } = buildStack({
       natGateways: 2,
@@ -346,9 +470,11 @@ describe('configuration', () => {
         new IngestionStack(skipBundlingApp(), 'S', {
           datasyncApiUrl: 'ftp://x',
           migrationsDir: FIXTURE_MIGRATIONS,
-          reservedConcurrency: 0,
+          reservedConcurrency: -1,
         }),
-    ).toThrow(/Invalid IngestionStack props: datasyncApiUrl must be an http\(s\) URL.*reservedConcurrency/);
+    ).toThrow(
+      /Invalid IngestionStack props:[\s\S]*must be an http\(s\) URL[\s\S]*at datasyncApiUrl[\s\S]*at reservedConcurrency/,
+    );
   });
 
   it('parses command-line context strings into typed props', () => {
@@ -373,11 +499,29 @@ describe('configuration', () => {
   });
 
   it('rejects bad context with the key and the fix', () => {
-    expect(() => parseContext({ target: 'gcp' })).toThrow(/Invalid CDK context: target .*-c key=value/);
+    expect(() => parseContext({ target: 'gcp' })).toThrow(
+      /Invalid CDK context:[\s\S]*at target[\s\S]*-c key=value/,
+    );
     expect(() => parseContext({ natGateways: 'two' })).toThrow(/natGateways/);
     expect(() => parseContext({ apiKeySecretName: 'a', apiKeySecretArn: 'arn:aws:x' })).toThrow(
       /either apiKeySecretName or apiKeySecretArn/,
     );
+  });
+
+  it('reserves concurrency only when asked: -c reservedConcurrency=N, 0 for none', () => {
+    const fetchPageOf = (t: ReturnType<typeof buildStack>['template']) =>
+      onlyResource(t, 'AWS::Lambda::Function', { Description: Match.stringLikeRegexp('page') }).resource
+        .Properties;
+    const fromContext = (value: string) =>
+      buildStack(
+        stackPropsFromContext(parseContext({ datasyncApiUrl: TEST_API_URL, reservedConcurrency: value })),
+      ).template;
+    expect(fetchPageOf(fromContext('0'))).not.toHaveProperty('ReservedConcurrentExecutions');
+    expect(fetchPageOf(fromContext('3')).ReservedConcurrentExecutions).toBe(3);
+    expect(() => parseContext({ reservedConcurrency: 'one' })).toThrow(
+      /must be a whole number: 0 for no reservation[\s\S]*at reservedConcurrency/,
+    );
+    expect(() => parseContext({ reservedConcurrency: '-2' })).toThrow(/0 \(no reservation\) or more/);
   });
 
   it('builds the app from context', async () => {

@@ -1,16 +1,18 @@
 import validator from 'asl-validator';
 import { Capture, Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
+import { parseContext } from '#infra/config.ts';
+import { definitionToAsl, synthesizeDefinition } from '#infra/definition.ts';
 import {
+  CHILD_EXECUTION_NAME,
   CONTINUE_AS_NEW_STATE,
   CONTINUED_STATE,
   DONE_CHOICE_STATE,
-  definitionToAsl,
+  EXECUTION_ALREADY_EXISTS,
   FAILED_STATE,
   FATAL_ERRORS,
   FETCH_PAGE_STATE,
   SUCCEEDED_STATE,
-  synthesizeDefinition,
   TRANSIENT_ERRORS,
   WAIT_STATE,
 } from '#infra/state-machine.ts';
@@ -73,7 +75,7 @@ describe('state machine definition', () => {
     });
   });
 
-  it('continues as a new execution of itself, handing over through parentExecutionId', () => {
+  it('continues as a new execution of itself under a deterministic name, linked to its parent', () => {
     expectDefinition({
       States: Match.objectLike({
         [CONTINUE_AS_NEW_STATE]: Match.objectLike({
@@ -81,22 +83,35 @@ describe('state machine definition', () => {
           Resource: 'arn:aws:states:::states:startExecution',
           Parameters: {
             'StateMachineArn.$': '$$.StateMachine.Id',
-            Input: { 'sourceId.$': '$.sourceId', 'parentExecutionId.$': '$$.Execution.Id' },
+            'Name.$': CHILD_EXECUTION_NAME,
+            Input: {
+              'sourceId.$': '$.sourceId',
+              'parentExecutionId.$': '$$.Execution.Id',
+              'AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$': '$$.Execution.Id',
+            },
           },
           TimeoutSeconds: Match.anyValue(),
           Next: CONTINUED_STATE,
-          Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: FAILED_STATE }],
+          Catch: [
+            { ErrorEquals: [EXECUTION_ALREADY_EXISTS], Next: CONTINUED_STATE },
+            { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: FAILED_STATE },
+          ],
         }),
         [CONTINUED_STATE]: { Type: 'Succeed' },
       }),
     });
     // Not the .sync integration: the parent must end so its history stops growing.
     expect(String(asl.States[CONTINUE_AS_NEW_STATE]!.Resource)).not.toContain('.sync');
+    // A name already taken is never retried: the retrier for it comes first and allows 0 attempts.
+    expect((asl.States[CONTINUE_AS_NEW_STATE]!.Retry as unknown[])[0]).toEqual({
+      ErrorEquals: [EXECUTION_ALREADY_EXISTS],
+      MaxAttempts: 0,
+    });
   });
 
   it('retries Lambda service faults including throttling, and transient errors with full jitter', () => {
     const retry = asl.States[FETCH_PAGE_STATE]!.Retry as Record<string, unknown>[];
-    expect(retry).toHaveLength(2);
+    expect(retry).toHaveLength(3);
     expect(retry[0]).toMatchObject({
       ErrorEquals: expect.arrayContaining([
         'Lambda.ServiceException',
@@ -108,15 +123,22 @@ describe('state machine definition', () => {
       JitterStrategy: 'FULL',
       BackoffRate: 2,
     });
-    expect(retry[1]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
-    expect(retry[1]).toMatchObject({
-      JitterStrategy: 'FULL',
-      BackoffRate: 2,
-      MaxAttempts: expect.any(Number),
-    });
+    expect(retry[2]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
     for (const r of retry) {
+      expect(r).toMatchObject({ JitterStrategy: 'FULL', BackoffRate: 2 });
       expect(r.MaxAttempts as number).toBeGreaterThan(0);
       expect(r.MaxAttempts as number).toBeLessThanOrEqual(10);
+    }
+  });
+
+  it('retries an invocation lost to a function timeout or out-of-memory (a page is atomic)', () => {
+    // Step Functions reports those as Lambda.Unknown / Sandbox.Timedout: without a retrier naming
+    // them, the catch-all sends the execution to Failed.
+    const retried = (asl.States[FETCH_PAGE_STATE]!.Retry as { ErrorEquals: string[] }[]).flatMap(
+      (r) => r.ErrorEquals,
+    );
+    for (const name of ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout']) {
+      expect(retried).toContain(name);
     }
   });
 
@@ -142,13 +164,13 @@ describe('state machine definition', () => {
 
   it('logs everything with execution data and traces with X-Ray', () => {
     template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
-      StateMachineName: 'datasync-ingest',
+      StateMachineName: 'DataSyncIngest-ingestion',
       StateMachineType: 'STANDARD',
       TracingConfiguration: { Enabled: true },
       LoggingConfiguration: Match.objectLike({ Level: 'ALL', IncludeExecutionData: true }),
     });
     template.hasResourceProperties('AWS::Logs::LogGroup', {
-      LogGroupName: '/aws/vendedlogs/states/datasync-ingest',
+      LogGroupName: '/aws/vendedlogs/states/DataSyncIngest-ingestion',
       RetentionInDays: 30,
     });
   });
@@ -191,9 +213,13 @@ describe('synthesizeDefinition', () => {
     );
   });
 
-  it('rejects an iteration limit that would overflow the execution history', () => {
+  it('rejects an iteration limit that would leave too little history for retries', () => {
+    // 2500 iterations are about 22,500 of the 25,000 events: a few retried pages overflow it.
     expect(() =>
-      synthesizeDefinition({ migrationsDir: FIXTURE_MIGRATIONS, maxIterationsPerExecution: 5000 }),
-    ).toThrow(/maxIterationsPerExecution must be a whole number from 1 to 2500/);
+      synthesizeDefinition({ migrationsDir: FIXTURE_MIGRATIONS, maxIterationsPerExecution: 2500 }),
+    ).toThrow(/maxIterationsPerExecution must be a whole number from 1 to 2000/);
+    expect(() => parseContext({ maxIterationsPerExecution: '2001' })).toThrow(
+      /must be at most 2000[\s\S]*at maxIterationsPerExecution/,
+    );
   });
 });

@@ -14,6 +14,13 @@ async function checkpointReader(url: string) {
   };
 }
 
+async function statusFunction(functionName: string, region: string | undefined) {
+  const { LambdaClient } = await import('@aws-sdk/client-lambda');
+  const { statusFunctionReader } = await import('./status-function.ts');
+  const lambda = new LambdaClient(region ? { region } : {});
+  return { read: statusFunctionReader(lambda, functionName), close: async () => lambda.destroy() };
+}
+
 async function main(argv: string[]): Promise<number> {
   const cmd = parseIngestArgs(argv, process.env);
   if (cmd === 'help') {
@@ -35,7 +42,12 @@ async function main(argv: string[]): Promise<number> {
     console.log(`stopped ${r.executionArn}`);
     return 0;
   }
-  const reader = cmd.databaseUrl ? await checkpointReader(cmd.databaseUrl) : null;
+  // The status function first: it needs no tunnel to a database in isolated subnets.
+  const reader = cmd.statusFunction
+    ? await statusFunction(cmd.statusFunction, region)
+    : cmd.databaseUrl
+      ? await checkpointReader(cmd.databaseUrl)
+      : null;
   try {
     const report = await ingestionStatus(
       { sfn, now, ...(reader ? { readCheckpoint: reader.read } : {}) },

@@ -15,7 +15,7 @@ import {
   NoRunningExecutionError,
   startIngestion,
   stopIngestion,
-} from '#local/ingest-cli/core.ts';
+} from '../../ops/core.ts';
 
 const SM = 'arn:aws:states:us-east-1:123456789012:stateMachine:datasync-ingest';
 const exec = (name: string) => `arn:aws:states:us-east-1:123456789012:execution:datasync-ingest:${name}`;

@@ -11,7 +11,9 @@ export const USAGE = `Usage: npm run ingest -- <start|status|stop> [options]
 Options:
   --source <id>              source id (default: "default")
   --state-machine-arn <arn>  the state machine (default: env STATE_MACHINE_ARN; the stack output StateMachineArn)
-  --database-url <url>       status only: also read the checkpoint (default: env DATABASE_URL)
+  --status-function <name>   status only: read the checkpoint through the stack's status function, no tunnel
+                             needed (default: env STATUS_FUNCTION_NAME; the stack output StatusFunctionName)
+  --database-url <url>       status only: read the checkpoint from the database directly (default: env DATABASE_URL)
   --cause <text>             stop only: why (recorded on the execution)
   --help                     show this help`;
 
@@ -20,6 +22,7 @@ export interface IngestCommand {
   sourceId: string;
   stateMachineArn: string;
   databaseUrl: string | null;
+  statusFunction: string | null;
   cause: string;
 }
 
@@ -33,6 +36,7 @@ export function parseIngestArgs(argv: string[], env: NodeJS.ProcessEnv): IngestC
         source: { type: 'string' };
         'state-machine-arn': { type: 'string' };
         'database-url': { type: 'string' };
+        'status-function': { type: 'string' };
         cause: { type: 'string' };
         help: { type: 'boolean' };
       };
@@ -47,6 +51,7 @@ export function parseIngestArgs(argv: string[], env: NodeJS.ProcessEnv): IngestC
         source: { type: 'string' },
         'state-machine-arn': { type: 'string' },
         'database-url': { type: 'string' },
+        'status-function': { type: 'string' },
         cause: { type: 'string' },
         help: { type: 'boolean' },
       },
@@ -82,6 +87,7 @@ export function parseIngestArgs(argv: string[], env: NodeJS.ProcessEnv): IngestC
     sourceId: source.data,
     stateMachineArn: arn,
     databaseUrl: parsed.values['database-url'] ?? env.DATABASE_URL ?? null,
+    statusFunction: parsed.values['status-function'] ?? env.STATUS_FUNCTION_NAME ?? null,
     cause: parsed.values.cause ?? `Stopped with npm run ingest -- stop`,
   };
 }

@@ -33,6 +33,12 @@ export interface CheckpointView {
   status: string;
   lastError: string | null;
   updatedAtMs: number;
+  /** 429s answered so far (the status function and the database reader give it). */
+  rateLimited?: number;
+  /** The newest rate-limit headers the upstream sent. */
+  lastRateLimit?: { limit: number; remaining: number; resetSeconds: number } | null;
+  /** When the function will next call the upstream, epoch ms. */
+  nextRequestAtMs?: number | null;
 }
 
 export interface IngestDeps {
@@ -296,6 +302,17 @@ export function formatStatus(report: StatusReport): string[] {
     lines.push(`events:     ${count(c.eventsInserted)}${of}${pct}`, `pages:      ${count(c.pages)}`);
     lines.push(`checkpoint: ${c.status}, updated ${new Date(c.updatedAtMs).toISOString()}`);
     if (c.lastError) lines.push(`last error: ${c.lastError}`);
+    const limit = c.lastRateLimit;
+    if (limit || c.rateLimited) {
+      const parts = [
+        ...(limit
+          ? [`${limit.remaining} of ${limit.limit} requests left, window resets in ${limit.resetSeconds}s`]
+          : []),
+        `${count(c.rateLimited ?? 0)} x 429 so far`,
+        ...(c.nextRequestAtMs ? [`next request ${new Date(c.nextRequestAtMs).toISOString()}`] : []),
+      ];
+      lines.push(`rate limit: ${parts.join('; ')}`);
+    }
   } else if (report.latest) {
     lines.push(
       `events:     ${count(report.latest.totals.inserted)}`,

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { definitionToAsl } from '#infra/definition.ts';
+import { FAILED_STATE, FETCH_PAGE_STATE, FUNCTION_ERROR_CLASSES } from '#infra/state-machine.ts';
+import * as dbClient from '#shared/db/client.ts';
+import { DatabaseUnavailableError } from '#shared/db/client.ts';
+import * as errors from '#shared/errors.ts';
+import { DataSyncError, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
+import { buildStack } from './support.ts';
+
+/** Concrete DataSyncError subclasses a module exports, found by walking its exports. */
+function errorClassesExportedBy(module: Record<string, unknown>) {
+  return Object.values(module).filter(
+    (value): value is errors.DataSyncErrorClass =>
+      typeof value === 'function' && value.prototype instanceof DataSyncError,
+  );
+}
+
+const { template } = buildStack();
+const [definition] = Object.values(template.findResources('AWS::StepFunctions::StateMachine')).map((r) =>
+  definitionToAsl(r.Properties.DefinitionString),
+);
+type Rule = { ErrorEquals: string[]; Next?: string };
+const fetchPage = (definition as { States: Record<string, { Retry: Rule[]; Catch: Rule[] }> }).States[
+  FETCH_PAGE_STATE
+]!;
+const retried = fetchPage.Retry.flatMap((r) => r.ErrorEquals);
+// States.ALL also ends in Failed, but an explicit name says the failure is intended.
+const caughtToFailed = fetchPage.Catch.filter((c) => c.Next === FAILED_STATE).flatMap((c) =>
+  c.ErrorEquals.filter((e) => e !== 'States.ALL'),
+);
+
+// The registry as the issue defines it, independent of how the state machine module builds it.
+const registry = errorKinds([...ERROR_CLASSES, DatabaseUnavailableError]);
+
+describe('error registry -> state machine', () => {
+  it('holds every error class shared/errors.ts and the database client export', () => {
+    const exported = [...errorClassesExportedBy(errors), ...errorClassesExportedBy(dbClient)];
+    expect(exported.length).toBeGreaterThan(5);
+    // Class names, not the classes: toContain on a missing registry does not fail for a function.
+    const inRegistry = FUNCTION_ERROR_CLASSES.map((c) => c.name);
+    expect(inRegistry).toEqual(expect.arrayContaining(exported.map((c) => c.name)));
+    expect(inRegistry).toContain('DatabaseUnavailableError');
+  });
+
+  it('has both kinds, so the checks below cannot pass on an empty side', () => {
+    expect(registry.filter((e) => e.transient).length).toBeGreaterThan(2);
+    expect(registry.filter((e) => !e.transient).length).toBeGreaterThan(2);
+  });
+
+  it.each(registry.filter((e) => e.transient))('retries the transient $name in FetchPage', ({ name }) => {
+    expect(retried).toContain(name);
+    expect(caughtToFailed).not.toContain(name);
+  });
+
+  it.each(registry.filter((e) => !e.transient))(
+    'fails the execution at once on the fatal $name (never retried)',
+    ({ name }) => {
+      expect(caughtToFailed).toContain(name);
+      expect(retried).not.toContain(name);
+    },
+  );
+
+  it('reads name and transient from the thrown instance', () => {
+    expect(errorKinds([errors.AuthError, DatabaseUnavailableError])).toEqual([
+      { name: 'AuthError', transient: false },
+      { name: 'DatabaseUnavailableError', transient: true },
+    ]);
+  });
+});
