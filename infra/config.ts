@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import { stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
+import { httpUrlSchema } from '#shared/url.ts';
 
 /**
  * One Task+Choice+Wait iteration writes about 9 history events and a Standard execution fails at
@@ -10,10 +12,6 @@ export const MAX_ITERATIONS_PER_EXECUTION = 2000;
 /** Where the stack is deployed: real AWS (VPC + RDS) or LocalStack (compose Postgres, no VPC). */
 export const targetSchema = z.enum(['aws', 'localstack']);
 export type Target = z.infer<typeof targetSchema>;
-
-const httpUrl = z.string().refine((v) => /^https?:\/\/[^\s/]+/.test(v), {
-  error: 'must be an http(s) URL such as https://host/api/v1',
-});
 
 /** A Step Functions state machine name (also part of its ARN): letters, digits, `-` and `_`. */
 export const stateMachineNameSchema = z
@@ -26,7 +24,7 @@ export const stateMachineNameSchema = z
  */
 export const contextSchema = z.object({
   target: targetSchema.default('aws'),
-  datasyncApiUrl: httpUrl.optional(),
+  datasyncApiUrl: httpUrlSchema.optional(),
   stackName: z
     .string()
     .regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, { error: 'must be a CloudFormation stack name' })
@@ -59,8 +57,9 @@ export const contextSchema = z.object({
       error: `must be at most ${MAX_ITERATIONS_PER_EXECUTION}: the rest of the 25,000-event history is kept for retries`,
     })
     .optional(),
-  minRequestSpacingMs: z.coerce.number().int().min(0).max(600_000).optional(),
-  pageSize: z.coerce.number().int().min(1).max(5000).optional(),
+  // Context values arrive as strings: coerced here, bounded by the function's own settings schema.
+  minRequestSpacingMs: z.coerce.number().pipe(stepSettingsSchema.shape.minSpacingMs.unwrap()).optional(),
+  pageSize: z.coerce.number().pipe(stepSettingsSchema.shape.pageSize.unwrap()).optional(),
   /** 0 (the default) reserves nothing: a reservation fails the deploy on accounts with a small quota. */
   reservedConcurrency: z.coerce
     .number({ error: 'must be a whole number: 0 for no reservation, or the executions to reserve' })

@@ -17,7 +17,9 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
+import { configToEnv, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
+import { httpUrlSchema } from '#shared/url.ts';
 import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
 import { IngestAlarms } from './constructs/alarms.ts';
 import { IngestDashboard } from './constructs/dashboard.ts';
@@ -83,9 +85,9 @@ export interface IngestionStackProps extends StackProps {
    * @default 0
    */
   readonly reservedConcurrency?: number;
-  /** MIN_REQUEST_SPACING_MS of the function. @default 2200 */
+  /** MIN_REQUEST_SPACING_MS of the function. @default configDefaults.minSpacingMs (2200) */
   readonly minRequestSpacingMs?: number;
-  /** PAGE_SIZE of the function. @default 5000 */
+  /** PAGE_SIZE of the function. @default configDefaults.pageSize (5000) */
   readonly pageSize?: number;
   /** @default 1000 */
   readonly maxIterationsPerExecution?: number;
@@ -109,19 +111,15 @@ export interface IngestionStackProps extends StackProps {
 
 const propsSchema = z.object({
   target: targetSchema.default('aws'),
-  datasyncApiUrl: z
-    .string()
-    .refine((v) => /^https?:\/\/[^\s/]+/.test(v), {
-      error: 'must be an http(s) URL such as https://host/api/v1',
-    })
-    .optional(),
+  datasyncApiUrl: httpUrlSchema.optional(),
   stateMachineName: stateMachineNameSchema.optional(),
   apiKeySecretKmsKeyArn: z.string().startsWith('arn:', { error: 'must be a KMS key ARN' }).optional(),
   natGateways: z.number().int().min(0).max(3).default(1),
   fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
   reservedConcurrency: z.number().int().min(0).max(1000).default(0),
-  minRequestSpacingMs: z.number().int().min(0).max(600_000).default(2200),
-  pageSize: z.number().int().min(1).max(5000).default(5000),
+  // The function's own settings schema: the same bounds and defaults as the function applies.
+  minRequestSpacingMs: stepSettingsSchema.shape.minSpacingMs,
+  pageSize: stepSettingsSchema.shape.pageSize,
   metricsNamespace: z.string().min(1).default('DataSyncIngest'),
 });
 
@@ -268,11 +266,13 @@ export class IngestionStack extends Stack {
       logRetention,
       ...lambdaPlacement,
       environment: {
-        DATASYNC_API_URL: apiUrl,
-        DATASYNC_API_KEY_SECRET_ARN: this.apiKeySecret.secretArn,
-        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
-        MIN_REQUEST_SPACING_MS: String(p.minRequestSpacingMs),
-        PAGE_SIZE: String(p.pageSize),
+        ...configToEnv({
+          apiUrl,
+          apiKeySecretArn: this.apiKeySecret.secretArn,
+          databaseSecretArn: this.databaseSecret.secretArn,
+          minSpacingMs: p.minRequestSpacingMs,
+          pageSize: p.pageSize,
+        }),
         ...databaseTlsEnv,
       },
     });

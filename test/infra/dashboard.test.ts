@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { STEP_METRICS } from '#infra/constructs/dashboard.ts';
 import { buildStack, onlyResource } from './support.ts';
@@ -11,7 +11,11 @@ const body = JSON.stringify(dashboard.resource.Properties.DashboardBody);
 
 describe('operator dashboard', () => {
   it('uses the metric names the fetch-page step actually emits', () => {
-    const stepSource = readFileSync(resolve(import.meta.dirname, '../../shared/step.ts'), 'utf8');
+    const stepDir = resolve(import.meta.dirname, '../../shared/step');
+    const stepSource = readdirSync(stepDir)
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => readFileSync(join(stepDir, f), 'utf8'))
+      .join('\n');
     const emitted = new Set([...stepSource.matchAll(/metrics\.add\('([A-Za-z]+)'/g)].map((m) => m[1]));
     expect(emitted.size).toBeGreaterThan(3);
     for (const name of Object.values(STEP_METRICS)) expect(emitted).toContain(name);

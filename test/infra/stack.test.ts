@@ -473,7 +473,7 @@ describe('configuration', () => {
           reservedConcurrency: -1,
         }),
     ).toThrow(
-      /Invalid IngestionStack props:[\s\S]*must be an http\(s\) URL[\s\S]*at datasyncApiUrl[\s\S]*at reservedConcurrency/,
+      /Invalid IngestionStack props:[\s\S]*must be an absolute http\(s\) URL[\s\S]*at datasyncApiUrl[\s\S]*at reservedConcurrency/,
     );
   });
 
