@@ -1,12 +1,13 @@
 import net from 'node:net';
+import { DrizzleQueryError } from 'drizzle-orm';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
-import postgres, { type Sql } from 'postgres';
+import postgres, { type Sql, type TransactionSql } from 'postgres';
 import { z } from 'zod';
 import { ConfigError, DataSyncError } from '../errors.ts';
 import * as schema from './schema.ts';
 
 export type Db = PostgresJsDatabase<typeof schema> & { $client: Sql };
-/** Every repository function accepts either the drizzle instance or the postgres.js client under it. */
+/** What the checkpoint functions accept: the drizzle instance, or the postgres.js client it belongs to. */
 export type DbLike = Db | Sql;
 
 /** PostgreSQL cannot be reached (refused, timed out, dropped). Transient: the state machine retries it. */
@@ -95,30 +96,47 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
       statement_timeout: o.statementTimeoutMs,
     },
   };
-  if (typeof c === 'string') return postgres(c, common);
-  return postgres({
-    ...common,
-    host: c.host,
-    port: c.port,
-    username: c.user,
-    password: c.password,
-    database: c.database,
-    ssl: c.ssl === 'require' ? 'require' : (c.ssl ?? false),
-  });
+  const sql =
+    typeof c === 'string'
+      ? postgres(c, common)
+      : postgres({
+          ...common,
+          host: c.host,
+          port: c.port,
+          username: c.user,
+          password: c.password,
+          database: c.database,
+          ssl: c.ssl === 'require' ? 'require' : (c.ssl ?? false),
+        });
+  createDb(sql);
+  return sql;
 }
 
 /**
- * The drizzle instance over a postgres.js client. Note that drizzle replaces the client's
- * timestamptz parsers (raw queries then see strings): the repositories in shared/db therefore
- * convert instants to epoch milliseconds in SQL and never rely on either parser.
+ * The drizzle instance of a postgres.js client; the same one for every call with that client.
+ *
+ * drizzle's postgres-js driver replaces the client's parsers for instants (timestamptz and
+ * friends then arrive as text, which drizzle's columns decode) and its json serializers. If
+ * that happened at the first repository call, a raw query run before it would see Dates and
+ * the same query run after it strings. createSql therefore attaches the drizzle instance when
+ * it makes the client: every client it returns has drizzle's parsers for its whole life.
+ * A client made elsewhere gets them at its first createDb.
  */
-export function createDb(sql: Sql): Db {
-  return drizzle(sql, { schema }) as Db;
+export function createDb(sql: Sql | TransactionSql): Db {
+  let db = drizzleOf.get(sql);
+  if (!db) {
+    // A transaction's client runs queries like the pool's; drizzle only calls unsafe() on it.
+    db = drizzle(sql as Sql, { schema }) as Db;
+    drizzleOf.set(sql, db);
+  }
+  return db;
 }
 
-/** The postgres.js client behind a drizzle instance, or the client itself. */
-export function sqlOf(db: DbLike): Sql {
-  return (typeof db === 'function' ? db : db.$client) as Sql;
+const drizzleOf = new WeakMap<Sql | TransactionSql, Db>();
+
+/** The drizzle instance to query with, from whichever form a caller holds. */
+export function toDb(db: DbLike | TransactionSql): Db {
+  return typeof db === 'function' ? createDb(db) : db;
 }
 
 /** Where a client connects, for messages: host:port/database, never the password. */
@@ -157,15 +175,17 @@ const REFUSED_CONFIG_CODES = new Set(['28P01', '28000', '3D000']);
  */
 export function describeDbError(error: unknown, target: string | Sql): unknown {
   if (error instanceof DataSyncError) return error;
-  const code = (error as { code?: unknown } | null)?.code;
+  // drizzle wraps the driver's error (with the failed query) and keeps it as the cause.
+  const driverError = error instanceof DrizzleQueryError ? error.cause : error;
+  const code = (driverError as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return error;
   const where = typeof target === 'string' ? describeUrl(target) : describeTarget(target);
-  const cause = error instanceof Error ? error.message : String(error);
+  const cause = driverError instanceof Error ? driverError.message : String(driverError);
   if (UNREACHABLE_CODES.has(code) || code.startsWith('08')) {
     return new DatabaseUnavailableError(
       `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +
         'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
-      { cause: error },
+      { cause: driverError },
     );
   }
   if (REFUSED_CONFIG_CODES.has(code)) {
@@ -187,10 +207,10 @@ function describeUrl(url: string): string {
 }
 
 /** Runs a database call and rethrows connection failures as named, actionable errors. */
-export async function withDbErrors<T>(sql: Sql, fn: () => Promise<T>): Promise<T> {
+export async function withDbErrors<T>(db: DbLike, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
-    throw describeDbError(error, sql);
+    throw describeDbError(error, typeof db === 'function' ? db : db.$client);
   }
 }

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { z } from 'zod';
 import { DataSyncError, type RateLimitInfo } from '../errors.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
-import { CHECKPOINT_COLUMNS, type Checkpoint, conflict, storable, toCheckpoint } from './checkpoints.ts';
-import { type DbLike, sqlOf, withDbErrors } from './client.ts';
+import { type Checkpoint, checkpointConflict, checkpointFromDriverRow, storable } from './checkpoints.ts';
+import { withDbErrors } from './client.ts';
 import {
   CopyRefusedError,
   copyIn,
@@ -118,7 +118,7 @@ const ADVANCE = `
     version = version + 1,
     updated_at = now()
   where source_id = $1 and version = $2::int and lease_owner = $15
-  returning ${CHECKPOINT_COLUMNS}`;
+  returning *`;
 
 /**
  * Stores one page and moves the checkpoint past it, atomically: the events (ON CONFLICT (id)
@@ -128,9 +128,8 @@ const ADVANCE = `
  * what the database inserted, `duplicates` the rest of the valid events (already stored, or
  * repeated within the page).
  */
-export async function persistPage(db: DbLike, input: PersistPageInput): Promise<PersistPageResult> {
+export async function persistPage(sql: Sql, input: PersistPageInput): Promise<PersistPageResult> {
   countsSchema.parse(input);
-  const sql = sqlOf(db);
   const distinct = distinctById(input.events);
   const payload = distinct.length === 0 ? null : encodeOrNull(distinct, input.sourceId);
   const rejectsJson = input.rejects.length > 0 ? encodeRejects(input.rejects) : null;
@@ -142,7 +141,7 @@ export async function persistPage(db: DbLike, input: PersistPageInput): Promise<
       const [locked] = await tx<{ version: number; leaseOwner: string | null }[]>`
         select version, lease_owner as "leaseOwner" from checkpoints where source_id = ${input.sourceId} for update`;
       if (!locked || locked.version !== input.expectedVersion || locked.leaseOwner !== input.owner) {
-        throw await conflict(tx, input.sourceId, input.expectedVersion, input.owner);
+        throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
       }
       let writePath: PersistPageResult['writePath'] = 'none';
       let inserted = 0;
@@ -177,8 +176,10 @@ export async function persistPage(db: DbLike, input: PersistPageInput): Promise<
         n.hasMore,
         input.owner,
       ]);
-      if (!rows[0]) throw await conflict(tx, input.sourceId, input.expectedVersion, input.owner);
-      const checkpoint = toCheckpoint(rows[0]);
+      // Unreachable while the row stays locked and ADVANCE checks what the lock checked; kept so
+      // that a change to either cannot commit a page past a checkpoint it did not hold.
+      if (!rows[0]) throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
+      const checkpoint = checkpointFromDriverRow(rows[0]);
       return { inserted, duplicates, rejectsInserted, version: checkpoint.version, checkpoint, writePath };
     }),
   );
