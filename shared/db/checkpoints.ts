@@ -1,7 +1,7 @@
 import { and, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import { CheckpointConflictError, LeaseHeldError } from '../errors.ts';
-import { type DbLike, toDb, withDbErrors } from './client.ts';
+import { type DbLike, toDb } from './client.ts';
+import { checkpointConflict, leaseHeld, withDbErrors } from './errors.ts';
 import { CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
 
 /*
@@ -125,15 +125,7 @@ export async function acquireLease(
       .returning();
     if (row) return toCheckpoint(row);
     const current = await getCheckpoint(db, sourceId);
-    const holder = current?.leaseOwner ?? 'another execution';
-    const until =
-      current?.leaseExpiresAtMs != null
-        ? new Date(current.leaseExpiresAtMs).toISOString()
-        : 'an unknown time';
-    throw new LeaseHeldError(
-      `Source "${sourceId}" is being ingested by ${holder}, whose lease expires at ${until}. ` +
-        'Wait for that execution to finish (or stop it), or wait until the lease expires, then start this one again.',
-    );
+    throw leaseHeld(sourceId, current?.leaseOwner ?? null, current?.leaseExpiresAtMs ?? null);
   });
 }
 
@@ -230,29 +222,6 @@ export async function getCheckpoint(dbLike: DbLike, sourceId: string): Promise<C
     const [row] = await db.select().from(checkpoints).where(eq(checkpoints.sourceId, sourceId));
     return row ? toCheckpoint(row) : null;
   });
-}
-
-/**
- * The conflict error, saying what actually moved so the log says why the write lost. `found`
- * is the checkpoint's version and lease holder as the losing writer saw them (undefined: no
- * checkpoint row at all).
- */
-export function checkpointConflict(
-  sourceId: string,
-  expectedVersion: number,
-  owner: string | null,
-  found: { version: number; leaseOwner: string | null } | undefined,
-): CheckpointConflictError {
-  const seen = found
-    ? `version ${found.version}, lease held by ${found.leaseOwner ?? 'nobody'}`
-    : 'no checkpoint row at all';
-  const expected = owner
-    ? `version ${expectedVersion} with the lease held by ${owner}`
-    : `version ${expectedVersion}`;
-  return new CheckpointConflictError(
-    `Checkpoint of source "${sourceId}" moved under this invocation: expected ${expected}, found ${seen}. ` +
-      'Another invocation committed first; nothing from this one was stored. Retrying reads the new checkpoint and continues from it.',
-  );
 }
 
 /** PostgreSQL text cannot hold NUL or lone surrogates; an error message may quote hostile input. */

@@ -1,20 +1,16 @@
 import net from 'node:net';
-import { DrizzleQueryError } from 'drizzle-orm';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
-import postgres, { type Sql, type TransactionSql } from 'postgres';
+import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
-import { ConfigError, DataSyncError } from '../errors.ts';
+import { invalidConnection } from './errors.ts';
 import * as schema from './schema.ts';
 
 export type Db = PostgresJsDatabase<typeof schema> & { $client: Sql };
 /** What the checkpoint functions accept: the drizzle instance, or the postgres.js client it belongs to. */
 export type DbLike = Db | Sql;
 
-/** PostgreSQL cannot be reached (refused, timed out, dropped). Transient: the state machine retries it. */
-export class DatabaseUnavailableError extends DataSyncError {
-  override readonly name = 'DatabaseUnavailableError';
-  readonly transient = true;
-}
+// Callers have always imported it from here.
+export { DatabaseUnavailableError } from './errors.ts';
 
 const connectionObjectSchema = z.object({
   host: z.string().min(1, { error: 'host is required' }),
@@ -77,12 +73,7 @@ function isMultiHost(url: string): boolean {
  */
 export function createSql(config: string | ConnectionObject, opts: CreateSqlOptions = {}): Sql {
   const parsedConfig = connectionSchema.safeParse(config);
-  if (!parsedConfig.success) {
-    throw new ConfigError(
-      `Invalid database connection: ${parsedConfig.error.issues.map((i) => `${i.path.join('.') || 'url'} ${i.message}`).join('; ')}. ` +
-        'Set DATABASE_URL to postgres://user:password@host:port/dbname (or fix the DATABASE_SECRET_ARN secret).',
-    );
-  }
+  if (!parsedConfig.success) throw invalidConnection(parsedConfig.error);
   const o = optionsSchema.parse(opts);
   const c = parsedConfig.data;
   const common = {
@@ -122,95 +113,18 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
  * it makes the client: every client it returns has drizzle's parsers for its whole life.
  * A client made elsewhere gets them at its first createDb.
  */
-export function createDb(sql: Sql | TransactionSql): Db {
+export function createDb(sql: Sql): Db {
   let db = drizzleOf.get(sql);
   if (!db) {
-    // A transaction's client runs queries like the pool's; drizzle only calls unsafe() on it.
-    db = drizzle(sql as Sql, { schema }) as Db;
+    db = drizzle(sql, { schema }) as Db;
     drizzleOf.set(sql, db);
   }
   return db;
 }
 
-const drizzleOf = new WeakMap<Sql | TransactionSql, Db>();
+const drizzleOf = new WeakMap<Sql, Db>();
 
 /** The drizzle instance to query with, from whichever form a caller holds. */
-export function toDb(db: DbLike | TransactionSql): Db {
+export function toDb(db: DbLike): Db {
   return typeof db === 'function' ? createDb(db) : db;
-}
-
-/** Where a client connects, for messages: host:port/database, never the password. */
-export function describeTarget(sql: Sql): string {
-  const o = sql.options as unknown as { host?: string[]; port?: number[]; database?: string };
-  const host = o.host?.[0] ?? 'localhost';
-  const port = o.port?.[0] ?? 5432;
-  return `${host}:${port}/${o.database ?? ''}`;
-}
-
-const UNREACHABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EPIPE',
-  'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED',
-  'CONNECTION_ENDED',
-  'CONNECTION_DESTROYED',
-  // Server-side: shutting down, starting up, out of connection slots.
-  '57P01',
-  '57P02',
-  '57P03',
-  '53300',
-]);
-const REFUSED_CONFIG_CODES = new Set(['28P01', '28000', '3D000']);
-
-/**
- * Turns a connection-level failure into a named error whose message names the target and the
- * fix; any other error (a constraint, a bad value) is returned unchanged. `target` is a
- * postgres:// URL (its password is never printed) or the client itself.
- */
-export function describeDbError(error: unknown, target: string | Sql): unknown {
-  if (error instanceof DataSyncError) return error;
-  // drizzle wraps the driver's error (with the failed query) and keeps it as the cause.
-  const driverError = error instanceof DrizzleQueryError ? error.cause : error;
-  const code = (driverError as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return error;
-  const where = typeof target === 'string' ? describeUrl(target) : describeTarget(target);
-  const cause = driverError instanceof Error ? driverError.message : String(driverError);
-  if (UNREACHABLE_CODES.has(code) || code.startsWith('08')) {
-    return new DatabaseUnavailableError(
-      `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +
-        'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
-      { cause: driverError },
-    );
-  }
-  if (REFUSED_CONFIG_CODES.has(code)) {
-    return new ConfigError(
-      `PostgreSQL at ${where} refused the connection (${code}: ${cause}). Check the user, password and database name in ` +
-        'DATABASE_URL (or the DATABASE_SECRET_ARN secret), and that the database exists.',
-    );
-  }
-  return error;
-}
-
-function describeUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname}`;
-  } catch {
-    return '<unparseable DATABASE_URL>';
-  }
-}
-
-/** Runs a database call and rethrows connection failures as named, actionable errors. */
-export async function withDbErrors<T>(db: DbLike, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw describeDbError(error, typeof db === 'function' ? db : db.$client);
-  }
 }

@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import { z } from 'zod';
-import { DataSyncError, type RateLimitInfo } from '../errors.ts';
+import type { RateLimitInfo } from '../errors.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
-import { type Checkpoint, checkpointConflict, checkpointFromDriverRow, storable } from './checkpoints.ts';
-import { withDbErrors } from './client.ts';
+import { type Checkpoint, checkpointFromDriverRow, storable } from './checkpoints.ts';
+import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from './copy-binary.ts';
 import {
   CopyRefusedError,
-  copyIn,
-  EVENT_COPY_COLUMNS,
-  encodeEventsBinary,
+  checkpointConflict,
   NotEncodableError,
-} from './copy-binary.ts';
+  pageRejected,
+  withDbErrors,
+} from './errors.ts';
 
 export interface PersistPageInput {
   sourceId: string;
@@ -46,15 +46,6 @@ export interface PersistPageResult {
    * because some ids were already stored) or `none` (no valid event in the page).
    */
   writePath: 'copy' | 'insert' | 'none';
-}
-
-/**
- * The database refused a row of the page (a value it cannot store): nothing of the page was
- * stored. Fatal: fetching the same page again would fail the same way.
- */
-export class PageRejectedByDatabaseError extends DataSyncError {
-  override readonly name = 'PageRejectedByDatabaseError';
-  readonly transient = false;
 }
 
 const countsSchema = z.object({
@@ -230,18 +221,7 @@ async function run(
     const result = await tx.unsafe(text, params, { prepare: true });
     return result.count;
   } catch (error) {
-    const e = error as { code?: string; message?: string };
-    // Data errors (class 22: bad uuid, NUL in text, value out of range) and constraint errors
-    // (class 23) are about a row, not the connection: say so instead of a bare driver message.
-    if (typeof e.code === 'string' && (e.code.startsWith('22') || e.code.startsWith('23'))) {
-      throw new PageRejectedByDatabaseError(
-        `PostgreSQL refused a row of the page while inserting into ${table} (${e.code}: ${e.message}). ` +
-          'Nothing of the page was stored and the checkpoint did not move. Such a value must be rejected during ' +
-          'normalisation (shared/upstream/normalise.ts) so it lands in rejected_events instead.',
-        { cause: error },
-      );
-    }
-    throw error;
+    throw pageRejected(error, table);
   }
 }
 

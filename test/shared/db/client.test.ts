@@ -2,13 +2,8 @@ import { eq } from 'drizzle-orm';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLease, getCheckpoint } from '#shared/db/checkpoints.ts';
-import {
-  createDb,
-  createSql,
-  DatabaseUnavailableError,
-  describeDbError,
-  withDbErrors,
-} from '#shared/db/client.ts';
+import { createDb, createSql, DatabaseUnavailableError } from '#shared/db/client.ts';
+import { describeDbError, withDbErrors } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
 import { checkpoints, events } from '#shared/db/schema.ts';
