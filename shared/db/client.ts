@@ -12,13 +12,28 @@ export type DbLike = Db | Sql;
 // Callers have always imported it from here.
 export { DatabaseUnavailableError } from './errors.ts';
 
+/**
+ * How a connection uses TLS (env DATABASE_SSL):
+ * - `disable`: plain TCP (a local PostgreSQL, the LocalStack target's compose database);
+ * - `require`: encrypted, but whoever answers is believed: no protection against a host that
+ *   impersonates the database;
+ * - `verify-full`: encrypted, and the server's certificate must chain to a trusted CA and name
+ *   the host connected to. The deployed path's default. Lambda's Node runtimes trust Amazon's
+ *   RDS CAs only with NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem.
+ */
+export const databaseSslSchema = z.enum(['disable', 'require', 'verify-full'], {
+  error: 'must be disable, require or verify-full',
+});
+export type DatabaseSsl = z.infer<typeof databaseSslSchema>;
+
 const connectionObjectSchema = z.object({
   host: z.string().min(1, { error: 'host is required' }),
   port: z.number().int().min(1).max(65_535),
   user: z.string().min(1, { error: 'user is required' }),
   password: z.string(),
   database: z.string().min(1, { error: 'database is required' }),
-  ssl: z.union([z.boolean(), z.literal('require')]).optional(),
+  /** true is verify-full, false is disable; absent is disable. */
+  ssl: z.union([z.boolean(), databaseSslSchema]).optional(),
 });
 export type ConnectionObject = z.infer<typeof connectionObjectSchema>;
 
@@ -37,6 +52,11 @@ const optionsSchema = z.object({
   connectTimeoutSeconds: z.number().int().min(1).default(10),
   /** Lambda containers freeze between invocations: drop idle sockets before the server or a NAT does. */
   idleTimeoutSeconds: z.number().int().min(1).default(60),
+  /**
+   * Overrides the TLS mode of the connection: the URL's sslmode (postgres.js reads
+   * disable/require/verify-full there too) or the connection object's `ssl`.
+   */
+  ssl: databaseSslSchema.optional(),
 });
 export type CreateSqlOptions = z.input<typeof optionsSchema>;
 
@@ -89,7 +109,7 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
   };
   const sql =
     typeof c === 'string'
-      ? postgres(c, common)
+      ? postgres(c, withUrlSsl(c, o.ssl, common))
       : postgres({
           ...common,
           host: c.host,
@@ -97,10 +117,58 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
           username: c.user,
           password: c.password,
           database: c.database,
-          ssl: c.ssl === 'require' ? 'require' : (c.ssl ?? false),
+          ssl: postgresSsl(o.ssl ?? c.ssl ?? false, c.host.includes(',') ? null : c.host),
         });
   createDb(sql);
   return sql;
+}
+
+/**
+ * postgres.js's `ssl` for a mode. Its string 'require' sets rejectUnauthorized: false. An object
+ * is handed to tls.connect beside the socket and the SNI servername postgres.js sets itself (the
+ * host name; none for an IP address). Node checks the certificate against
+ * `servername || host || 'localhost'`, so without `host` a connection to an IP address would be
+ * checked against the name "localhost": verify-full passes the host it connects to.
+ */
+function postgresSsl(
+  mode: DatabaseSsl | boolean,
+  host: string | null,
+): false | 'require' | { rejectUnauthorized: true; host?: string } {
+  if (mode === false || mode === 'disable') return false;
+  if (mode === 'require') return 'require';
+  return { rejectUnauthorized: true, ...(host ? { host } : {}) };
+}
+
+/**
+ * The TLS mode a URL asks for, when it asks to verify: postgres.js reads sslmode itself, but
+ * its verify-full then checks an IP host against "localhost" (see postgresSsl).
+ */
+function verifyingModeOf(url: URL): 'verify-full' | undefined {
+  const mode = url.searchParams.get('sslmode');
+  const verifies =
+    mode === 'verify-full' || mode === 'verify-ca' || url.searchParams.get('sslrootcert') === 'system';
+  return verifies ? 'verify-full' : undefined;
+}
+
+/** The one host of a URL ([::1] without brackets), or null for a multi-host URL. */
+function singleHostOf(url: string): { url: URL; host: string } | null {
+  if (isMultiHost(url)) return null;
+  try {
+    const u = new URL(url);
+    return { url: u, host: (u.hostname || 'localhost').replace(/^\[(.*)\]$/, '$1') };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The options for a URL: `ssl` when DATABASE_SSL overrides the URL or the URL asks to verify;
+ * otherwise postgres.js applies the URL's sslmode (disable, require, prefer) itself.
+ */
+function withUrlSsl<T extends object>(url: string, override: DatabaseSsl | undefined, common: T): T {
+  const single = singleHostOf(url);
+  const mode = override ?? (single ? verifyingModeOf(single.url) : undefined);
+  return mode ? { ...common, ssl: postgresSsl(mode, single?.host ?? null) } : common;
 }
 
 /**

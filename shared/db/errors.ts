@@ -172,6 +172,21 @@ const UNREACHABLE_CODES = new Set([
   '53300',
 ]);
 const REFUSED_CONFIG_CODES = new Set(['28P01', '28000', '3D000']);
+/** Node's codes for a server certificate that does not chain to a CA this process trusts. */
+const UNTRUSTED_CERTIFICATE_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+]);
+const TLS_MODES_HELP =
+  'DATABASE_SSL=require would encrypt without checking who answers; do not use it where the network is not yours.';
 
 /**
  * Turns a connection-level failure into a named error whose message names the target and the
@@ -190,6 +205,26 @@ export function describeDbError(error: unknown, target: string | Sql): unknown {
     return new DatabaseUnavailableError(
       `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +
         'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
+      { cause: driverError },
+    );
+  }
+  // Fatal: the certificate will not change between retries, and connecting anyway is what
+  // verification exists to prevent.
+  if (UNTRUSTED_CERTIFICATE_CODES.has(code)) {
+    return new ConfigError(
+      `PostgreSQL at ${where} presented a TLS certificate this process does not trust (${code}: ${cause}). ` +
+        'With DATABASE_SSL=verify-full (the deployed default) the certificate must chain to a trusted CA. On Lambda, set ' +
+        "NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem (Amazon's RDS CAs); elsewhere point NODE_EXTRA_CA_CERTS at the " +
+        `PEM of the CA that signed the server's certificate. If it is not your server, do not connect to it. ${TLS_MODES_HELP}`,
+      { cause: driverError },
+    );
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return new ConfigError(
+      `PostgreSQL at ${where} presented a TLS certificate for another host name (${code}: ${cause}). ` +
+        'With DATABASE_SSL=verify-full the host connected to must be one the certificate names: connect by the ' +
+        "server's own endpoint (the RDS endpoint in the database secret, not an IP address or an alias), or fix " +
+        `the server's certificate. ${TLS_MODES_HELP}`,
       { cause: driverError },
     );
   }
