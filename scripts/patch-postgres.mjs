@@ -9,6 +9,10 @@
 // the server closed the connection mid-transaction (test/reliability/postgres-restart.test.ts
 // failed 1 run in 4 this way). By then `closed()` has already rejected the pending queries with
 // CONNECTION_CLOSED, so dropping the buffered bytes is what the proposed upstream fix does too.
+//
+// That is why package.json pins postgres exactly: with a range, `npm ci` on a fresh clone could
+// resolve a release whose code this script no longer finds (it then fails the install). Move the
+// pin only together with this script, after checking the new release for the defect.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, sep } from 'node:path';

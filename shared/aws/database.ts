@@ -1,18 +1,25 @@
 import type { Sql } from 'postgres';
-import { createSql } from '../db/client.ts';
+import { createSql, type DatabaseSsl } from '../db/client.ts';
 import { parseDatabaseSecret, type SecretCache } from './secrets.ts';
 
 /**
- * Opens the database a function is configured for: `DATABASE_URL` (local runs) or the
- * RDS-generated secret named by `DATABASE_SECRET_ARN` (deployed; TLS required unless the
- * secret says `"ssl": false`, which only the LocalStack target's compose Postgres does).
+ * Opens the database a function is configured for: `DATABASE_URL` (local runs; TLS as its
+ * sslmode says) or the RDS-generated secret named by `DATABASE_SECRET_ARN` (deployed; TLS with
+ * the certificate and host name verified, unless the secret says `"ssl": false`, which only
+ * the LocalStack target's compose Postgres does). `DATABASE_SSL`, when set, overrides both.
  */
 export async function openDatabase(
-  config: { DATABASE_URL?: string | undefined; DATABASE_SECRET_ARN?: string | undefined },
+  config: {
+    DATABASE_URL?: string | undefined;
+    DATABASE_SECRET_ARN?: string | undefined;
+    DATABASE_SSL?: DatabaseSsl | undefined;
+  },
   secrets: SecretCache,
   applicationName: string,
 ): Promise<Sql> {
-  if (config.DATABASE_URL) return createSql(config.DATABASE_URL, { applicationName });
+  const ssl = config.DATABASE_SSL;
+  if (config.DATABASE_URL)
+    return createSql(config.DATABASE_URL, { applicationName, ...(ssl ? { ssl } : {}) });
   const arn = config.DATABASE_SECRET_ARN as string;
   const s = parseDatabaseSecret(await secrets.get(arn, 'DATABASE_SECRET_ARN'), arn);
   return createSql(
@@ -22,7 +29,7 @@ export async function openDatabase(
       user: s.username,
       password: s.password,
       database: s.dbname,
-      ssl: s.ssl ? 'require' : false,
+      ssl: ssl ?? (s.ssl ? 'verify-full' : 'disable'),
     },
     { applicationName },
   );

@@ -2,18 +2,29 @@ import net from 'node:net';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
-import { ConfigError, DataSyncError } from '../errors.ts';
+import { invalidConnection } from './errors.ts';
 import * as schema from './schema.ts';
 
 export type Db = PostgresJsDatabase<typeof schema> & { $client: Sql };
-/** Every repository function accepts either the drizzle instance or the postgres.js client under it. */
+/** What the checkpoint functions accept: the drizzle instance, or the postgres.js client it belongs to. */
 export type DbLike = Db | Sql;
 
-/** PostgreSQL cannot be reached (refused, timed out, dropped). Transient: the state machine retries it. */
-export class DatabaseUnavailableError extends DataSyncError {
-  override readonly name = 'DatabaseUnavailableError';
-  readonly transient = true;
-}
+// Callers have always imported it from here.
+export { DatabaseUnavailableError } from './errors.ts';
+
+/**
+ * How a connection uses TLS (env DATABASE_SSL):
+ * - `disable`: plain TCP (a local PostgreSQL, the LocalStack target's compose database);
+ * - `require`: encrypted, but whoever answers is believed: no protection against a host that
+ *   impersonates the database;
+ * - `verify-full`: encrypted, and the server's certificate must chain to a trusted CA and name
+ *   the host connected to. The deployed path's default. Lambda's Node runtimes trust Amazon's
+ *   RDS CAs only with NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem.
+ */
+export const databaseSslSchema = z.enum(['disable', 'require', 'verify-full'], {
+  error: 'must be disable, require or verify-full',
+});
+export type DatabaseSsl = z.infer<typeof databaseSslSchema>;
 
 const connectionObjectSchema = z.object({
   host: z.string().min(1, { error: 'host is required' }),
@@ -21,7 +32,8 @@ const connectionObjectSchema = z.object({
   user: z.string().min(1, { error: 'user is required' }),
   password: z.string(),
   database: z.string().min(1, { error: 'database is required' }),
-  ssl: z.union([z.boolean(), z.literal('require')]).optional(),
+  /** true is verify-full, false is disable; absent is disable. */
+  ssl: z.union([z.boolean(), databaseSslSchema]).optional(),
 });
 export type ConnectionObject = z.infer<typeof connectionObjectSchema>;
 
@@ -40,6 +52,11 @@ const optionsSchema = z.object({
   connectTimeoutSeconds: z.number().int().min(1).default(10),
   /** Lambda containers freeze between invocations: drop idle sockets before the server or a NAT does. */
   idleTimeoutSeconds: z.number().int().min(1).default(60),
+  /**
+   * Overrides the TLS mode of the connection: the URL's sslmode (postgres.js reads
+   * disable/require/verify-full there too) or the connection object's `ssl`.
+   */
+  ssl: databaseSslSchema.optional(),
 });
 export type CreateSqlOptions = z.input<typeof optionsSchema>;
 
@@ -76,12 +93,7 @@ function isMultiHost(url: string): boolean {
  */
 export function createSql(config: string | ConnectionObject, opts: CreateSqlOptions = {}): Sql {
   const parsedConfig = connectionSchema.safeParse(config);
-  if (!parsedConfig.success) {
-    throw new ConfigError(
-      `Invalid database connection: ${parsedConfig.error.issues.map((i) => `${i.path.join('.') || 'url'} ${i.message}`).join('; ')}. ` +
-        'Set DATABASE_URL to postgres://user:password@host:port/dbname (or fix the DATABASE_SECRET_ARN secret).',
-    );
-  }
+  if (!parsedConfig.success) throw invalidConnection(parsedConfig.error);
   const o = optionsSchema.parse(opts);
   const c = parsedConfig.data;
   const common = {
@@ -95,102 +107,92 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
       statement_timeout: o.statementTimeoutMs,
     },
   };
-  if (typeof c === 'string') return postgres(c, common);
-  return postgres({
-    ...common,
-    host: c.host,
-    port: c.port,
-    username: c.user,
-    password: c.password,
-    database: c.database,
-    ssl: c.ssl === 'require' ? 'require' : (c.ssl ?? false),
-  });
+  const sql =
+    typeof c === 'string'
+      ? postgres(c, withUrlSsl(c, o.ssl, common))
+      : postgres({
+          ...common,
+          host: c.host,
+          port: c.port,
+          username: c.user,
+          password: c.password,
+          database: c.database,
+          ssl: postgresSsl(o.ssl ?? c.ssl ?? false, c.host.includes(',') ? null : c.host),
+        });
+  createDb(sql);
+  return sql;
 }
 
 /**
- * The drizzle instance over a postgres.js client. Note that drizzle replaces the client's
- * timestamptz parsers (raw queries then see strings): the repositories in shared/db therefore
- * convert instants to epoch milliseconds in SQL and never rely on either parser.
+ * postgres.js's `ssl` for a mode. Its string 'require' sets rejectUnauthorized: false. An object
+ * is handed to tls.connect beside the socket and the SNI servername postgres.js sets itself (the
+ * host name; none for an IP address). Node checks the certificate against
+ * `servername || host || 'localhost'`, so without `host` a connection to an IP address would be
+ * checked against the name "localhost": verify-full passes the host it connects to.
  */
-export function createDb(sql: Sql): Db {
-  return drizzle(sql, { schema }) as Db;
+function postgresSsl(
+  mode: DatabaseSsl | boolean,
+  host: string | null,
+): false | 'require' | { rejectUnauthorized: true; host?: string } {
+  if (mode === false || mode === 'disable') return false;
+  if (mode === 'require') return 'require';
+  return { rejectUnauthorized: true, ...(host ? { host } : {}) };
 }
-
-/** The postgres.js client behind a drizzle instance, or the client itself. */
-export function sqlOf(db: DbLike): Sql {
-  return (typeof db === 'function' ? db : db.$client) as Sql;
-}
-
-/** Where a client connects, for messages: host:port/database, never the password. */
-export function describeTarget(sql: Sql): string {
-  const o = sql.options as unknown as { host?: string[]; port?: number[]; database?: string };
-  const host = o.host?.[0] ?? 'localhost';
-  const port = o.port?.[0] ?? 5432;
-  return `${host}:${port}/${o.database ?? ''}`;
-}
-
-const UNREACHABLE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EPIPE',
-  'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED',
-  'CONNECTION_ENDED',
-  'CONNECTION_DESTROYED',
-  // Server-side: shutting down, starting up, out of connection slots.
-  '57P01',
-  '57P02',
-  '57P03',
-  '53300',
-]);
-const REFUSED_CONFIG_CODES = new Set(['28P01', '28000', '3D000']);
 
 /**
- * Turns a connection-level failure into a named error whose message names the target and the
- * fix; any other error (a constraint, a bad value) is returned unchanged. `target` is a
- * postgres:// URL (its password is never printed) or the client itself.
+ * The TLS mode a URL asks for, when it asks to verify: postgres.js reads sslmode itself, but
+ * its verify-full then checks an IP host against "localhost" (see postgresSsl).
  */
-export function describeDbError(error: unknown, target: string | Sql): unknown {
-  if (error instanceof DataSyncError) return error;
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return error;
-  const where = typeof target === 'string' ? describeUrl(target) : describeTarget(target);
-  const cause = error instanceof Error ? error.message : String(error);
-  if (UNREACHABLE_CODES.has(code) || code.startsWith('08')) {
-    return new DatabaseUnavailableError(
-      `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +
-        'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
-      { cause: error },
-    );
-  }
-  if (REFUSED_CONFIG_CODES.has(code)) {
-    return new ConfigError(
-      `PostgreSQL at ${where} refused the connection (${code}: ${cause}). Check the user, password and database name in ` +
-        'DATABASE_URL (or the DATABASE_SECRET_ARN secret), and that the database exists.',
-    );
-  }
-  return error;
+function verifyingModeOf(url: URL): 'verify-full' | undefined {
+  const mode = url.searchParams.get('sslmode');
+  const verifies =
+    mode === 'verify-full' || mode === 'verify-ca' || url.searchParams.get('sslrootcert') === 'system';
+  return verifies ? 'verify-full' : undefined;
 }
 
-function describeUrl(url: string): string {
+/** The one host of a URL ([::1] without brackets), or null for a multi-host URL. */
+function singleHostOf(url: string): { url: URL; host: string } | null {
+  if (isMultiHost(url)) return null;
   try {
     const u = new URL(url);
-    return `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname}`;
+    return { url: u, host: (u.hostname || 'localhost').replace(/^\[(.*)\]$/, '$1') };
   } catch {
-    return '<unparseable DATABASE_URL>';
+    return null;
   }
 }
 
-/** Runs a database call and rethrows connection failures as named, actionable errors. */
-export async function withDbErrors<T>(sql: Sql, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw describeDbError(error, sql);
+/**
+ * The options for a URL: `ssl` when DATABASE_SSL overrides the URL or the URL asks to verify;
+ * otherwise postgres.js applies the URL's sslmode (disable, require, prefer) itself.
+ */
+function withUrlSsl<T extends object>(url: string, override: DatabaseSsl | undefined, common: T): T {
+  const single = singleHostOf(url);
+  const mode = override ?? (single ? verifyingModeOf(single.url) : undefined);
+  return mode ? { ...common, ssl: postgresSsl(mode, single?.host ?? null) } : common;
+}
+
+/**
+ * The drizzle instance of a postgres.js client; the same one for every call with that client.
+ *
+ * drizzle's postgres-js driver replaces the client's parsers for instants (timestamptz and
+ * friends then arrive as text, which drizzle's columns decode) and its json serializers. If
+ * that happened at the first repository call, a raw query run before it would see Dates and
+ * the same query run after it strings. createSql therefore attaches the drizzle instance when
+ * it makes the client: every client it returns has drizzle's parsers for its whole life.
+ * A client made elsewhere gets them at its first createDb.
+ */
+export function createDb(sql: Sql): Db {
+  let db = drizzleOf.get(sql);
+  if (!db) {
+    db = drizzle(sql, { schema }) as Db;
+    drizzleOf.set(sql, db);
   }
+  return db;
+}
+
+const drizzleOf = new WeakMap<Sql, Db>();
+
+/** The drizzle instance to query with, from whichever form a caller holds. */
+export function toDb(db: DbLike): Db {
+  return typeof db === 'function' ? createDb(db) : db;
 }

@@ -1,5 +1,6 @@
-import postgres, { type TransactionSql } from 'postgres';
+import type { TransactionSql } from 'postgres';
 import type { NormalisedEvent } from '../upstream/types.ts';
+import { copyRefusal, NotEncodableError } from './errors.ts';
 
 /*
  * PostgreSQL's binary COPY format for the events table, and a COPY FROM STDIN that cannot hang.
@@ -29,14 +30,6 @@ for (let i = 0; i < 10; i++) HEX[48 + i] = i;
 for (let i = 0; i < 6; i++) {
   HEX[65 + i] = 10 + i;
   HEX[97 + i] = 10 + i;
-}
-
-/**
- * A value the binary encoder cannot represent exactly; the caller falls back to the SQL insert.
- * normalisePage never produces one (ids are canonical UUIDs, instants finite, properties parsed JSON).
- */
-export class NotEncodableError extends Error {
-  override readonly name = 'NotEncodableError';
 }
 
 class Writer {
@@ -150,11 +143,6 @@ export function encodeEventsBinary(events: readonly NormalisedEvent[], sourceId:
   return w.buf.subarray(0, w.pos);
 }
 
-/** The COPY was refused by the server (a duplicate key, a bad value): the caller rolls back to its savepoint. */
-export class CopyRefusedError extends Error {
-  override readonly name = 'CopyRefusedError';
-}
-
 /**
  * Runs `statement` (a COPY ... FROM STDIN) with `payload` and resolves once the server has
  * accepted every row. Rejects with CopyRefusedError when the server refused the COPY, with the
@@ -178,7 +166,7 @@ export async function copyIn(tx: TransactionSql, statement: string, payload: Buf
       if (settled) return;
       settled = true;
       if (error === undefined) resolve();
-      else reject(refusal(error));
+      else reject(copyRefusal(error));
     };
     stream.once('finish', () => settle());
     stream.once('error', (error) => settle(error));
@@ -196,26 +184,4 @@ export async function copyIn(tx: TransactionSql, statement: string, payload: Buf
     };
     stream.end(payload);
   });
-}
-
-/**
- * What the INSERT path can settle becomes CopyRefusedError: a value the server refused (class
- * 22), a constraint (class 23: an id stored already), or the probe's "transaction aborted"
- * (25P02). Anything else (the connection, a statement timeout, a deadlock) stays as it is.
- */
-function refusal(error: unknown): unknown {
-  if (error instanceof CopyRefusedError) return error;
-  if (!(error instanceof postgres.PostgresError)) return error;
-  const e = error as { code?: unknown; message?: string };
-  if (e?.code === '25P02') {
-    return new CopyRefusedError(
-      "PostgreSQL refused the COPY (the transaction is aborted; postgres.js does not pass on the COPY's own error, " +
-        'porsager/postgres#1173: the server log has it)',
-      { cause: error },
-    );
-  }
-  if (typeof e?.code === 'string' && (e.code.startsWith('22') || e.code.startsWith('23'))) {
-    return new CopyRefusedError(`PostgreSQL refused the COPY (${e.code}: ${e.message})`, { cause: error });
-  }
-  return error;
 }

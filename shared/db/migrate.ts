@@ -3,8 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
-import { ConfigError } from '../errors.ts';
-import { withDbErrors } from './client.ts';
+import { journalMalformed, journalUnreadable, migrationUnreadable, withDbErrors } from './errors.ts';
 
 /**
  * The committed migrations (drizzle/ at the repository root). The Lambda bundle copies them
@@ -72,24 +71,21 @@ async function readMigrations(folder: string): Promise<Migration[]> {
   try {
     journalText = await readFile(journalPath, 'utf8');
   } catch (error) {
-    throw new ConfigError(
-      `Cannot read the migrations journal ${journalPath} (${(error as Error).message}). ` +
-        'Pass the folder drizzle-kit generated (it holds meta/_journal.json), e.g. MIGRATIONS_DIR for the migrate function.',
-    );
+    throw journalUnreadable(journalPath, error);
   }
-  const journal = journalSchema.safeParse(JSON.parse(journalText));
-  if (!journal.success) {
-    throw new ConfigError(
-      `The migrations journal ${journalPath} is not drizzle-kit's format: ${journal.error.message}. Regenerate it with npx drizzle-kit generate.`,
-    );
+  let json: unknown;
+  try {
+    json = JSON.parse(journalText);
+  } catch (error) {
+    throw journalMalformed(journalPath, `not JSON: ${(error as Error).message}`);
   }
+  const journal = journalSchema.safeParse(json);
+  if (!journal.success) throw journalMalformed(journalPath, z.prettifyError(journal.error));
   const out: Migration[] = [];
   for (const entry of journal.data.entries) {
     const path = join(folder, `${entry.tag}.sql`);
-    const text = await readFile(path, 'utf8').catch((error: Error) => {
-      throw new ConfigError(
-        `The migrations journal lists ${entry.tag} but ${path} cannot be read (${error.message}). Restore the file from git.`,
-      );
+    const text = await readFile(path, 'utf8').catch((error: unknown) => {
+      throw migrationUnreadable(entry.tag, path, error);
     });
     out.push({
       tag: entry.tag,

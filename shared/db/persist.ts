@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
-import type { TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { z } from 'zod';
-import { DataSyncError, type RateLimitInfo } from '../errors.ts';
+import type { RateLimitInfo } from '../errors.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
-import { CHECKPOINT_COLUMNS, type Checkpoint, conflict, storable, toCheckpoint } from './checkpoints.ts';
-import { type DbLike, sqlOf, withDbErrors } from './client.ts';
+import { type Checkpoint, checkpointFromDriverRow, storable } from './checkpoints.ts';
+import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from './copy-binary.ts';
 import {
   CopyRefusedError,
-  copyIn,
-  EVENT_COPY_COLUMNS,
-  encodeEventsBinary,
+  checkpointConflict,
   NotEncodableError,
-} from './copy-binary.ts';
+  pageRejected,
+  withDbErrors,
+} from './errors.ts';
 
 export interface PersistPageInput {
   sourceId: string;
@@ -46,15 +46,6 @@ export interface PersistPageResult {
    * because some ids were already stored) or `none` (no valid event in the page).
    */
   writePath: 'copy' | 'insert' | 'none';
-}
-
-/**
- * The database refused a row of the page (a value it cannot store): nothing of the page was
- * stored. Fatal: fetching the same page again would fail the same way.
- */
-export class PageRejectedByDatabaseError extends DataSyncError {
-  override readonly name = 'PageRejectedByDatabaseError';
-  readonly transient = false;
 }
 
 const countsSchema = z.object({
@@ -118,7 +109,7 @@ const ADVANCE = `
     version = version + 1,
     updated_at = now()
   where source_id = $1 and version = $2::int and lease_owner = $15
-  returning ${CHECKPOINT_COLUMNS}`;
+  returning *`;
 
 /**
  * Stores one page and moves the checkpoint past it, atomically: the events (ON CONFLICT (id)
@@ -128,9 +119,8 @@ const ADVANCE = `
  * what the database inserted, `duplicates` the rest of the valid events (already stored, or
  * repeated within the page).
  */
-export async function persistPage(db: DbLike, input: PersistPageInput): Promise<PersistPageResult> {
+export async function persistPage(sql: Sql, input: PersistPageInput): Promise<PersistPageResult> {
   countsSchema.parse(input);
-  const sql = sqlOf(db);
   const distinct = distinctById(input.events);
   const payload = distinct.length === 0 ? null : encodeOrNull(distinct, input.sourceId);
   const rejectsJson = input.rejects.length > 0 ? encodeRejects(input.rejects) : null;
@@ -142,7 +132,7 @@ export async function persistPage(db: DbLike, input: PersistPageInput): Promise<
       const [locked] = await tx<{ version: number; leaseOwner: string | null }[]>`
         select version, lease_owner as "leaseOwner" from checkpoints where source_id = ${input.sourceId} for update`;
       if (!locked || locked.version !== input.expectedVersion || locked.leaseOwner !== input.owner) {
-        throw await conflict(tx, input.sourceId, input.expectedVersion, input.owner);
+        throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
       }
       let writePath: PersistPageResult['writePath'] = 'none';
       let inserted = 0;
@@ -177,8 +167,10 @@ export async function persistPage(db: DbLike, input: PersistPageInput): Promise<
         n.hasMore,
         input.owner,
       ]);
-      if (!rows[0]) throw await conflict(tx, input.sourceId, input.expectedVersion, input.owner);
-      const checkpoint = toCheckpoint(rows[0]);
+      // Unreachable while the row stays locked and ADVANCE checks what the lock checked; kept so
+      // that a change to either cannot commit a page past a checkpoint it did not hold.
+      if (!rows[0]) throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
+      const checkpoint = checkpointFromDriverRow(rows[0]);
       return { inserted, duplicates, rejectsInserted, version: checkpoint.version, checkpoint, writePath };
     }),
   );
@@ -229,18 +221,7 @@ async function run(
     const result = await tx.unsafe(text, params, { prepare: true });
     return result.count;
   } catch (error) {
-    const e = error as { code?: string; message?: string };
-    // Data errors (class 22: bad uuid, NUL in text, value out of range) and constraint errors
-    // (class 23) are about a row, not the connection: say so instead of a bare driver message.
-    if (typeof e.code === 'string' && (e.code.startsWith('22') || e.code.startsWith('23'))) {
-      throw new PageRejectedByDatabaseError(
-        `PostgreSQL refused a row of the page while inserting into ${table} (${e.code}: ${e.message}). ` +
-          'Nothing of the page was stored and the checkpoint did not move. Such a value must be rejected during ' +
-          'normalisation (shared/upstream/normalise.ts) so it lands in rejected_events instead.',
-        { cause: error },
-      );
-    }
-    throw error;
+    throw pageRejected(error, table);
   }
 }
 

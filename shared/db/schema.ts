@@ -11,11 +11,13 @@ import {
   unique,
   uuid,
 } from 'drizzle-orm/pg-core';
+import type { RateLimitInfo } from '../errors.ts';
 
 /*
  * The database schema. drizzle-kit generates the SQL migrations in drizzle/ from this file
- * (`npx drizzle-kit generate`); the repositories in this folder write raw SQL against it for
- * speed and convert every instant in SQL, so they do not depend on the client's type parsers.
+ * (`npx drizzle-kit generate`), and it types the checkpoint repository's queries
+ * (checkpoints.ts). The page's transaction (persist.ts) writes events by binary COPY, which
+ * no query builder expresses.
  */
 
 /**
@@ -57,7 +59,8 @@ export const checkpoints = pgTable(
     totalReported: bigint('total_reported', { mode: 'number' }),
     /** Earliest instant the next request may be sent (pacing survives restarts). */
     nextRequestAt: timestamp('next_request_at', { withTimezone: true, mode: 'date' }),
-    lastRateLimit: jsonb('last_rate_limit'),
+    /** The rate-limit headers of the last response that had them. */
+    lastRateLimit: jsonb('last_rate_limit').$type<RateLimitInfo>(),
     status: text('status', { enum: CHECKPOINT_STATUSES }).notNull().default('running'),
     lastError: text('last_error'),
     leaseOwner: text('lease_owner'),

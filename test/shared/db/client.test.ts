@@ -2,13 +2,8 @@ import { eq } from 'drizzle-orm';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLease, getCheckpoint } from '#shared/db/checkpoints.ts';
-import {
-  createDb,
-  createSql,
-  DatabaseUnavailableError,
-  describeDbError,
-  withDbErrors,
-} from '#shared/db/client.ts';
+import { createDb, createSql, DatabaseUnavailableError } from '#shared/db/client.ts';
+import { describeDbError, withDbErrors } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
 import { checkpoints, events } from '#shared/db/schema.ts';
@@ -29,7 +24,24 @@ afterAll(async () => {
 });
 
 describe('createSql / createDb on one client', () => {
-  it('keeps raw repository queries and drizzle queries consistent after drizzle took over the parsers', async () => {
+  it("gives a client drizzle's parsers from birth: a raw query reads the same before and after createDb", async () => {
+    const c = createSql(testDb.url);
+    try {
+      // A new statement text each time: postgres.js keeps the parsers of a prepared statement.
+      const read = async (alias: string) =>
+        (await c.unsafe(`select '2026-01-01T00:00:00.123Z'::timestamptz as ${alias}`))[0]?.[alias];
+      const before = await read('before');
+      const db = createDb(c);
+      expect(createDb(c)).toBe(db);
+      expect(await read('after')).toEqual(before);
+      // drizzle decodes instants itself, from their text.
+      expect(typeof before).toBe('string');
+    } finally {
+      await c.end({ timeout: 5 });
+    }
+  });
+
+  it('decodes the checkpoint the same from the raw page transaction and from drizzle reads', async () => {
     const db = createDb(sql);
     const cp = await acquireLease(db, {
       sourceId: 'mixed',
@@ -37,7 +49,7 @@ describe('createSql / createDb on one client', () => {
       nowMs: 1_767_225_600_123,
       ttlMs: 1000,
     });
-    await persistPage(sql, {
+    const persisted = await persistPage(sql, {
       sourceId: 'mixed',
       expectedVersion: cp.version,
       owner: 'x',
@@ -69,14 +81,16 @@ describe('createSql / createDb on one client', () => {
       rateLimitedSeen: 0,
     });
 
-    // Repository (raw SQL): instants are epoch ms whatever the parsers are.
+    // The checkpoint repository (drizzle): instants as epoch ms, exactly as written.
     const viaRepo = await getCheckpoint(db, 'mixed');
+    expect(viaRepo).toEqual(persisted.checkpoint);
+    expect(Number.isInteger(viaRepo?.updatedAtMs)).toBe(true);
     expect(viaRepo?.leaseExpiresAtMs).toBe(1_767_225_601_123);
     expect(viaRepo?.positionTs).toBe(1_767_225_600_007);
     expect(viaRepo?.nextRequestAtMs).toBe(1_767_225_602_500);
     expect(viaRepo?.lastRateLimit).toEqual({ limit: 10, remaining: 9, resetSeconds: 60 });
 
-    // drizzle: its own mapping gives Dates and parsed jsonb.
+    // drizzle's own rows: Dates and parsed jsonb.
     const [row] = await db.select().from(events).where(eq(events.sourceId, 'mixed'));
     expect(row?.occurredAt).toBeInstanceOf(Date);
     expect(row?.occurredAt.getTime()).toBe(1_767_225_600_007);
@@ -85,7 +99,7 @@ describe('createSql / createDb on one client', () => {
     expect(c?.nextRequestAt?.getTime()).toBe(1_767_225_602_500);
     expect(c?.eventsInserted).toBe(1);
 
-    // A raw query on the same client still runs (it sees strings for timestamptz, as documented).
+    // A raw query on the same client converts in SQL when it needs a number.
     const [raw] = await sql<{ ms: number }[]>`
       select (extract(epoch from occurred_at) * 1000)::float8 as ms from events where source_id = 'mixed'`;
     expect(raw?.ms).toBe(1_767_225_600_007);

@@ -3,13 +3,8 @@ import fc from 'fast-check';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSql } from '#shared/db/client.ts';
-import {
-  CopyRefusedError,
-  copyIn,
-  EVENT_COPY_COLUMNS,
-  encodeEventsBinary,
-  NotEncodableError,
-} from '#shared/db/copy-binary.ts';
+import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from '#shared/db/copy-binary.ts';
+import { CopyRefusedError, NotEncodableError } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 import { normalisedEvent } from '#test/support/events.ts';

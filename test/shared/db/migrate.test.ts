@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Sql } from 'postgres';
@@ -64,6 +64,46 @@ describe('runMigrations', () => {
       expect((error as Error).message).toContain('MIGRATIONS_DIR');
     } finally {
       await rm(empty, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ['not JSON', '{"entries": [', /not JSON/],
+    [
+      "not drizzle-kit's shape",
+      '{"entries": [{"idx": 0, "when": "soon"}]}',
+      /entries\[0\]\.when[\s\S]*entries\[0\]\.tag/,
+    ],
+  ])('names the journal, what is wrong and the fix when the journal is %s', async (_, text, detail) => {
+    const folder = await mkdtemp(join(tmpdir(), 'dsi-migrations-'));
+    try {
+      await mkdir(join(folder, 'meta'));
+      await writeFile(join(folder, 'meta', '_journal.json'), text);
+      const error = await runMigrations(client(), { migrationsFolder: folder }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      const message = (error as Error).message;
+      expect(message).toContain(join(folder, 'meta', '_journal.json'));
+      expect(message).toMatch(detail);
+      expect(message).toContain('npx drizzle-kit generate');
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  it('names the missing migration file and the fix', async () => {
+    const folder = await mkdtemp(join(tmpdir(), 'dsi-migrations-'));
+    try {
+      await mkdir(join(folder, 'meta'));
+      await writeFile(
+        join(folder, 'meta', '_journal.json'),
+        JSON.stringify({ entries: [{ idx: 0, when: 1, tag: '0000_gone' }] }),
+      );
+      const error = await runMigrations(client(), { migrationsFolder: folder }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as Error).message).toContain(join(folder, '0000_gone.sql'));
+      expect((error as Error).message).toContain('Restore the file from git');
+    } finally {
+      await rm(folder, { recursive: true, force: true });
     }
   });
 
