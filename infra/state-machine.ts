@@ -5,7 +5,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { DatabaseUnavailableError } from '#shared/db/client.ts';
+import { DB_ERROR_CLASSES } from '#shared/db/errors.ts';
 import { ConfigError, type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
 import { MAX_ITERATIONS_PER_EXECUTION } from './config.ts';
 
@@ -22,10 +22,7 @@ export const FAILED_STATE = 'Failed';
  * Every named error the fetch-page function throws: this module's classes plus the database
  * layer's. The Retry and Catch lists below are derived from each class's `transient` flag.
  */
-export const FUNCTION_ERROR_CLASSES: readonly DataSyncErrorClass[] = [
-  ...ERROR_CLASSES,
-  DatabaseUnavailableError,
-];
+export const FUNCTION_ERROR_CLASSES: readonly DataSyncErrorClass[] = [...ERROR_CLASSES, ...DB_ERROR_CLASSES];
 
 const FUNCTION_ERRORS = errorKinds(FUNCTION_ERROR_CLASSES);
 

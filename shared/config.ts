@@ -49,16 +49,43 @@ export type StepSettings = z.infer<typeof stepSettingsSchema>;
 /** Every tunable at its default: the one place the stack and the local runner take defaults from. */
 export const configDefaults: Readonly<StepSettings> = Object.freeze(stepSettingsSchema.parse({}));
 
+/**
+ * TLS to PostgreSQL. `disable`; `require` (encrypted, certificate not checked); `verify-full`
+ * (the certificate must chain to a trusted CA and name the host: the deployed default; Lambda's
+ * Node runtimes trust Amazon's RDS CAs only with NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem).
+ */
+export const databaseSslSchema = z.enum(['disable', 'require', 'verify-full'], {
+  error: 'must be disable, require or verify-full',
+});
+export type DatabaseSsl = z.infer<typeof databaseSslSchema>;
+
+/** Where a function's database is: what the fetch-page, migrate and status functions share. */
+const databaseFields = {
+  /** A postgres:// URL: local runs only. */
+  databaseUrl: postgresUrlSchema.optional(),
+  /** The RDS-generated secret: deployed. */
+  databaseSecretArn: z.string().min(1).optional(),
+  /** Overrides the TLS mode of the URL's sslmode or of the secret (whose default is verify-full). */
+  databaseSsl: databaseSslSchema.optional(),
+};
+
+const DATABASE_MISSING =
+  'is missing: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs: postgres://user:pass@host:port/db)';
+
+export const databaseConfigSchema = z.object(databaseFields).superRefine((c, ctx) => {
+  if (!c.databaseUrl && !c.databaseSecretArn) {
+    ctx.addIssue({ code: 'custom', path: ['databaseSecretArn'], message: DATABASE_MISSING });
+  }
+});
+export type DatabaseConfig = z.infer<typeof databaseConfigSchema>;
+
 const connectionSchema = z.object({
   /** The DataSync API base, e.g. https://host/api/v1. */
   apiUrl: httpUrlSchema,
   /** The API key itself: local runs only (deployed, it lives in Secrets Manager). */
   apiKey: z.string().min(1).optional(),
   apiKeySecretArn: z.string().min(1).optional(),
-  /** A postgres:// URL: local runs only. */
-  databaseUrl: postgresUrlSchema.optional(),
-  /** The RDS-generated secret: deployed. */
-  databaseSecretArn: z.string().min(1).optional(),
+  ...databaseFields,
 });
 
 export const fetchPageConfigSchema = connectionSchema
@@ -76,8 +103,7 @@ export const fetchPageConfigSchema = connectionSchema
       ctx.addIssue({
         code: 'custom',
         path: ['databaseSecretArn'],
-        message:
-          'is missing: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs: postgres://user:pass@host:port/db)',
+        message: DATABASE_MISSING,
       });
     }
   });
@@ -91,6 +117,7 @@ export const CONFIG_ENV_NAMES = {
   apiKeySecretArn: 'DATASYNC_API_KEY_SECRET_ARN',
   databaseUrl: 'DATABASE_URL',
   databaseSecretArn: 'DATABASE_SECRET_ARN',
+  databaseSsl: 'DATABASE_SSL',
   pageSize: 'PAGE_SIZE',
   minSpacingMs: 'MIN_REQUEST_SPACING_MS',
   requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
@@ -122,6 +149,18 @@ export function parseConfig(input: FetchPageConfigInput): FetchPageConfig {
  * it, never a silent fallback; a variable that is not set takes the setting's default.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): FetchPageConfig {
+  return loadFromEnv(fetchPageConfigSchema, env, 'the fetch-page function');
+}
+
+/** The database settings of the migrate and status functions, from their environment. */
+export function loadDatabaseConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  fn = 'the function',
+): DatabaseConfig {
+  return loadFromEnv(databaseConfigSchema, env, fn);
+}
+
+function loadFromEnv<T>(schema: z.ZodType<T>, env: NodeJS.ProcessEnv, fn: string): T {
   const candidate: Record<string, unknown> = {};
   for (const key of CONFIG_KEYS) {
     const raw = env[CONFIG_ENV_NAMES[key]];
@@ -129,7 +168,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FetchPageConfi
     // A numeric setting given as text that is not a number stays text, so the schema names it.
     candidate[key] = NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : raw;
   }
-  const parsed = fetchPageConfigSchema.safeParse(candidate);
+  const parsed = schema.safeParse(candidate);
   if (!parsed.success) {
     const byEnvName = new z.ZodError(
       parsed.error.issues.map((issue) => {
@@ -139,7 +178,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FetchPageConfi
         return { ...issue, path: name === undefined ? [] : [name, ...rest] };
       }),
     );
-    throw new ConfigError(`Invalid configuration of the fetch-page function:\n${z.prettifyError(byEnvName)}`);
+    throw new ConfigError(`Invalid configuration of ${fn}:\n${z.prettifyError(byEnvName)}`);
   }
   return parsed.data;
 }

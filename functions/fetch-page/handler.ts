@@ -74,12 +74,7 @@ export function createHandler(options: HandlerOptions = {}) {
           config.apiKeySecretArn,
         )
       : (config.apiKey as string);
-    // openDatabase (shared/aws/database.ts) still takes the variables' names.
-    const sql = await openDatabase(
-      { DATABASE_URL: config.databaseUrl, DATABASE_SECRET_ARN: config.databaseSecretArn },
-      secrets,
-      'datasync-fetch-page',
-    );
+    const sql = await openDatabase(config, secrets, 'datasync-fetch-page');
     const upstream = createDataSyncClient({
       baseUrl: config.apiUrl,
       apiKey,

@@ -2,14 +2,11 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { SecretCache } from '#shared/aws/secrets.ts';
+import { loadDatabaseConfig } from '#shared/config.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { ConfigError } from '#shared/errors.ts';
 
-const envSchema = z.object({
-  DATABASE_URL: z.string().min(1).optional(),
-  DATABASE_SECRET_ARN: z.string().min(1).optional(),
-  MIGRATIONS_DIR: z.string().min(1).optional(),
-});
+const envSchema = z.object({ MIGRATIONS_DIR: z.string().min(1).optional() });
 
 /**
  * The migration function, invoked by the stack on every deploy (before any execution can
@@ -19,15 +16,17 @@ export function createMigrateHandler(
   options: { env?: NodeJS.ProcessEnv; secretsManager?: SecretsManagerClient } = {},
 ) {
   return async (): Promise<{ applied: number }> => {
-    const parsed = envSchema.safeParse(options.env ?? process.env);
-    if (!parsed.success || (!parsed.data.DATABASE_URL && !parsed.data.DATABASE_SECRET_ARN)) {
+    const env = options.env ?? process.env;
+    const database = loadDatabaseConfig(env, 'the migrate function');
+    const parsed = envSchema.safeParse(env);
+    if (!parsed.success) {
       throw new ConfigError(
-        'Invalid configuration: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs)',
+        `Invalid configuration of the migrate function:\n${z.prettifyError(parsed.error)}`,
       );
     }
     const config = parsed.data;
     const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
-    const sql = await openDatabase(config, secrets, 'datasync-migrate');
+    const sql = await openDatabase(database, secrets, 'datasync-migrate');
     try {
       return await runMigrations(
         sql,

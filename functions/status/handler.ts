@@ -3,14 +3,10 @@ import type { Sql } from 'postgres';
 import { z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { SecretCache } from '#shared/aws/secrets.ts';
+import { loadDatabaseConfig } from '#shared/config.ts';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { type StatusResponse, statusRequestSchema } from './view.ts';
-
-const envSchema = z.object({
-  DATABASE_URL: z.string().min(1).optional(),
-  DATABASE_SECRET_ARN: z.string().min(1).optional(),
-});
 
 /**
  * The status function: the checkpoint of one source, read inside the VPC, so an operator needs
@@ -22,14 +18,9 @@ export function createStatusHandler(
   let sql: Promise<Sql> | undefined;
 
   async function open(): Promise<Sql> {
-    const parsed = envSchema.safeParse(options.env ?? process.env);
-    if (!parsed.success || (!parsed.data.DATABASE_URL && !parsed.data.DATABASE_SECRET_ARN)) {
-      throw new ConfigError(
-        'Invalid configuration: set DATABASE_SECRET_ARN (deployed: the RDS-generated secret) or DATABASE_URL (local runs)',
-      );
-    }
+    const database = loadDatabaseConfig(options.env ?? process.env, 'the status function');
     const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
-    return openDatabase(parsed.data, secrets, 'datasync-status');
+    return openDatabase(database, secrets, 'datasync-status');
   }
 
   const handler = async (event: unknown): Promise<StatusResponse> => {

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
-import { createSql, type DatabaseSsl } from '../db/client.ts';
+import type { DatabaseConfig } from '../config.ts';
+import { createSql } from '../db/client.ts';
 import { parseDatabaseSecret, type SecretCache } from './secrets.ts';
 
 /**
@@ -9,18 +10,13 @@ import { parseDatabaseSecret, type SecretCache } from './secrets.ts';
  * the LocalStack target's compose Postgres does). `DATABASE_SSL`, when set, overrides both.
  */
 export async function openDatabase(
-  config: {
-    DATABASE_URL?: string | undefined;
-    DATABASE_SECRET_ARN?: string | undefined;
-    DATABASE_SSL?: DatabaseSsl | undefined;
-  },
+  config: Pick<DatabaseConfig, 'databaseUrl' | 'databaseSecretArn' | 'databaseSsl'>,
   secrets: SecretCache,
   applicationName: string,
 ): Promise<Sql> {
-  const ssl = config.DATABASE_SSL;
-  if (config.DATABASE_URL)
-    return createSql(config.DATABASE_URL, { applicationName, ...(ssl ? { ssl } : {}) });
-  const arn = config.DATABASE_SECRET_ARN as string;
+  const ssl = config.databaseSsl;
+  if (config.databaseUrl) return createSql(config.databaseUrl, { applicationName, ...(ssl ? { ssl } : {}) });
+  const arn = config.databaseSecretArn as string;
   const s = parseDatabaseSecret(await secrets.get(arn, 'DATABASE_SECRET_ARN'), arn);
   return createSql(
     {

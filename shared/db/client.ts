@@ -2,6 +2,7 @@ import net from 'node:net';
 import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
+import { type DatabaseSsl, databaseSslSchema } from '../config.ts';
 import { invalidConnection } from './errors.ts';
 import * as schema from './schema.ts';
 
@@ -12,19 +13,8 @@ export type DbLike = Db | Sql;
 // Callers have always imported it from here.
 export { DatabaseUnavailableError } from './errors.ts';
 
-/**
- * How a connection uses TLS (env DATABASE_SSL):
- * - `disable`: plain TCP (a local PostgreSQL, the LocalStack target's compose database);
- * - `require`: encrypted, but whoever answers is believed: no protection against a host that
- *   impersonates the database;
- * - `verify-full`: encrypted, and the server's certificate must chain to a trusted CA and name
- *   the host connected to. The deployed path's default. Lambda's Node runtimes trust Amazon's
- *   RDS CAs only with NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem.
- */
-export const databaseSslSchema = z.enum(['disable', 'require', 'verify-full'], {
-  error: 'must be disable, require or verify-full',
-});
-export type DatabaseSsl = z.infer<typeof databaseSslSchema>;
+// How a connection uses TLS (env DATABASE_SSL): defined with the other settings in shared/config.ts.
+export { type DatabaseSsl, databaseSslSchema };
 
 const connectionObjectSchema = z.object({
   host: z.string().min(1, { error: 'host is required' }),

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { definitionToAsl } from '#infra/definition.ts';
 import { FAILED_STATE, FETCH_PAGE_STATE, FUNCTION_ERROR_CLASSES } from '#infra/state-machine.ts';
-import * as dbClient from '#shared/db/client.ts';
-import { DatabaseUnavailableError } from '#shared/db/client.ts';
+import * as dbErrors from '#shared/db/errors.ts';
+import { DatabaseUnavailableError, DB_ERROR_CLASSES } from '#shared/db/errors.ts';
 import * as errors from '#shared/errors.ts';
 import { DataSyncError, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
 import { buildStack } from './support.ts';
@@ -30,16 +30,17 @@ const caughtToFailed = fetchPage.Catch.filter((c) => c.Next === FAILED_STATE).fl
 );
 
 // The registry as the issue defines it, independent of how the state machine module builds it.
-const registry = errorKinds([...ERROR_CLASSES, DatabaseUnavailableError]);
+const registry = errorKinds([...ERROR_CLASSES, ...DB_ERROR_CLASSES]);
 
 describe('error registry -> state machine', () => {
-  it('holds every error class shared/errors.ts and the database client export', () => {
-    const exported = [...errorClassesExportedBy(errors), ...errorClassesExportedBy(dbClient)];
+  it('holds every error class shared/errors.ts and shared/db/errors.ts export', () => {
+    const exported = [...errorClassesExportedBy(errors), ...errorClassesExportedBy(dbErrors)];
     expect(exported.length).toBeGreaterThan(5);
     // Class names, not the classes: toContain on a missing registry does not fail for a function.
     const inRegistry = FUNCTION_ERROR_CLASSES.map((c) => c.name);
     expect(inRegistry).toEqual(expect.arrayContaining(exported.map((c) => c.name)));
     expect(inRegistry).toContain('DatabaseUnavailableError');
+    expect(inRegistry).toContain('PageRejectedByDatabaseError');
   });
 
   it('has both kinds, so the checks below cannot pass on an empty side', () => {

@@ -4,6 +4,7 @@ import {
   configDefaults,
   configToEnv,
   loadConfig,
+  loadDatabaseConfig,
   parseConfig,
   timeScaledSettings,
 } from '#shared/config.ts';
@@ -122,5 +123,24 @@ describe('time-scaled settings (local runs against a faster simulator clock)', (
 
   it('refuses a scale that is not a positive number', () => {
     expect(() => timeScaledSettings(configDefaults, 0)).toThrow(ConfigError);
+  });
+});
+
+describe('the database settings the migrate and status functions share with fetch-page', () => {
+  it('reads the URL or the secret and the TLS mode, in the same names as the fetch-page function', () => {
+    expect(loadDatabaseConfig({ DATABASE_SECRET_ARN: 'arn:s', DATABASE_SSL: 'verify-full' })).toEqual({
+      databaseSecretArn: 'arn:s',
+      databaseSsl: 'verify-full',
+    });
+    expect(loadConfig({ ...required, DATABASE_SSL: 'require' }).databaseSsl).toBe('require');
+  });
+
+  it('names the variable and the fix when neither the URL nor the secret is set, or the TLS mode is unknown', () => {
+    expect(() => loadDatabaseConfig({}, 'the status function')).toThrow(
+      /Invalid configuration of the status function:[\s\S]*set DATABASE_SECRET_ARN[\s\S]*or DATABASE_URL/,
+    );
+    expect(() => loadDatabaseConfig({ DATABASE_URL: 'postgres://h/d', DATABASE_SSL: 'verify-ca' })).toThrow(
+      /must be disable, require or verify-full[\s\S]*DATABASE_SSL/,
+    );
   });
 });

@@ -21,7 +21,7 @@ const outcomes: { name: string; ok: boolean; error?: string; message?: string }[
 for (const c of cases) {
   const secrets = { get: async () => JSON.stringify(c.secret) } as unknown as SecretCache;
   const sql = await openDatabase(
-    { DATABASE_URL: c.url, DATABASE_SECRET_ARN: c.secret ? 'arn:probe' : undefined, DATABASE_SSL: c.ssl },
+    { databaseUrl: c.url, databaseSecretArn: c.secret ? 'arn:probe' : undefined, databaseSsl: c.ssl },
     secrets,
     'dsi-tls-probe',
   );
