@@ -1,5 +1,6 @@
 import { and, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
+import type { Checkpoint } from '../step/contract.ts';
 import { type DbLike, toDb } from './client.ts';
 import { checkpointConflict, leaseHeld, withDbErrors } from './errors.ts';
 import { CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
@@ -18,7 +19,8 @@ const rateLimitSchema = z.object({
 });
 
 /** A checkpoint row as the rest of the code sees it: instants as epoch ms, counters as numbers. */
-export const checkpointSchema = z.object({
+// Typed as the step's contract type, so a column that drifts from the port is a type error here.
+export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   sourceId: z.string(),
   cursor: z.string().nullable(),
   positionTs: z.number().nullable(),
@@ -41,7 +43,7 @@ export const checkpointSchema = z.object({
   updatedAtMs: z.number(),
   completedAtMs: z.number().nullable(),
 });
-export type Checkpoint = z.infer<typeof checkpointSchema>;
+export type { Checkpoint };
 
 /** The row as drizzle decodes it (Dates, parsed jsonb, bigints as numbers). */
 export type CheckpointRow = typeof checkpoints.$inferSelect;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import { z } from 'zod';
-import type { RateLimitInfo } from '../errors.ts';
+import type { PersistPageInput, PersistPageResult } from '../step/contract.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
 import { type Checkpoint, checkpointFromDriverRow, storable } from './checkpoints.ts';
 import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from './copy-binary.ts';
@@ -13,40 +13,8 @@ import {
   withDbErrors,
 } from './errors.ts';
 
-export interface PersistPageInput {
-  sourceId: string;
-  expectedVersion: number;
-  owner: string;
-  events: NormalisedEvent[];
-  rejects: RejectedEvent[];
-  /** The cursor the page was requested with (null for the first page): kept with each reject. */
-  pageCursor: string | null;
-  next: {
-    cursor: string | null;
-    positionTs: number | null;
-    positionId: string | null;
-    hasMore: boolean;
-    nextRequestAtMs: number;
-    rateLimit: RateLimitInfo | null;
-    totalReported: number | null;
-  };
-  requestsMade: number;
-  rateLimitedSeen: number;
-}
-
-export interface PersistPageResult {
-  inserted: number;
-  duplicates: number;
-  rejectsInserted: number;
-  version: number;
-  checkpoint: Checkpoint;
-  /**
-   * How the events were written: `copy` (binary COPY of the page's distinct new ids, the fast
-   * path) or `insert` (INSERT ... ON CONFLICT DO NOTHING, used when the COPY was refused, e.g.
-   * because some ids were already stored) or `none` (no valid event in the page).
-   */
-  writePath: 'copy' | 'insert' | 'none';
-}
+// The port types live in the step's contract; this module implements the write they describe.
+export type { PersistPageInput, PersistPageResult } from '../step/contract.ts';
 
 const countsSchema = z.object({
   expectedVersion: z.number().int().nonnegative(),
