@@ -12,6 +12,7 @@ import {
   LOCALSTACK_DATABASE_URL,
   LOCALSTACK_ENDPOINT,
   type LocalStackDeps,
+  requireDocker,
   startAndFollow,
   stateMachineArnFromOutputs,
   up,
@@ -85,6 +86,7 @@ async function main(argv: string[]): Promise<number> {
         await down(deps);
         return 0;
       case 'start': {
+        await requireDocker(deps);
         const report = await startAndFollow(deps, {
           sourceId: values.source as string,
           follow: !values['no-follow'],
@@ -94,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
         return report?.execution && !['SUCCEEDED', 'RUNNING'].includes(report.execution.status) ? 1 : 0;
       }
       case 'status': {
+        await requireDocker(deps);
         const report = await ingestionStatus(deps, {
           stateMachineArn: stateMachineArnFromOutputs(deps.cwd),
           sourceId: values.source as string,
