@@ -1,4 +1,9 @@
 import { spawn } from 'node:child_process';
+
+// The AWS SDK's Node-version notice (9 lines on Node < 22) reads as a broken setup; this project
+// supports Node 20. The variable is the one @aws-sdk/core reads.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 import { parseArgs } from 'node:util';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
@@ -56,9 +61,13 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const command = positionals[0];
-  if (values.help || !command) {
+  if (values.help) {
     console.log(USAGE);
-    return command ? 0 : 2;
+    return 0;
+  }
+  if (!command) {
+    console.error(`error: name a command\n${USAGE}`);
+    return 2;
   }
   const sql = createSql(values['database-url'] as string, { applicationName: 'datasync-localstack-cli' });
   const deps: LocalStackDeps = {
