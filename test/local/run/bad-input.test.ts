@@ -31,7 +31,10 @@ async function expectNothingStored(): Promise<void> {
   expect(state.checkpoint).toBeNull();
 }
 
-describe('npm run local with bad input', () => {
+// Each case starts the CLI as a child process (tsx, the synthesized state machine): room for a busy machine.
+const CLI_TIMEOUT = { timeout: 120_000 };
+
+describe('npm run local with bad input', CLI_TIMEOUT, () => {
   it('rejects an unknown option with the way to the help', async () => {
     const r = await runCli(['--evnets', '10', '--database-url', db.url, '--data-dir', dataDir]);
     expect(r.code).toBe(2);
@@ -171,7 +174,7 @@ describe('npm run local with bad input', () => {
 });
 
 // As root the embedded server runs as the OS user `postgres`; cases that exist only for root.
-describe.runIf(process.getuid?.() === 0)('npm run local as root', () => {
+describe.runIf(process.getuid?.() === 0)('npm run local as root', CLI_TIMEOUT, () => {
   it('says in one line why a data dir inside a folder only root can enter cannot hold the database', async () => {
     const closed = mkdtempSync(join(tmpdir(), 'dsi-local-closed-'));
     try {
