@@ -16,26 +16,40 @@ export interface BenchModule {
   run(args: string[]): Promise<BenchResult>;
 }
 
-export const benchmarks: Record<string, { description: string; load: () => Promise<BenchModule> }> = {
+export interface BenchEntry {
+  description: string;
+  /** Its options, as `npm run bench -- <name> --help` lists them. */
+  options: string;
+  load: () => Promise<BenchModule>;
+}
+
+export const benchmarks: Record<string, BenchEntry> = {
   simulator: {
     description:
       'simulator pages/s over real HTTP, 5000-event pages, no rate limit (local/simulator/bench.ts)',
+    options: '--pages N (default 60), --events N (default 3000000), --chaos',
     load: () => import('./simulator.ts') as Promise<BenchModule>,
   },
   persist: {
     description: '600 pages x 5000 events through persistPage into PostgreSQL',
+    options: '--pages N (default 600), --page-size N (default 5000)',
     load: () => import('./persist.ts') as Promise<BenchModule>,
   },
   pipeline: {
     description: '1,000,000 events unthrottled through the state machine, handler and PostgreSQL',
+    options: '--events N (default 1000000), --sample N pages timed (default 20)',
     load: () => import('./pipeline.ts') as Promise<BenchModule>,
   },
   memory: {
     description: 'peak RSS of the handler storing 200 pages of 5000 events (child process)',
+    options: '--pages N (default 200)',
     load: () => import('./memory.ts') as Promise<BenchModule>,
   },
   floor: {
     description: 'elapsed / rate-limit floor, 600 pages, 12 time-scaled window configurations (~19 min)',
+    options:
+      '--pages N (default 600), --page-size N (default 500), --request-floor-ms MS (default 100), ' +
+      '--min-spacing-ms MS (default 2200), --only NAME (one configuration)',
     load: () => import('./floor.ts') as Promise<BenchModule>,
   },
 };

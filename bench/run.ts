@@ -19,8 +19,31 @@ whatever the machine in the last column measured: compare rows from the same mac
 | --- | --- | --- | --- | --- |
 `;
 
-async function main(argv: string[]): Promise<void> {
+/** The usage, for every benchmark or for the one named. */
+export function usage(name?: string): string {
+  const entries = Object.entries(benchmarks).filter(([n]) => !name || n === name);
+  const list = entries.map(
+    ([n, e]) => `  ${n.padEnd(10)} ${e.description}\n  ${' '.repeat(10)} options: ${e.options}`,
+  );
+  return [
+    name ? `Usage: npm run bench -- ${name} [options]` : 'Usage: npm run bench [-- <name> [options]]',
+    '',
+    name
+      ? 'Runs this benchmark, prints its figures as the last line and appends a row to docs/benchmarks.md.'
+      : 'Without a name, runs every benchmark below in turn (about half an hour); each prints its figures\n' +
+        'as the last line and appends a row to docs/benchmarks.md.',
+    '',
+    ...list,
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
+  if (argv.includes('--help') || argv.includes('-h')) {
+    const named = first && !first.startsWith('-') && benchmarks[first] ? first : undefined;
+    console.log(usage(named));
+    return 0;
+  }
   const names = first && !first.startsWith('-') ? [first] : Object.keys(benchmarks);
   const args = first && !first.startsWith('-') ? rest : argv;
   for (const name of names) {
@@ -36,6 +59,7 @@ async function main(argv: string[]): Promise<void> {
     await record(result, name, commandLine(names.length === 1 ? argv : []));
     console.log(JSON.stringify(result));
   }
+  return 0;
 }
 
 async function record(result: BenchResult, name: string, command: string): Promise<void> {
@@ -72,4 +96,10 @@ function commandLine(argv: string[]): string {
     : `tsx bench/run.ts${argv.length ? ` ${argv.join(' ')}` : ''}`;
 }
 
-await main(process.argv.slice(2));
+// Bad options end in one line that says what to change, not in a stack trace.
+process.exitCode = await main(process.argv.slice(2)).catch((error: unknown) => {
+  const e = error as Error & { code?: string };
+  const hint = e.code?.startsWith('ERR_PARSE_ARGS') ? ' Run `npm run bench -- --help` for the options.' : '';
+  console.error(`error: ${e.message}${hint ? `.${hint}` : ''}`);
+  return e.code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+});

@@ -17,7 +17,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
-import { configToEnv, stepSettingsSchema } from '#shared/config.ts';
+import { configToEnv, FETCH_PAGE_TIMEOUT_MS, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
 import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
@@ -76,7 +76,7 @@ export interface IngestionStackProps extends StackProps {
   readonly databaseRemovalPolicy?: RemovalPolicy;
   /** @default 512 */
   readonly fetchPageMemoryMb?: number;
-  /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.seconds(60) */
+  /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.millis(FETCH_PAGE_TIMEOUT_MS): 60 s, which the local runner enforces too */
   readonly fetchPageTimeout?: Duration;
   /**
    * Reserved concurrency of fetch-page; 0 reserves none. Off by default: Lambda refuses a
@@ -173,7 +173,7 @@ export class IngestionStack extends Stack {
       );
     }
     const logRetention = props.logRetention;
-    const fetchPageTimeout = props.fetchPageTimeout ?? Duration.seconds(60);
+    const fetchPageTimeout = props.fetchPageTimeout ?? Duration.millis(FETCH_PAGE_TIMEOUT_MS);
 
     this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
 

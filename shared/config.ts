@@ -46,6 +46,12 @@ export const stepSettingsSchema = z.object({
 });
 export type StepSettings = z.infer<typeof stepSettingsSchema>;
 
+/**
+ * The fetch-page function's timeout. The stack gives the function this timeout, and the local
+ * runner enforces it the way Lambda does (Sandbox.Timedout), so the two behave alike.
+ */
+export const FETCH_PAGE_TIMEOUT_MS = 60_000;
+
 /** Every tunable at its default: the one place the stack and the local runner take defaults from. */
 export const configDefaults: Readonly<StepSettings> = Object.freeze(stepSettingsSchema.parse({}));
 

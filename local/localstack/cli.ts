@@ -1,4 +1,9 @@
 import { spawn } from 'node:child_process';
+
+// The AWS SDK's Node-version notice (9 lines on Node < 22) reads as a broken setup; this project
+// supports Node 20. The variable is the one @aws-sdk/core reads.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 import { parseArgs } from 'node:util';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
@@ -12,6 +17,7 @@ import {
   LOCALSTACK_DATABASE_URL,
   LOCALSTACK_ENDPOINT,
   type LocalStackDeps,
+  requireDocker,
   startAndFollow,
   stateMachineArnFromOutputs,
   up,
@@ -55,9 +61,13 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const command = positionals[0];
-  if (values.help || !command) {
+  if (values.help) {
     console.log(USAGE);
-    return command ? 0 : 2;
+    return 0;
+  }
+  if (!command) {
+    console.error(`error: name a command\n${USAGE}`);
+    return 2;
   }
   const sql = createSql(values['database-url'] as string, { applicationName: 'datasync-localstack-cli' });
   const deps: LocalStackDeps = {
@@ -85,6 +95,7 @@ async function main(argv: string[]): Promise<number> {
         await down(deps);
         return 0;
       case 'start': {
+        await requireDocker(deps);
         const report = await startAndFollow(deps, {
           sourceId: values.source as string,
           follow: !values['no-follow'],
@@ -94,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
         return report?.execution && !['SUCCEEDED', 'RUNNING'].includes(report.execution.status) ? 1 : 0;
       }
       case 'status': {
+        await requireDocker(deps);
         const report = await ingestionStatus(deps, {
           stateMachineArn: stateMachineArnFromOutputs(deps.cwd),
           sourceId: values.source as string,

@@ -13,13 +13,24 @@ export const OUTPUTS_FILE = '.local/localstack-outputs.json';
 /** The compose PostgreSQL as seen from the host (published on 5433). */
 export const LOCALSTACK_DATABASE_URL = 'postgres://postgres:postgres@127.0.0.1:5433/datasync';
 
-/** LocalStack accepts any credentials; the SDK and cdklocal still want some. */
+/**
+ * S3 through LocalStack's virtual-host name: CDK addresses asset buckets as subdomains, and
+ * `localhost.localstack.cloud` resolves (with its subdomains) to 127.0.0.1.
+ */
+export const LOCALSTACK_S3_ENDPOINT = 'http://s3.localhost.localstack.cloud:4566';
+
+/**
+ * LocalStack accepts any credentials; the SDK and cdklocal still want some. cdklocal 3.x refuses
+ * AWS_ENDPOINT_URL without AWS_ENDPOINT_URL_S3 (it cannot tell whether the endpoint serves
+ * bucket subdomains), so both are set.
+ */
 export const LOCALSTACK_ENV: Record<string, string> = {
   AWS_ACCESS_KEY_ID: 'test',
   AWS_SECRET_ACCESS_KEY: 'test',
   AWS_DEFAULT_REGION: 'us-east-1',
   AWS_REGION: 'us-east-1',
   AWS_ENDPOINT_URL: LOCALSTACK_ENDPOINT,
+  AWS_ENDPOINT_URL_S3: LOCALSTACK_S3_ENDPOINT,
   CDK_DISABLE_VERSION_CHECK: '1',
 };
 
@@ -48,16 +59,25 @@ export interface LocalStackDeps {
 
 export class DockerUnavailableError extends ConfigError {}
 
-/** `docker compose` (v2 plugin) when present, else the v1 `docker-compose` binary. */
-async function composeCommand(deps: LocalStackDeps): Promise<{ command: string; prefix: string[] }> {
+/**
+ * Every LocalStack command needs a Docker engine: without one, this says so first, instead of a
+ * later "is LocalStack up?" that sends the user looking for the wrong thing.
+ */
+export async function requireDocker(deps: Pick<LocalStackDeps, 'exec'>): Promise<void> {
   const info = await deps.exec('docker', ['info', '--format', '{{.ServerVersion}}']);
   if (info.code !== 0) {
     throw new DockerUnavailableError(
       `No Docker engine is reachable (\`docker info\` failed: ${firstLine(info.stderr) || `exit ${info.code}`}). ` +
-        'The LocalStack setup runs LocalStack, PostgreSQL, the simulator and the Lambdas in containers: start Docker, ' +
+        'The LocalStack setup runs LocalStack, PostgreSQL, the simulator and the Lambdas in containers: install or start Docker ' +
+        '(LocalStack images after 4.14 also need LOCALSTACK_AUTH_TOKEN exported), ' +
         'or use `npm run local`, which needs only Node.js.',
     );
   }
+}
+
+/** `docker compose` (v2 plugin) when present, else the v1 `docker-compose` binary. */
+async function composeCommand(deps: LocalStackDeps): Promise<{ command: string; prefix: string[] }> {
+  await requireDocker(deps);
   const v2 = await deps.exec('docker', ['compose', 'version']);
   if (v2.code === 0) return { command: 'docker', prefix: ['compose'] };
   const v1 = await deps.exec('docker-compose', ['version']);
@@ -98,6 +118,7 @@ export async function down(deps: LocalStackDeps): Promise<void> {
 
 /** Bootstraps LocalStack's CDK environment and deploys the `target=localstack` variant of the stack. */
 export async function deploy(deps: LocalStackDeps): Promise<void> {
+  await requireDocker(deps);
   const common = { env: LOCALSTACK_ENV, interactive: true };
   const boot = await deps.exec(
     'npx',
@@ -106,7 +127,8 @@ export async function deploy(deps: LocalStackDeps): Promise<void> {
   );
   if (boot.code !== 0) {
     throw new ConfigError(
-      `cdklocal bootstrap failed (exit ${boot.code}): is LocalStack up? Run \`npm run localstack:up\` first.`,
+      `cdklocal bootstrap failed (exit ${boot.code}); Docker is running, so is LocalStack? Run \`npm run localstack:up\` first ` +
+        '(its container exits at once on images after 4.14 without LOCALSTACK_AUTH_TOKEN).',
     );
   }
   const r = await deps.exec(

@@ -3,25 +3,32 @@ import { type LocalRunSummary, runLocal } from './runner.ts';
 
 /**
  * `npm run local`: exit 0 only when the source is complete and the verification holds;
- * 2 for bad options; 130 when interrupted; 1 otherwise. Every failure is one clear line.
+ * 2 for bad options; 130 when interrupted; 1 otherwise. Every failure is one clear line, and
+ * under --json every exit ends with a JSON line.
  */
-// The AWS SDK inside aws-local-stepfunctions warns on every run that Node 20 support ends;
-// that is noise here (the runner supports Node 20), while other warnings still show.
-process.removeAllListeners('warning');
-process.on('warning', (w) => {
-  if (/node >=22|upgrade to node/i.test(w.message)) return;
-  process.stderr.write(`${w.name}: ${w.message}\n`);
-});
+// The AWS SDK prints a 9-line notice on Node < 22 (its future releases will need 22); this
+// project supports Node 20, so the notice would only make a newcomer think the setup is broken.
+// The variable is the one @aws-sdk/core reads (emitWarningIfUnsupportedVersion).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** npm forwards the terminal's SIGINT to node, which then sees one Ctrl-C twice within a few ms. */
+export const FORCE_AFTER_MS = 1000;
+
+const argv = process.argv.slice(2);
+const wantsJson = argv.includes('--json');
+
+function fail(name: string, message: string, code: number): number {
+  process.stderr.write(`error: ${message}\n`);
+  if (wantsJson) process.stdout.write(`${JSON.stringify({ status: 'failed', error: { name, message } })}\n`);
+  return code;
+}
 
 async function main(): Promise<number> {
   let options: ReturnType<typeof parseLocalRunArgs>;
   try {
-    options = parseLocalRunArgs(process.argv.slice(2));
+    options = parseLocalRunArgs(argv);
   } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`error: ${error.message}\n`);
-      return 2;
-    }
+    if (error instanceof UsageError) return fail(error.name, error.message, 2);
     throw error;
   }
   if (options === 'help') {
@@ -30,15 +37,28 @@ async function main(): Promise<number> {
   }
 
   const controller = new AbortController();
-  let interrupts = 0;
+  let firstSignalAt: number | null = null;
   const onSignal = (signal: string) => {
-    interrupts++;
-    if (interrupts > 1) {
-      process.stderr.write('\nforced exit: the checkpoint is consistent; run the same command to resume\n');
-      process.exit(130);
+    const now = Date.now();
+    if (firstSignalAt === null) {
+      firstSignalAt = now;
+      process.stderr.write(
+        `\n${signal}: stopping after the current step; nothing stored is lost (Ctrl-C again to stop at once)\n`,
+      );
+      controller.abort();
+      return;
     }
-    process.stderr.write(`\n${signal}: stopping after the current step (Ctrl-C again to force)\n`);
-    controller.abort();
+    // The same Ctrl-C delivered twice (by the terminal and by npm) is not a request to force.
+    if (now - firstSignalAt < FORCE_AFTER_MS) return;
+    process.stderr.write(
+      `\nstopped at once: every page is stored whole or not at all; run \`${resumeCommand()}\` to resume\n`,
+    );
+    if (wantsJson) {
+      process.stdout.write(
+        `${JSON.stringify({ status: 'interrupted', error: { name: 'Interrupted', message: `forced by a second ${signal}` } })}\n`,
+      );
+    }
+    process.exit(130);
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
@@ -58,14 +78,21 @@ async function main(): Promise<number> {
       signal: controller.signal,
     });
   } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n`);
-    return 1;
+    const e = error instanceof Error ? error : new Error(String(error));
+    // One line: messages of our own errors already say what to do.
+    return fail(e.name, e.message.replace(/\s*\n\s*/g, ' '), 1);
   }
 
   printSummary(summary);
   if (options.json) process.stdout.write(`${JSON.stringify(jsonSummary(summary))}\n`);
   if (summary.status === 'interrupted') return 130;
   return summary.status === 'complete' && summary.verified ? 0 : 1;
+}
+
+/** The command the user typed, to resume with. */
+function resumeCommand(): string {
+  const quoted = argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
+  return `npm run local${quoted.length ? ` -- ${quoted.join(' ')}` : ''}`;
 }
 
 function printSummary(s: LocalRunSummary): void {
@@ -75,18 +102,23 @@ function printSummary(s: LocalRunSummary): void {
     `events stored: ${n(s.events)} (distinct ids ${n(s.distinctIds)})${s.expectedEvents !== null ? `, upstream holds ${n(s.expectedEvents)} valid` : ''}`,
     `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}`,
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
-    `verification: ${s.verified ? 'OK' : 'FAILED'}`,
   ];
+  // Only a run that ended has something to verify: an interrupted one is incomplete by design.
+  if (s.status !== 'interrupted') lines.push(`verification: ${s.verified ? 'OK' : 'FAILED'}`);
   // The figures go to stdout; stderr gets the one line that says what went wrong and what to do.
   process.stdout.write(`${lines.join('\n')}\n`);
-  if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}\n`);
-  else if (s.status === 'interrupted')
-    process.stderr.write('interrupted: run the same command again to resume from the checkpoint\n');
-  else if (s.status !== 'complete' || !s.verified)
+  const logHint = s.logFile ? `; the log is ${s.logFile}` : '';
+  if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}${logHint}\n`);
+  else if (s.status === 'interrupted') {
+    const of = s.expectedEvents !== null ? ` of ${n(s.expectedEvents)}` : '';
+    process.stdout.write(
+      `interrupted: ${n(s.events)}${of} events are stored and checkpointed; run \`${resumeCommand()}\` to resume from there\n`,
+    );
+  } else if (s.status !== 'complete' || !s.verified)
     process.stderr.write(
       s.duplicatesSkipped > 0 && s.events < (s.expectedEvents ?? 0)
         ? `error: ${s.expectedEvents! - s.events} of the upstream's events were already stored under another source (rows are keyed by event id alone); ingest into a separate database or --reset that source\n`
-        : `error: the run ended ${s.status} and the stored rows do not match the checkpoint; see the log in --data-dir/logs\n`,
+        : `error: the run ended ${s.status} and did not verify (${s.problem ?? 'the checkpoint is not complete'})${logHint}\n`,
     );
 }
 
@@ -105,7 +137,11 @@ function jsonSummary(s: LocalRunSummary) {
     seconds: s.seconds,
     expectedEvents: s.expectedEvents,
     verified: s.verified,
-    ...(s.error ? { error: `${s.error.name}: ${s.error.message}` } : {}),
+    ...(s.error
+      ? { error: s.error }
+      : s.status === 'failed' || (s.status === 'complete' && !s.verified)
+        ? { error: { name: 'VerificationFailed', message: s.problem ?? 'the checkpoint is not complete' } }
+        : {}),
   };
 }
 
@@ -113,7 +149,9 @@ main().then(
   // Exit explicitly: a detached embedded PostgreSQL or a keep-alive socket must not hold the process.
   (code) => process.exit(code),
   (error: unknown) => {
-    process.stderr.write(`error: ${(error as Error).stack ?? String(error)}\n`);
-    process.exit(1);
+    const e = error instanceof Error ? error : new Error(String(error));
+    process.exit(
+      fail(e.name, `${e.message} (an unexpected error: ${e.stack?.split('\n')[1]?.trim() ?? ''})`, 1),
+    );
   },
 );

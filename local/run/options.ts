@@ -29,7 +29,9 @@ export const localRunOptionsSchema = z.object({
     )
     .nullable(),
   apiKey: z.string().min(1).nullable(),
-  events: z.number().int().min(1).max(50_000_000),
+  events: z.number().refine((v) => Number.isInteger(v) && v >= 1 && v <= 50_000_000, {
+    error: (issue) => `--events must be a whole number from 1 to 50,000,000, got ${String(issue.input)}`,
+  }),
   windowSeconds: z.number().positive().max(3600),
   rateLimit: z.number().int().min(0).max(100_000),
   windowMode: z.enum(['fixed', 'sliding']),
@@ -63,8 +65,10 @@ Upstream (default: the bundled simulator, started in-process):
   --time-scale X         divide every duration (simulator window, TTL, latency; Wait states; spacing) by X
   --chaos                simulator fault profile (malformed rows, duplicates, 5xx, truncated bodies)
   --seed N               simulator data set seed (default 1)
-Database (default: an embedded PostgreSQL in .local/postgres, kept between runs):
+Database (default: an embedded PostgreSQL in <data-dir>/postgres, kept between runs):
   --database-url URL     use this PostgreSQL instead (or DATABASE_URL)
+  --data-dir DIR         where the embedded PostgreSQL and the logs live (default .local; about 1.1 GB
+                         after a full run; delete the folder to start over; \`npm run local:db\` opens it)
 Run:
   --source S             source id (default "default")
   --reset                delete the source's rows and checkpoint first (asks nothing)
@@ -74,6 +78,23 @@ Run:
   --progress MODE        auto | tty | lines | none (default auto: a bar on a terminal, lines otherwise)
   --help                 this text`;
 
+/**
+ * `--events -5` is read by parseArgs as an option named -5 ("ambiguous"); joined as `--events=-5`
+ * it reaches the validation, which says what the value must be.
+ */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    const next = argv[i + 1];
+    if (/^--[a-z-]+$/.test(a) && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 export function parseLocalRunArgs(
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
@@ -81,7 +102,7 @@ export function parseLocalRunArgs(
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: joinNegativeValues(argv),
       strict: true,
       allowPositionals: false,
       options: {

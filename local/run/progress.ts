@@ -8,7 +8,15 @@ export interface ProgressSnapshot {
   elapsedMs: number;
   /** Events stored by this run (not counting earlier runs), for the rate. */
   storedThisRun: number;
+  /**
+   * Events per second the pacing plan allows (spacing and window). The ETA uses it until the run
+   * has a minute of its own measurement: a rate measured over the first seconds is mostly start-up.
+   */
+  plannedRate?: number | null;
 }
+
+/** How long the ETA trusts the plan over the measured rate. */
+export const PLANNED_RATE_MS = 60_000;
 
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms) || ms < 0) return '--:--';
@@ -26,7 +34,8 @@ export function describeProgress(p: ProgressSnapshot, width = 24): { bar: string
   const fraction = p.total ? Math.min(1, p.stored / p.total) : 0;
   const filled = Math.round(fraction * width);
   const remaining = p.total ? Math.max(0, p.total - p.stored) : null;
-  const eta = remaining !== null && rate > 0 ? formatDuration((remaining / rate) * 1000) : '--:--';
+  const etaRate = p.plannedRate && p.elapsedMs < PLANNED_RATE_MS ? p.plannedRate : rate;
+  const eta = remaining !== null && etaRate > 0 ? formatDuration((remaining / etaRate) * 1000) : '--:--';
   const pct = p.total ? `${(fraction * 100).toFixed(1).padStart(5)}%` : '    ?%';
   const of = p.total ? `/${p.total.toLocaleString('en-US')}` : '';
   const stats =
@@ -58,9 +67,14 @@ export function createProgressReporter(opts: {
         opts.write(`${d.line}\n`);
       }
     },
-    /** Ends the bar's line so that what follows starts on a fresh one. */
-    done() {
-      if (drawn) opts.write('\n');
+    /**
+     * The last state, always shown (a line is otherwise written every 10 s at most), then the
+     * bar's line is ended so that what follows starts on a fresh one.
+     */
+    done(p?: ProgressSnapshot) {
+      if (p && opts.mode === 'lines') opts.write(`${describeProgress(p).line}\n`);
+      else if (p && opts.mode === 'tty') opts.write(`\r\x1b[2K${describeProgress(p).bar}`);
+      if (opts.mode === 'tty' && (drawn || p)) opts.write('\n');
       drawn = false;
     },
   };

@@ -3,7 +3,7 @@ import type { Sql, TransactionSql } from 'postgres';
 import { z } from 'zod';
 import type { PersistPageInput, PersistPageResult } from '../step/contract.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
-import { type Checkpoint, checkpointFromDriverRow, storable } from './checkpoints.ts';
+import { checkpointFromDriverRow, storable } from './checkpoints.ts';
 import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from './copy-binary.ts';
 import {
   CopyRefusedError,

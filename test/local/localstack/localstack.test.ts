@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
@@ -16,10 +17,12 @@ import {
   COMPOSE_FILE,
   DockerUnavailableError,
   deploy,
+  down,
   type Exec,
   LOCALSTACK_ENV,
   type LocalStackDeps,
   OUTPUTS_FILE,
+  requireDocker,
   startAndFollow,
   stateMachineArnFromOutputs,
   up,
@@ -121,14 +124,53 @@ describe('localstack:up and deploy', () => {
     expect(v1.calls.at(-1)!.line).toBe(`docker-compose -p datasync-localstack -f ${COMPOSE_FILE} up -d`);
   });
 
+  it('without a Docker engine, every LocalStack command says Docker (and the auth token) is what is missing', async () => {
+    const commands: Record<string, (d: LocalStackDeps) => Promise<unknown>> = {
+      up,
+      deploy,
+      down,
+      // start and status check it first in the CLI.
+      start: requireDocker,
+    };
+    for (const [name, run] of Object.entries(commands)) {
+      const { exec, calls } = recordingExec({ 'docker info': 1 });
+      const err = await run(deps({ exec })).catch((e: unknown) => e);
+      expect(err, name).toBeInstanceOf(DockerUnavailableError);
+      expect((err as Error).message, name).toMatch(/^No Docker engine is reachable/);
+      expect((err as Error).message, name).toContain('LOCALSTACK_AUTH_TOKEN');
+      expect((err as Error).message, name).not.toContain('is LocalStack up');
+      expect(
+        calls.map((c) => c.line),
+        name,
+      ).toEqual(['docker info --format {{.ServerVersion}}']);
+    }
+  });
+
+  it('hands cdklocal an environment its own check accepts, S3 endpoint included', async () => {
+    // cdklocal 3.x's own function, run on a copy of what deploy passes it.
+    const { configureEnvironment } = createRequire(import.meta.url)('aws-cdk-local/src/index.js') as {
+      configureEnvironment: (env: Record<string, string>, allow: string) => void;
+    };
+    const env = { ...LOCALSTACK_ENV };
+    expect(() => configureEnvironment(env, '')).not.toThrow();
+    expect(env.AWS_ENDPOINT_URL).toBe('http://localhost:4566');
+    expect(env.AWS_ENDPOINT_URL_S3).toBe('http://s3.localhost.localstack.cloud:4566');
+    expect(env.AWS_REGION).toBe('us-east-1');
+    // What cdklocal 3.0.4 threw on with the endpoint alone.
+    expect(() => configureEnvironment({ AWS_ENDPOINT_URL: 'http://localhost:4566' }, '')).toThrow(
+      /AWS_ENDPOINT_URL_S3/,
+    );
+  });
+
   it('deploy bootstraps and deploys the localstack target with cdklocal against the LocalStack endpoint', async () => {
     const { exec, calls } = recordingExec();
     await deploy(deps({ exec }));
     expect(calls.map((c) => c.line)).toEqual([
+      'docker info --format {{.ServerVersion}}',
       'npx cdklocal bootstrap --no-notices -c target=localstack',
       `npx cdklocal deploy --no-notices --require-approval never -c target=localstack --outputs-file ${OUTPUTS_FILE}`,
     ]);
-    expect(calls[1]!.env).toEqual(LOCALSTACK_ENV);
+    expect(calls[2]!.env).toEqual(LOCALSTACK_ENV);
   });
 });
 

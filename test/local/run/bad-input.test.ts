@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSimulator, startSimulator } from '#local/simulator/index.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
-import { lines, readSource, runCli } from './support.ts';
+import { lastJson, lines, readSource, runCli } from './support.ts';
 
 // Every mistake a user can make on the command line ends in one line on stderr, a non-zero exit,
 // and nothing stored for the source.
@@ -31,7 +31,10 @@ async function expectNothingStored(): Promise<void> {
   expect(state.checkpoint).toBeNull();
 }
 
-describe('npm run local with bad input', () => {
+// Each case starts the CLI as a child process (tsx, the synthesized state machine): room for a busy machine.
+const CLI_TIMEOUT = { timeout: 120_000 };
+
+describe('npm run local with bad input', CLI_TIMEOUT, () => {
   it('rejects an unknown option with the way to the help', async () => {
     const r = await runCli(['--evnets', '10', '--database-url', db.url, '--data-dir', dataDir]);
     expect(r.code).toBe(2);
@@ -54,7 +57,13 @@ describe('npm run local with bad input', () => {
     expect(r.stderr).toMatch(
       /^error: Cannot connect to PostgreSQL at 127\.0\.0\.1:1: .*Check --database-url/,
     );
-    expect(r.stdout).not.toContain('"status"');
+    // Scripts read the last line: a failure is JSON too, with the same message.
+    const json = lastJson(r.stdout);
+    expect(json.status).toBe('failed');
+    expect(json.error?.message).toMatch(/^Cannot connect to PostgreSQL at 127\.0\.0\.1:1: /);
+    // And the run's log has it, where the user is told to look.
+    const log = readFileSync(join(dataDir, 'logs', 'default.log'), 'utf8');
+    expect(log).toContain('Cannot connect to PostgreSQL at 127.0.0.1:1');
   });
 
   it('stops on a wrong API key before writing a checkpoint', async () => {
@@ -132,5 +141,58 @@ describe('npm run local with bad input', () => {
       'error: --api-url must be an http(s) URL of the API base, e.g. https://host/api/v1',
     ]);
     await expectNothingStored();
+  });
+
+  it('answers --help with exit 0 and lists --data-dir', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}--data-dir DIR /m);
+    expect(r.stdout).toContain('npm run local:db');
+    expect(r.stderr).toBe('');
+  });
+
+  it('says what --events must be for a negative count, and ends --json with a failure line', async () => {
+    const r = await runCli(['--events', '-5', '--database-url', db.url, '--data-dir', dataDir, '--json']);
+    expect(r.code).toBe(2);
+    expect(lines(r.stderr)).toEqual(['error: --events must be a whole number from 1 to 50,000,000, got -5']);
+    expect(lastJson(r.stdout)).toEqual({
+      status: 'failed',
+      error: { name: 'UsageError', message: '--events must be a whole number from 1 to 50,000,000, got -5' },
+    });
+  });
+
+  it('says a data dir that cannot be written is not writable', async () => {
+    // /proc refuses new folders even to root, as a read-only mount does.
+    const r = await runCli(['--database-url', db.url, '--data-dir', '/proc/dsi-local-test', '--json']);
+    expect(r.code).toBe(1);
+    expect(lines(r.stderr)).toHaveLength(1);
+    expect(r.stderr).toMatch(
+      /^error: The data dir \/proc\/dsi-local-test is not writable \(.*\)\. Pass --data-dir /,
+    );
+    expect(lastJson(r.stdout)).toMatchObject({ status: 'failed', error: { name: 'Error' } });
+  });
+});
+
+// As root the embedded server runs as the OS user `postgres`; cases that exist only for root.
+describe.runIf(process.getuid?.() === 0)('npm run local as root', CLI_TIMEOUT, () => {
+  it('says in one line why a data dir inside a folder only root can enter cannot hold the database', async () => {
+    const closed = mkdtempSync(join(tmpdir(), 'dsi-local-closed-'));
+    try {
+      chmodSync(closed, 0o700);
+      mkdirSync(join(closed, 'inner'));
+      const r = await runCli(['--data-dir', join(closed, 'inner'), '--events', '1000', '--json']);
+      expect(r.code).toBe(1);
+      expect(lines(r.stderr)).toHaveLength(1);
+      expect(r.stderr).toContain(
+        `error: The embedded PostgreSQL runs as the OS user "postgres" (PostgreSQL refuses to run as root), and that user cannot enter ${closed}`,
+      );
+      expect(r.stderr).toContain(`chmod o+x ${closed}`);
+      expect(lastJson(r.stdout)).toMatchObject({
+        status: 'failed',
+        error: { name: 'EmbeddedPostgresError' },
+      });
+    } finally {
+      rmSync(closed, { recursive: true, force: true });
+    }
   });
 });

@@ -68,7 +68,7 @@ export interface JsonSummary {
   seconds: number;
   expectedEvents: number | null;
   verified: boolean;
-  error?: string;
+  error?: { name: string; message: string };
 }
 
 /** `--json` promises the summary as the last line of stdout. */

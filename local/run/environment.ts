@@ -1,0 +1,211 @@
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Sql } from 'postgres';
+import { createDb, createSql, type Db } from '#shared/db/client.ts';
+import { runMigrations } from '#shared/db/migrate.ts';
+import { AuthError } from '#shared/errors.ts';
+import { createDataSyncClient } from '#shared/upstream/client.ts';
+import { type RunningSimulator, startSimulator } from '../simulator/index.ts';
+import type { LocalRunOptions } from './options.ts';
+
+/** What a local run works against: a migrated database and an upstream (the simulator unless --api-url). */
+export interface LocalEnvironment {
+  databaseUrl: string;
+  sql: Sql;
+  db: Db;
+  apiUrl: string;
+  apiKey: string;
+  /** null with --api-url: the real API is not ours to describe. */
+  simulator: RunningSimulator | null;
+  /** Stops what this environment started, in reverse order. Never throws. */
+  close(): Promise<void>;
+}
+
+type Cleanup = () => Promise<void>;
+
+/**
+ * PostgreSQL (the given URL, else the embedded server kept in `<data-dir>/postgres`) and the
+ * upstream (the given API after a preflight, else the simulator in-process on a free port).
+ */
+export async function openEnvironment(
+  options: LocalRunOptions,
+  dataDir: string,
+  out: (text: string) => void,
+): Promise<LocalEnvironment> {
+  const cleanups: Cleanup[] = [];
+  const close = async () => {
+    for (const fn of cleanups.reverse()) await fn().catch(() => undefined);
+    cleanups.length = 0;
+  };
+  try {
+    let databaseUrl = options.databaseUrl;
+    if (!databaseUrl) {
+      const server = await openEmbeddedServer(dataDir, out);
+      cleanups.push(server.release);
+      databaseUrl = await ensureDatabase(server.url, 'datasync');
+    }
+    const sql = createSql(databaseUrl, { applicationName: 'datasync-local-runner' });
+    cleanups.push(() => sql.end({ timeout: 5 }));
+    await checkDatabase(sql, databaseUrl);
+    await runMigrations(sql);
+
+    let simulator: RunningSimulator | null = null;
+    let apiUrl = options.apiUrl;
+    let apiKey = options.apiKey ?? '';
+    if (!apiUrl) {
+      apiKey = 'local-dev-key';
+      const sim = await startSimulator({
+        port: 0,
+        events: options.events,
+        seed: options.seed,
+        apiKey,
+        windowSeconds: options.windowSeconds,
+        rateLimit: options.rateLimit,
+        windowMode: options.windowMode,
+        timeScale: options.timeScale,
+        latencyMs: options.latencyMs,
+        chaos: options.chaos,
+      });
+      simulator = sim;
+      cleanups.push(() => sim.close());
+      apiUrl = sim.url;
+      out(
+        `simulator: ${options.events.toLocaleString('en-US')} events at ${apiUrl} (${describeLimit(options)})\n`,
+      );
+    } else {
+      // A wrong key or an unreachable API must fail before anything is written for the source.
+      await preflightUpstream(apiUrl, apiKey);
+    }
+    return { databaseUrl, sql, db: createDb(sql), apiUrl, apiKey, simulator, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+export interface EmbeddedServer {
+  url: string;
+  /** Leaves the server; the last process using it stops it. */
+  release: Cleanup;
+}
+
+/**
+ * The embedded PostgreSQL of a data dir, shared by every local process that uses it (runs,
+ * `npm run local:db`). Each registers its pid under `<data-dir>/postgres-users`; the last to leave
+ * stops the server. A server left by a process killed with SIGKILL has no live user left, so the
+ * next process adopts it and stops it when done, as it would stop its own.
+ */
+export async function openEmbeddedServer(
+  dataDir: string,
+  out: (text: string) => void,
+): Promise<EmbeddedServer> {
+  // Loaded only when no --database-url is given.
+  const { startEmbeddedPostgres } = await import('../embedded-postgres.ts');
+  const users = join(dataDir, 'postgres-users');
+  const others = liveUsers(users);
+  const pg = await startEmbeddedPostgres({ dataDir: join(dataDir, 'postgres'), log: (l) => out(`${l}\n`) });
+  if (!pg.started && others.length === 0) {
+    out('the embedded PostgreSQL was left running by a process that is gone: this one stops it when done\n');
+  }
+  mkdirSync(users, { recursive: true });
+  const mine = join(users, String(process.pid));
+  writeFileSync(mine, '');
+  return {
+    url: pg.url,
+    release: async () => {
+      rmSync(mine, { force: true });
+      if (liveUsers(users).length === 0) await pg.stop();
+    },
+  };
+}
+
+/** Pids registered under `dir` whose process still runs (files of dead ones are removed). */
+function liveUsers(dir: string): number[] {
+  if (!existsSync(dir)) return [];
+  const alive: number[] = [];
+  for (const name of readdirSync(dir)) {
+    const pid = Number(name);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) alive.push(pid);
+    else if (pid !== process.pid) rmSync(join(dir, name), { force: true });
+  }
+  return alive;
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function describeLimit(o: LocalRunOptions): string {
+  if (o.rateLimit === 0) return 'no rate limit';
+  const scale = o.timeScale !== 1 ? `, time-scale ${o.timeScale}` : '';
+  return `${o.rateLimit} requests per ${o.windowSeconds} s ${o.windowMode}${scale}${o.chaos ? ', chaos' : ''}`;
+}
+
+/**
+ * One small request (limit=1) before the first execution. Only a wrong key or an API that cannot
+ * be reached at all stops the run here; a 429 or a passing 5xx is left to the workflow's retries.
+ */
+async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> {
+  const client = createDataSyncClient({ baseUrl: apiUrl, apiKey, timeoutMs: 15_000 });
+  let lastError: unknown = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await client.fetchEvents({ limit: 1 });
+      return;
+    } catch (error) {
+      if (error instanceof AuthError) {
+        throw new AuthError(
+          `The DataSync API at ${apiUrl} refused the API key (HTTP ${error.status}). Check --api-key / DATASYNC_API_KEY.`,
+          error.status,
+        );
+      }
+      if ((error as Error).name !== 'UpstreamUnavailableError') return;
+      lastError = error;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  const reason = (lastError as Error).message.split(';')[0];
+  throw new Error(
+    `Cannot reach the DataSync API at ${apiUrl} (${reason}). Check --api-url / DATASYNC_API_URL and the network, ` +
+      'or leave both unset to use the bundled simulator.',
+  );
+}
+
+async function checkDatabase(sql: Sql, url: string): Promise<void> {
+  try {
+    await sql`select 1`;
+  } catch (error) {
+    const u = safeUrl(url);
+    throw new Error(
+      `Cannot connect to PostgreSQL at ${u?.host ?? url}: ${(error as Error).message}. ` +
+        'Check --database-url / DATABASE_URL and that the server is running, or leave both unset to use the embedded PostgreSQL.',
+    );
+  }
+}
+
+/** The embedded server's `postgres` database holds the catalog; the data goes to a database of its own. */
+export async function ensureDatabase(adminUrl: string, name: string): Promise<string> {
+  const admin = createSql(adminUrl, { applicationName: 'datasync-local-runner' });
+  try {
+    const rows = await admin`select 1 from pg_database where datname = ${name}`;
+    if (rows.length === 0) await admin.unsafe(`create database ${name}`).catch(() => undefined);
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+function safeUrl(url: string): URL | null {
+  try {
+    return new URL(url);
+  } catch {
+    return null;
+  }
+}

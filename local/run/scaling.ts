@@ -1,0 +1,37 @@
+import { configDefaults, type FetchPageConfig, parseConfig, timeScaledSettings } from '#shared/config.ts';
+import type { LocalRunOptions } from './options.ts';
+
+/** The options that decide how fast a local run's clock runs and how it paces itself. */
+export type PacingOptions = Pick<
+  LocalRunOptions,
+  'timeScale' | 'minSpacingMs' | 'rateLimit' | 'windowSeconds' | 'latencyMs'
+>;
+
+/**
+ * The fetch-page function's configuration for a local run: the settings' defaults from the one
+ * schema, with every duration the step waits for divided by the time scale, the way the
+ * simulator divides its windows, cursor lifetimes and latency (`timeScaledSettings`).
+ */
+export function stepConfig(
+  options: PacingOptions,
+  target: { apiUrl: string; apiKey: string; databaseUrl: string; pageSize: number },
+): FetchPageConfig {
+  const settings = timeScaledSettings(
+    { ...configDefaults, minSpacingMs: options.minSpacingMs, pageSize: target.pageSize },
+    options.timeScale,
+  );
+  return parseConfig({ ...settings, ...target });
+}
+
+/**
+ * Events per second the pacing allows, before any page is fetched: one page per request, one
+ * request per max(minimum spacing, window / limit) plus the simulator's latency, all scaled.
+ * This is what the first ETA comes from; a rate measured over the first seconds is mostly
+ * start-up and gave a 37-minute ETA for a 22-minute run. null when nothing bounds the pace.
+ */
+export function plannedEventsPerSecond(options: PacingOptions, pageSize: number): number | null {
+  const perWindow = options.rateLimit > 0 ? (options.windowSeconds * 1000) / options.rateLimit : 0;
+  const perRequestMs = (Math.max(options.minSpacingMs, perWindow) + options.latencyMs) / options.timeScale;
+  if (perRequestMs <= 0) return null;
+  return (pageSize * 1000) / perRequestMs;
+}

@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { plannedEventsPerSecond, stepConfig } from '#local/run/scaling.ts';
+import { resolveSimulatorOptions } from '#local/simulator/index.ts';
+
+const target = {
+  apiUrl: 'http://127.0.0.1:1/api/v1',
+  apiKey: 'k',
+  databaseUrl: 'postgres://x@h/db',
+  pageSize: 5000,
+};
+const pacing = { timeScale: 1, minSpacingMs: 2200, rateLimit: 10, windowSeconds: 20, latencyMs: 0 };
+
+describe('the step configuration of a local run', () => {
+  it.each([1, 20, 50, 500])(
+    'keeps the cursor refresh margin well inside the simulator cursor lifetime at time-scale %d',
+    (timeScale) => {
+      const config = stepConfig({ ...pacing, timeScale }, target);
+      const cursorTtlMs = (resolveSimulatorOptions({ timeScale }).cursorTtlSeconds * 1000) / timeScale;
+      // An unscaled 15 s margin against a 2.3 s scaled lifetime refreshed every cursor of a scaled
+      // run: the margin must shrink with the clock, leaving most of the lifetime to use.
+      expect(config.cursorRefreshMarginMs).toBeLessThan(cursorTtlMs / 5);
+      expect(config.minSpacingMs).toBe(Math.ceil(2200 / timeScale));
+      expect(config.safetyMarginMs).toBe(Math.ceil(250 / timeScale));
+      expect(config.pageSize).toBe(5000);
+    },
+  );
+
+  it('stays valid for a slowed-down run (time-scale below 1)', () => {
+    const config = stepConfig({ ...pacing, timeScale: 0.1 }, target);
+    expect(config.cursorRefreshMarginMs).toBe(110_000);
+    expect(config.leaseTtlMs).toBe(1_800_000);
+  });
+});
+
+describe('the planned rate behind the first ETA', () => {
+  it('follows the slower of the spacing and the window share, plus latency, scaled', () => {
+    // 10 per 20 s is one request per 2 s; the 2.2 s spacing is slower: 5000 events per 2.2 s.
+    expect(plannedEventsPerSecond(pacing, 5000)).toBeCloseTo(5000 / 2.2, 6);
+    // 10 per 60 s: one request per 6 s.
+    expect(plannedEventsPerSecond({ ...pacing, windowSeconds: 60 }, 5000)).toBeCloseTo(5000 / 6, 6);
+    expect(plannedEventsPerSecond({ ...pacing, latencyMs: 3500, timeScale: 10 }, 5000)).toBeCloseTo(
+      5000 / 0.57,
+      6,
+    );
+    expect(
+      plannedEventsPerSecond({ ...pacing, rateLimit: 0, minSpacingMs: 0, latencyMs: 0 }, 5000),
+    ).toBeNull();
+  });
+});
