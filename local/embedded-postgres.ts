@@ -1,4 +1,4 @@
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -91,11 +91,11 @@ export async function startEmbeddedPostgres(opts: {
   }
   if (!stored) {
     log(`initialising an embedded PostgreSQL in ${dataDir}`);
-    initdb(bin, dataDir, runAs);
+    await initdb(bin, dataDir, runAs);
   }
   const port = opts.port ?? (await freePort());
   const logFile = join(dataDir, 'server.log');
-  const started = run(
+  const started = await run(
     bin.pg_ctl,
     [
       'start',
@@ -127,7 +127,7 @@ export async function stopEmbeddedPostgres(dataDir: string): Promise<boolean> {
   if (!runningServer(dir)) return false;
   const runAs = osUser();
   const bin = reachableBinaries(await loadBinaries(), runAs, () => {});
-  stopServer(bin, dir, runAs);
+  await stopServer(bin, dir, runAs);
   return true;
 }
 
@@ -140,14 +140,14 @@ function handle(bin: Binaries, dataDir: string, port: number, started: boolean, 
     stop: async () => {
       if (stopped) return;
       stopped = true;
-      stopServer(bin, dataDir, runAs);
+      await stopServer(bin, dataDir, runAs);
     },
   };
 }
 
-function stopServer(bin: Binaries, dataDir: string, runAs: RunAs | null): void {
+async function stopServer(bin: Binaries, dataDir: string, runAs: RunAs | null): Promise<void> {
   if (!runningServer(dataDir)) return;
-  const r = run(bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], runAs);
+  const r = await run(bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], runAs);
   if (r.status !== 0 && runningServer(dataDir)) {
     throw new EmbeddedPostgresError(`Could not stop the embedded PostgreSQL in ${dataDir}: ${output(r)}`);
   }
@@ -157,7 +157,7 @@ export function urlFor(port: number): string {
   return `postgres://${EMBEDDED_USER}:${EMBEDDED_PASSWORD}@127.0.0.1:${port}/postgres`;
 }
 
-function initdb(bin: Binaries, dataDir: string, runAs: RunAs | null): void {
+async function initdb(bin: Binaries, dataDir: string, runAs: RunAs | null): Promise<void> {
   // The password goes through a file only the server's user can read, never the command line.
   const pwDir = mkdtempSync(join(tmpdir(), 'dsi-pg-'));
   const pwFile = join(pwDir, 'pw');
@@ -167,7 +167,7 @@ function initdb(bin: Binaries, dataDir: string, runAs: RunAs | null): void {
       chownSync(pwDir, runAs.uid, runAs.gid);
       chownSync(pwFile, runAs.uid, runAs.gid);
     }
-    const r = run(
+    const r = await run(
       bin.initdb,
       [
         `--pgdata=${dataDir}`,
@@ -334,18 +334,47 @@ function nearestExisting(path: string): string {
   return d;
 }
 
-function run(file: string, args: string[], runAs: RunAs | null): SpawnSyncReturns<string> {
-  return spawnSync(file, args, {
-    ...(runAs ?? {}),
-    encoding: 'utf8',
-    // pg_ctl leaves the server running with these pipes' write ends unless they go nowhere.
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, LC_ALL: 'C' },
-    timeout: 120_000,
+interface RunResult {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  error?: Error;
+}
+
+/**
+ * Runs initdb or pg_ctl without blocking the event loop: the server is started and stopped from
+ * processes (a local run, a test) that go on serving requests and timers meanwhile.
+ */
+function run(file: string, args: string[], runAs: RunAs | null): Promise<RunResult> {
+  return new Promise((resolveRun) => {
+    const child = spawn(file, args, {
+      ...(runAs ?? {}),
+      // stdout/stderr piped for the error message; the server itself writes to its -l log file.
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+      timeout: 120_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('error', (error) => resolveRun({ status: null, signal: null, stdout, stderr, error }));
+    child.once('close', (status, signal) => resolveRun({ status, signal, stdout, stderr }));
   });
 }
 
-function output(r: SpawnSyncReturns<string>): string {
+function output(r: {
+  error?: Error;
+  stderr?: string | null;
+  stdout?: string | null;
+  status: number | null;
+  signal: NodeJS.Signals | null;
+}): string {
   if (r.error) return r.error.message;
   const text = `${r.stderr ?? ''}${r.stdout ?? ''}`.trim();
   return text || `exit code ${r.status ?? r.signal}`;

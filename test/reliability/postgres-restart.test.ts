@@ -88,7 +88,7 @@ describe(`PostgreSQL restarted during a run (${SCALE})`, () => {
       const logFile = join(dataDir, 'run', 'logs', 'pg-restart.log');
       const failures = (existsSync(logFile) ? readFileSync(logFile, 'utf8').split('\n') : [])
         .filter((l) => l.includes('"level":"ERROR"'))
-        .map((l) => String((JSON.parse(l) as { error?: unknown }).error));
+        .map((l) => String((JSON.parse(l) as { errorName?: unknown }).errorName));
       expect(failures.length).toBeGreaterThan(0);
       const outcome =
         runs.length === 1
