@@ -25,8 +25,7 @@ export interface BenchEntry {
 
 export const benchmarks: Record<string, BenchEntry> = {
   simulator: {
-    description:
-      'simulator pages/s over real HTTP, 5000-event pages, no rate limit (local/simulator/bench.ts)',
+    description: 'simulator pages/s over real HTTP, 5000-event pages, no rate limit (bench/simulator.ts)',
     options: '--pages N (default 60), --events N (default 3000000), --chaos',
     load: () => import('./simulator.ts') as Promise<BenchModule>,
   },

@@ -1,6 +1,14 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { configDefaults, stepSettingsSchema } from '#shared/config.ts';
 import { sourceIdSchema } from '#shared/step.ts';
+import { isHttpUrl, isPostgresUrl } from '#shared/url.ts';
+import { DEFAULT_LATENCY, LIVE_LATENCY_MS } from '../simulator/index.ts';
+
+/** A run's latency in milliseconds for a page of `pageSize` events, for planning. */
+export function latencyOfPage(latencyMs: number | 'live', pageSize: number): number {
+  return ((latencyMs === 'live' ? LIVE_LATENCY_MS : latencyMs) * pageSize) / 5000;
+}
 
 /** Raised for bad command-line input: the CLI prints the message alone and exits 2. */
 export class UsageError extends Error {
@@ -10,23 +18,15 @@ export class UsageError extends Error {
 export const localRunOptionsSchema = z.object({
   databaseUrl: z
     .string()
-    .refine((v) => /^postgres(ql)?:\/\/[^/]+/.test(v), {
+    .refine(isPostgresUrl, {
       error: '--database-url must be a postgres:// URL, e.g. postgres://user:pass@127.0.0.1:5432/datasync',
     })
     .nullable(),
   apiUrl: z
     .string()
-    .refine(
-      (v) => {
-        try {
-          const u = new URL(v);
-          return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname.length > 0;
-        } catch {
-          return false;
-        }
-      },
-      { error: '--api-url must be an http(s) URL of the API base, e.g. https://host/api/v1' },
-    )
+    .refine(isHttpUrl, {
+      error: '--api-url must be an http(s) URL of the API base, e.g. https://host/api/v1',
+    })
     .nullable(),
   apiKey: z.string().min(1).nullable(),
   events: z.number().refine((v) => Number.isInteger(v) && v >= 1 && v <= 50_000_000, {
@@ -36,7 +36,8 @@ export const localRunOptionsSchema = z.object({
   rateLimit: z.number().int().min(0).max(100_000),
   windowMode: z.enum(['fixed', 'sliding']),
   timeScale: z.number().positive().max(100_000),
-  latencyMs: z.number().min(0).max(600_000),
+  /** Of a 5000-event page; smaller pages in proportion. 'live': the live service's 3.5 s with jitter. */
+  latencyMs: z.union([z.number().min(0).max(600_000), z.literal('live')]),
   chaos: z.boolean(),
   seed: z.number().int(),
   sourceId: sourceIdSchema,
@@ -44,7 +45,7 @@ export const localRunOptionsSchema = z.object({
   json: z.boolean(),
   /** Continue as a new execution after this many iterations (the stack's default is 1000). */
   maxIterations: z.number().int().min(1).max(10_000),
-  minSpacingMs: z.number().int().min(0).max(600_000),
+  minSpacingMs: stepSettingsSchema.shape.minSpacingMs.unwrap(),
   dataDir: z.string().min(1),
   progress: z.enum(['auto', 'tty', 'lines', 'none']),
 });
@@ -61,7 +62,8 @@ Upstream (default: the bundled simulator, started in-process):
   --window-seconds S     simulator rate-limit window (default 20)
   --rate-limit R         simulator requests per window (default 10; 0 = unlimited)
   --window-mode M        fixed | sliding (default fixed)
-  --latency-ms MS        simulator latency per page (default 0; the live service takes about 3500)
+  --latency-ms MS|live   simulator latency of a 5000-event page, smaller pages in proportion
+                         (default 0; live: 3500 ms with jitter, as the live service)
   --time-scale X         divide every duration (simulator window, TTL, latency; Wait states; spacing) by X
   --chaos                simulator fault profile (malformed rows, duplicates, 5xx, truncated bodies)
   --seed N               simulator data set seed (default 1)
@@ -157,14 +159,20 @@ export function parseLocalRunArgs(
     rateLimit: num('rate-limit', 10),
     windowMode: str('window-mode') ?? 'fixed',
     timeScale: num('time-scale', 1),
-    latencyMs: num('latency-ms', 0),
+    // Absent: the simulator's own default, so that flipping it there flips local runs too.
+    latencyMs:
+      str('latency-ms') === 'live'
+        ? 'live'
+        : str('latency-ms') === null
+          ? DEFAULT_LATENCY
+          : num('latency-ms', 0),
     chaos: values.chaos === true,
     seed: num('seed', 1),
     sourceId: str('source') ?? 'default',
     reset: values.reset === true,
     json: values.json === true,
     maxIterations: num('max-iterations', 1000),
-    minSpacingMs: num('min-spacing-ms', 2200),
+    minSpacingMs: num('min-spacing-ms', configDefaults.minSpacingMs),
     dataDir: str('data-dir') ?? '.local',
     progress: str('progress') ?? 'auto',
   };

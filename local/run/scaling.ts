@@ -1,5 +1,5 @@
 import { configDefaults, type FetchPageConfig, parseConfig, timeScaledSettings } from '#shared/config.ts';
-import type { LocalRunOptions } from './options.ts';
+import { type LocalRunOptions, latencyOfPage } from './options.ts';
 
 /** The options that decide how fast a local run's clock runs and how it paces itself. */
 export type PacingOptions = Pick<
@@ -31,7 +31,8 @@ export function stepConfig(
  */
 export function plannedEventsPerSecond(options: PacingOptions, pageSize: number): number | null {
   const perWindow = options.rateLimit > 0 ? (options.windowSeconds * 1000) / options.rateLimit : 0;
-  const perRequestMs = (Math.max(options.minSpacingMs, perWindow) + options.latencyMs) / options.timeScale;
+  const latency = latencyOfPage(options.latencyMs, pageSize);
+  const perRequestMs = (Math.max(options.minSpacingMs, perWindow) + latency) / options.timeScale;
   if (perRequestMs <= 0) return null;
   return (pageSize * 1000) / perRequestMs;
 }

@@ -3,6 +3,7 @@ import { drizzle, type PostgresJsDatabase } from 'drizzle-orm/postgres-js';
 import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
 import { type DatabaseSsl, databaseSslSchema } from '../config.ts';
+import { isPostgresUrl } from '../url.ts';
 import { invalidConnection } from './errors.ts';
 import * as schema from './schema.ts';
 
@@ -28,7 +29,7 @@ const connectionObjectSchema = z.object({
 export type ConnectionObject = z.infer<typeof connectionObjectSchema>;
 
 const connectionSchema = z.union([
-  z.string().refine((v) => /^postgres(ql)?:\/\//.test(v), {
+  z.string().refine(isPostgresUrl, {
     error: 'must be a postgres:// URL such as postgres://user:password@host:5432/dbname',
   }),
   connectionObjectSchema,

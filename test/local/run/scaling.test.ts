@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { parseLocalRunArgs } from '#local/run/options.ts';
 import { plannedEventsPerSecond, stepConfig } from '#local/run/scaling.ts';
-import { resolveSimulatorOptions } from '#local/simulator/index.ts';
+import { DEFAULT_LATENCY, resolveSimulatorOptions } from '#local/simulator/index.ts';
 
 const target = {
   apiUrl: 'http://127.0.0.1:1/api/v1',
@@ -45,5 +46,27 @@ describe('the planned rate behind the first ETA', () => {
     expect(
       plannedEventsPerSecond({ ...pacing, rateLimit: 0, minSpacingMs: 0, latencyMs: 0 }, 5000),
     ).toBeNull();
+  });
+
+  it('takes the live preset and pages smaller than 5000 events in proportion, as the simulator does', () => {
+    const live = plannedEventsPerSecond(
+      { ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 'live' },
+      5000,
+    );
+    expect(live).toBeCloseTo(5000 / 3.5, 6);
+    // 1000-event pages take a fifth of the 3.5 s.
+    expect(
+      plannedEventsPerSecond({ ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 3500 }, 1000),
+    ).toBeCloseTo(1000 / 0.7, 6);
+  });
+});
+
+describe('--latency-ms', () => {
+  it('accepts live, a number, and leaves the simulator default when absent', () => {
+    const base = ['--database-url', 'postgres://u@h:5432/d'];
+    expect(parseLocalRunArgs([...base, '--latency-ms', 'live'], {})).toMatchObject({ latencyMs: 'live' });
+    expect(parseLocalRunArgs([...base, '--latency-ms', '1200'], {})).toMatchObject({ latencyMs: 1200 });
+    expect(parseLocalRunArgs(base, {})).toMatchObject({ latencyMs: DEFAULT_LATENCY });
+    expect(() => parseLocalRunArgs([...base, '--latency-ms', 'slow'], {})).toThrow(/--latency-ms/);
   });
 });
