@@ -166,6 +166,12 @@ describe('encodeEventsBinary + copyIn', () => {
   it('passes a connection failure through as it is, not as a refusal, and settles', async () => {
     const other = createSql(testDb.url, { max: 1 });
     let copying: Promise<unknown> | null = null;
+    // sql.begin may reject as soon as it sees the socket close, while its callback is still
+    // polling below: the copy must be awaited through the callback's own progress, not begin's.
+    let reachedCopy!: () => void;
+    const atCopy = new Promise<void>((r) => {
+      reachedCopy = r;
+    });
     const [{ pid } = { pid: 0 }] = await other<{ pid: number }[]>`select pg_backend_pid() as pid`;
     const transaction = other
       .begin(async (tx) => {
@@ -179,10 +185,12 @@ describe('encodeEventsBinary + copyIn', () => {
           await new Promise((r) => setTimeout(r, 20));
         }
         copying = copyIn(tx, COPY, encodeEventsBinary([event()], 'gone')).catch((e: unknown) => e);
+        reachedCopy();
         return copying;
       })
       .catch((e: unknown) => e);
     await transaction;
+    await atCopy;
     await other.end({ timeout: 1 });
     expect(copying).not.toBeNull();
     // copyIn's own outcome, not sql.begin's: it settled, with the connection's error.
