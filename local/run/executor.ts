@@ -4,21 +4,7 @@ import { ExecutionError, StateMachine, type StateMachineDefinition } from 'aws-l
 import { CONTINUE_AS_NEW_STATE, FETCH_PAGE_STATE, WAIT_STATE } from '#infra/state-machine.ts';
 import { FETCH_PAGE_TIMEOUT_MS } from '#shared/config.ts';
 import type { StepOutput } from '#shared/step.ts';
-
-// aws-local-stepfunctions 3 uses Promise.withResolvers (Node >= 22); Node 20 lacks it.
-if (!('withResolvers' in Promise)) {
-  Object.assign(Promise, {
-    withResolvers<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
+import './node20.ts';
 
 /** The fetch-page function's timeout, the one the stack gives it. */
 export const FUNCTION_TIMEOUT_MS = FETCH_PAGE_TIMEOUT_MS;

@@ -4,21 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { synthesizeDefinition } from '#infra/definition.ts';
 import { CONTINUE_AS_NEW_STATE, CONTINUED_STATE, FETCH_PAGE_STATE } from '#infra/state-machine.ts';
 import { FIXTURE_MIGRATIONS } from './support.ts';
-
-// aws-local-stepfunctions 3 uses Promise.withResolvers (Node >= 22); Node 20 lacks it.
-if (!('withResolvers' in Promise)) {
-  Object.assign(Promise, {
-    withResolvers<T>() {
-      let resolve!: (v: T) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<T>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      return { promise, resolve, reject };
-    },
-  });
-}
+import '#local/run/node20.ts';
 
 const definition = synthesizeDefinition({ migrationsDir: FIXTURE_MIGRATIONS, maxIterationsPerExecution: 1 });
 

@@ -446,7 +446,8 @@ async function driveLikeTheStateMachine(deps: StepDeps, executionId: string, sou
 
 describe('pacing holds through faults', () => {
   it('keeps the minimum spacing between any two requests, retries and cursor recovery included, and never draws a 429 from 5xx answers', async () => {
-    const spacingMs = 200;
+    // 200 ms keeps the suite quick; PACING_TEST_SPACING_MS=2200 runs the same scenario at the real spacing.
+    const spacingMs = Number(process.env.PACING_TEST_SPACING_MS ?? 200);
     // Three requests per 2 s window at 200 ms spacing: the window, not the spacing, is the binding
     // limit, so 5xx answers that count against it matter.
     const f = await createPipelineFixture({

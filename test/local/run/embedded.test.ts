@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectOutput } from '#local/child-process.ts';
 import { stopEmbeddedPostgres, urlFor } from '#local/embedded-postgres.ts';
 import { type CliProcess, type CliResult, lastJson, lines, readSource, runCli, startCli } from './support.ts';
 
@@ -170,16 +171,7 @@ function spawnDb(args: string[]) {
 }
 
 function runDb(args: string[]): Promise<CliResult> {
-  const child = spawnDb(args);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((done) => child.once('close', (code, signal) => done({ code, signal, stdout, stderr })));
+  return collectOutput(spawnDb(args));
 }
 
 /** Until the run has stored `pages` pages; the server and its database appear along the way. */

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { collectOutput } from '#local/child-process.ts';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 
@@ -12,15 +13,7 @@ function run(
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((done) => child.once('close', (code) => done({ code, stdout, stderr })));
+  return collectOutput(child);
 }
 
 // Every command a newcomer can type answers --help with its usage and exit 0, nothing on stderr.
