@@ -67,30 +67,18 @@ export function createCursors(options: CursorOptions): Cursors {
 
   return {
     resolve(param, now, requestId, rate) {
+      const invalidFormat = () =>
+        errorReply(400, requestId, rate, 'Bad Request', 'Invalid cursor format', 'CURSOR_INVALID_FORMAT');
       let cursor: CursorPayload;
       try {
         cursor = decodeCursor(param);
         if (cursor.v !== CURSOR_VERSION) throw new Error('version');
       } catch {
-        return errorReply(
-          400,
-          requestId,
-          rate,
-          'Bad Request',
-          'Invalid cursor format',
-          'CURSOR_INVALID_FORMAT',
-        );
+        return invalidFormat();
       }
       const built = isBuilt(cursor);
       if (built && options.builtCursors === 'refuse') {
-        return errorReply(
-          400,
-          requestId,
-          rate,
-          'Bad Request',
-          'Invalid cursor format',
-          'CURSOR_INVALID_FORMAT',
-        );
+        return invalidFormat();
       }
       if (built && options.builtCursors === 'refuse-502') {
         return { status: 502, requestId, rate, body: '', fromLoadBalancer: true };
