@@ -17,15 +17,13 @@ export function isHttpUrl(value: string): boolean {
   }
 }
 
-/** true for a `postgres://` or `postgresql://` URL with a host (or a user before an empty host, as libpq allows for sockets). */
+/**
+ * true for a `postgres://` or `postgresql://` URL with a host part. Not checked with `new URL`:
+ * a multi-host URL (`postgres://u@h1:5432,h2:5432/db`, which postgres.js fails over between) is
+ * valid for the driver but not for WHATWG URL parsing.
+ */
 export function isPostgresUrl(value: string): boolean {
-  if (!/^postgres(ql)?:\/\/[^/?#\s]+/.test(value.trim())) return false;
-  try {
-    new URL(value.trim());
-    return true;
-  } catch {
-    return false;
-  }
+  return /^postgres(ql)?:\/\/[^/?#\s]+/.test(value.trim());
 }
 
 export const httpUrlSchema = z

@@ -9,6 +9,7 @@ import {
   timeScaledSettings,
 } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
+import { isPostgresUrl } from '#shared/url.ts';
 
 const required = {
   DATASYNC_API_URL: 'https://api.example.com/api/v1',
@@ -142,5 +143,14 @@ describe('the database settings the migrate and status functions share with fetc
     expect(() => loadDatabaseConfig({ DATABASE_URL: 'postgres://h/d', DATABASE_SSL: 'verify-ca' })).toThrow(
       /must be disable, require or verify-full[\s\S]*DATABASE_SSL/,
     );
+  });
+});
+
+describe('the one postgres-URL check', () => {
+  it('accepts single- and multi-host URLs (postgres.js fails over between hosts) and refuses others', () => {
+    expect(isPostgresUrl('postgres://u:p@db:5432/x')).toBe(true);
+    expect(isPostgresUrl('postgresql://u@127.0.0.1:1,db:5432/x')).toBe(true);
+    expect(isPostgresUrl('mysql://u@db/x')).toBe(false);
+    expect(isPostgresUrl('postgres:///x')).toBe(false);
   });
 });
