@@ -36,18 +36,21 @@ function openssl(args: string[]): Promise<unknown> {
   return run('openssl', args, { cwd: dir });
 }
 
+/** openssl req arguments for a new P-256 key, unencrypted, written to `keyFile`. */
+const newKey = (keyFile: string) => [
+  '-newkey',
+  'ec',
+  '-pkeyopt',
+  'ec_paramgen_curve:prime256v1',
+  '-nodes',
+  '-keyout',
+  keyFile,
+];
+
 /** A key and a certificate for `subject` with `san`, signed by the test CA or (no CA) by itself. */
 async function certificate(name: string, subject: string, san: string, signedByCa: boolean) {
   await writeFile(join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
-  const key = [
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-  ];
+  const key = newKey(`${name}.key`);
   if (signedByCa) {
     await openssl(['req', ...key, '-out', `${name}.csr`, '-subj', subject]);
     await openssl(
@@ -147,13 +150,7 @@ beforeAll(async () => {
   await openssl([
     'req',
     '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-keyout',
-    'ca.key',
+    ...newKey('ca.key'),
     '-out',
     'ca.pem',
     '-days',
