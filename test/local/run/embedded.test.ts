@@ -180,7 +180,11 @@ async function waitForPages(dataDir: string, pages: number, run: CliProcess): Pr
     if (run.child.exitCode !== null)
       throw new Error(`the run exited early:\n${run.stdout()}\n${run.stderr()}`);
     if (serverRunning(dataDir)) {
-      const state = await readSource(embeddedUrl(dataDir), 'default').catch(() => null);
+      // postmaster.pid can vanish between the check and the read while the server starts or
+      // stops: that is "not yet", like a refused connection.
+      const state = await Promise.resolve()
+        .then(() => readSource(embeddedUrl(dataDir), 'default'))
+        .catch(() => null);
       if ((state?.checkpoint?.pages ?? 0) >= pages) return;
     }
     await new Promise((r) => setTimeout(r, 100));
