@@ -122,6 +122,8 @@ describe(`PostgreSQL restarted during a run (${SCALE})`, () => {
         await sql.end({ timeout: 5 });
       }
     },
-    sized(15 * 60_000, 90_000),
+    // Reduced size: 240 s, not 90: twice in full npm test runs a step stalled after the restart
+    // (cause not yet found, see #10); the function timeout (60 s) and its retry must fit.
+    sized(15 * 60_000, 240_000),
   );
 });
