@@ -16,6 +16,9 @@ const wholeMs = (min: number, max: number) =>
     .min(min)
     .max(max);
 
+/** No more chains than the rate limit's requests per window (10 on the live service). */
+export const MAX_CHAINS = 10;
+
 /** The step's tunables: how it paces, retries and recovers. Defaults are the production values. */
 export const stepSettingsSchema = z.object({
   /** Events per request; the API caps it at 5000. */
@@ -43,6 +46,26 @@ export const stepSettingsSchema = z.object({
   writeHeadroomMs: wholeMs(0, 300_000).default(10_000),
   /** No request starts with less time than this before the headroom: a 5000-event page takes 3.5-4 s live. */
   minAttemptMs: wholeMs(100, 120_000).default(5000),
+  /**
+   * Cursor chains reading the source at once, each over its own range of the key space:
+   * `auto` plans them from the first page (more than one only when the upstream's latency
+   * exceeds the spacing, never more than the window's budget can feed), a number forces it.
+   */
+  chains: z
+    .union([z.literal('auto'), z.number().int().min(1).max(MAX_CHAINS)], {
+      error: `must be auto or a whole number from 1 to ${MAX_CHAINS}`,
+    })
+    .default('auto'),
+  /**
+   * FetchPage invocations one execution may run before it continues as new, over all its
+   * chains (each iteration writes about 9 history events; Standard executions stop at 25,000).
+   */
+  maxIterationsPerExecution: z
+    .number({ error: 'must be a whole number' })
+    .int()
+    .min(1)
+    .max(2000)
+    .default(1000),
 });
 export type StepSettings = z.infer<typeof stepSettingsSchema>;
 
@@ -135,6 +158,8 @@ export const CONFIG_ENV_NAMES = {
   leaseTtlMs: 'LEASE_TTL_MS',
   writeHeadroomMs: 'WRITE_HEADROOM_MS',
   minAttemptMs: 'MIN_ATTEMPT_MS',
+  chains: 'CHAINS',
+  maxIterationsPerExecution: 'MAX_ITERATIONS_PER_EXECUTION',
 } as const satisfies Record<keyof FetchPageConfig, string>;
 
 type ConfigKey = keyof typeof CONFIG_ENV_NAMES;

@@ -4,4 +4,6 @@
  * step/run.ts, cursor recovery and retry in step/recovery.ts.
  */
 export * from './step/contract.ts';
-export { runStep, type StepInvocation } from './step/run.ts';
+export { chainKey, parseChainKey, ZERO_ID } from './step/chains.ts';
+export { runPlan } from './step/plan.ts';
+export { runAction, runStep, type StepInvocation } from './step/run.ts';

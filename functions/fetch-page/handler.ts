@@ -10,7 +10,8 @@ import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfi
 import { ConfigError, DataSyncError } from '#shared/errors.ts';
 import {
   type Clock,
-  runStep,
+  type PlanOutput,
+  runAction,
   type StepInvocation,
   type StepLogger,
   type StepMetrics,
@@ -44,7 +45,7 @@ export type InvocationContext = Pick<LambdaContext, 'getRemainingTimeInMillis'> 
 interface Built {
   config: FetchPageConfig;
   sql: Sql;
-  run: (event: unknown, invocation: StepInvocation) => Promise<StepOutput>;
+  run: (event: unknown, invocation: StepInvocation) => Promise<StepOutput | PlanOutput>;
 }
 
 export const realClock: Clock = {
@@ -82,10 +83,10 @@ export function createHandler(options: HandlerOptions = {}) {
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
     const deps = { store: createStore(sql), upstream, clock, logger, metrics, config };
-    return { config, sql, run: (event, invocation) => runStep(deps, event, invocation) };
+    return { config, sql, run: (event, invocation) => runAction(deps, event, invocation) };
   }
 
-  const handler = async (event: unknown, context?: InvocationContext): Promise<StepOutput> => {
+  const handler = async (event: unknown, context?: InvocationContext): Promise<StepOutput | PlanOutput> => {
     // What Powertools' injectLambdaContext does: request id, cold start and function on every line.
     if (powertools && context?.awsRequestId) powertools.addContext(context as LambdaContext);
     const deadlineMs = context ? clock.now() + context.getRemainingTimeInMillis() : undefined;

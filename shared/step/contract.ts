@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { StepSettings } from '../config.ts';
+import { MAX_CHAINS, type StepSettings } from '../config.ts';
 import type { RateLimitInfo } from '../errors.ts';
 import type { FetchPageResult, NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
 
@@ -24,6 +24,12 @@ const stateSchema = z
     sourceId: sourceIdSchema.default('default'),
     parentExecutionId: z.string().min(1).nullish(),
     iteration: z.number().int().nonnegative().default(0),
+    /** The cursor chain this iteration drives (0: the source's own row). */
+    chain: z.number().int().min(0).max(MAX_CHAINS - 1).default(0),
+    /** Plan rounds done in this execution (the state machine continues as new after one). */
+    round: z.number().int().nonnegative().default(0),
+    /** Set by Plan on each Map item: the chain's iterations before it pauses. */
+    perChainCap: z.number().int().positive().optional(),
   })
   .loose();
 
@@ -34,8 +40,8 @@ const stateSchema = z
 export const stepInputSchema = z.preprocess(
   (raw) => {
     if (raw && typeof raw === 'object' && !('state' in raw)) {
-      const { executionId, ...state } = raw as Record<string, unknown>;
-      return { executionId, state };
+      const { executionId, action, ...state } = raw as Record<string, unknown>;
+      return { executionId, action, state };
     }
     return raw;
   },
@@ -43,7 +49,9 @@ export const stepInputSchema = z.preprocess(
     executionId: z
       .string({ error: 'executionId is required (the state machine passes $$.Execution.Id)' })
       .min(1),
-    state: stateSchema.default({ sourceId: 'default', iteration: 0 }),
+    /** `plan`: the Plan task (which chains to run); absent: one page of `state.chain`. */
+    action: z.enum(['plan', 'page']).default('page'),
+    state: stateSchema.default({ sourceId: 'default', iteration: 0, chain: 0, round: 0 }),
   }),
 );
 export type StepInput = z.infer<typeof stepInputSchema>;
@@ -57,6 +65,7 @@ const countsSchema = z.object({
 
 export const stepOutputSchema = z.object({
   sourceId: z.string(),
+  chain: z.number().int().nonnegative(),
   done: z.boolean(),
   /** Whole seconds for the Wait state's SecondsPath. */
   waitSeconds: z.number().int().nonnegative(),
@@ -72,8 +81,41 @@ export const stepOutputSchema = z.object({
   iteration: z.number().int().positive(),
   /** Why this invocation did not advance, when it did not. */
   skipped: z.enum(['rate-limited', 'not-yet-due']).optional(),
+  /** Invocations of this chain before its Map iteration pauses (the execution then continues as new). */
+  perChainCap: z.number().int().positive().optional(),
+  parentExecutionId: z.string().min(1).nullish(),
 });
 export type StepOutput = z.infer<typeof stepOutputSchema>;
+
+export const CHAIN_MODES = ['single', 'chains', 'fallback'] as const;
+export type ChainMode = (typeof CHAIN_MODES)[number];
+
+/** One Map item: the state a chain's first FetchPage starts from. */
+export const chainItemSchema = z.object({
+  sourceId: z.string(),
+  chain: z.number().int().nonnegative(),
+  iteration: z.literal(0),
+  perChainCap: z.number().int().positive(),
+  parentExecutionId: z.string().min(1).nullish(),
+});
+export type ChainItem = z.infer<typeof chainItemSchema>;
+
+/** The Plan task's output: done, or the chains for the Map to run. */
+export const planOutputSchema = z.object({
+  sourceId: z.string(),
+  done: z.boolean(),
+  round: z.number().int().nonnegative(),
+  mode: z.enum(CHAIN_MODES),
+  chains: z.array(chainItemSchema),
+  parentExecutionId: z.string().min(1).nullish(),
+  totals: z.object({
+    pages: z.number().int().nonnegative(),
+    inserted: z.number().int().nonnegative(),
+    duplicates: z.number().int().nonnegative(),
+    rejected: z.number().int().nonnegative(),
+  }),
+});
+export type PlanOutput = z.infer<typeof planOutputSchema>;
 
 /** One source's resumable state as the step sees it: instants as epoch ms, counters as numbers. */
 export interface Checkpoint {
@@ -98,11 +140,28 @@ export interface Checkpoint {
   createdAtMs: number;
   updatedAtMs: number;
   completedAtMs: number | null;
+  /** The source this row is a chain of; null on the source's own row (chain 0). */
+  chainOf: string | null;
+  chain: number;
+  /** The chain's range: rows with rangeLoTs <= ts <= rangeHiTs; null = open-ended. */
+  rangeHiTs: number | null;
+  rangeLoTs: number | null;
+  /** Nothing left in this chain's range (until it takes over part of another's). */
+  rangeDone: boolean;
+  /** Source row only: how the source is read, and why. */
+  chainMode: ChainMode | null;
+  chainNote: string | null;
+  chainsPlanned: number;
+  /** Source row only: the plan's estimate of the oldest instant. */
+  planOldestTs: number | null;
 }
 
 /** One page and the checkpoint it moves to, committed together or not at all. */
 export interface PersistPageInput {
+  /** The checkpoint row: the source's own, or a chain's (`chainKey`). */
   sourceId: string;
+  /** The source the events belong to. @default sourceId */
+  eventsSourceId?: string;
   expectedVersion: number;
   owner: string;
   events: NormalisedEvent[];
@@ -117,6 +176,8 @@ export interface PersistPageInput {
     nextRequestAtMs: number;
     rateLimit: RateLimitInfo | null;
     totalReported: number | null;
+    /** The chain reached the end of its range with this page. */
+    rangeDone?: boolean;
   };
   requestsMade: number;
   rateLimitedSeen: number;
@@ -171,6 +232,42 @@ export interface StepStore {
   persistPage(args: PersistPageInput): Promise<PersistPageResult>;
   releaseLease(args: { sourceId: string; owner: string }): Promise<void>;
   recordFailure(args: { sourceId: string; error: string }): Promise<void>;
+  /** The source's row then its chain rows, by chain. */
+  listChains(sourceId: string): Promise<Checkpoint[]>;
+  createPlan(args: {
+    sourceId: string;
+    owner: string;
+    mode: ChainMode;
+    note: string | null;
+    oldestTs: number | null;
+    ranges: { chain: number; hiTs: number | null; loTs: number | null }[];
+  }): Promise<Checkpoint[]>;
+  finishRange(args: {
+    sourceId: string;
+    chain: number;
+    owner: string;
+    minSplitMs: number;
+  }): Promise<{ takeover: { hiTs: number; loTs: number | null } | null; sourceComplete: boolean; chains: Checkpoint[] }>;
+  fallbackToOneChain(args: { sourceId: string; owner: string; reason: string }): Promise<Checkpoint[]>;
+  renewSourceLease(args: { sourceId: string; owner: string; nowMs: number; ttlMs: number }): Promise<void>;
+  /** The shared pacer of one upstream: absent in stores that pace nothing (tests of the step alone). */
+  pacer?: SharedPacerPort;
+}
+
+/** Every request of every chain reserves its start here (shared/db/pacer.ts). */
+export interface SharedPacerPort {
+  reserve(args: {
+    nowMs: number;
+    minSpacingMs: number;
+    maxAheadMs: number;
+    safetyMarginMs: number;
+  }): Promise<{ startAtMs: number; reserved: boolean; reason: string }>;
+  answered(args: {
+    requestStartMs: number;
+    answerAtMs: number;
+    rateLimit: RateLimitInfo | null;
+    retryAfterSeconds?: number | null;
+  }): Promise<void>;
 }
 
 export interface UpstreamClient {

@@ -11,7 +11,7 @@ import {
 } from '../errors.ts';
 import { planNextRequest } from '../pacing.ts';
 import type { FetchPageResult } from '../upstream/types.ts';
-import type { Checkpoint, StepConfig, StepDeps } from './contract.ts';
+import type { Checkpoint, SharedPacerPort, StepConfig, StepDeps } from './contract.ts';
 
 /*
  * Getting one page out of an upstream that fails: transient faults are retried with jittered
@@ -31,7 +31,23 @@ export type Fetched =
    * No 429 was seen, but the answers that failed used up what the window had left: sending
    * another request now would be refused, so the step waits for the window like after a 429.
    */
-  | { kind: 'window-spent'; notBeforeMs: number; rateLimit: RateLimitInfo; requests: number };
+  | { kind: 'window-spent'; notBeforeMs: number; rateLimit: RateLimitInfo; requests: number }
+  /** The shared pacer has no slot within the in-task sleep: back to the Wait state. */
+  | { kind: 'not-due'; notBeforeMs: number; requests: number }
+  /** The upstream refused a cursor built from a range's start: the caller falls back to one chain. */
+  | { kind: 'built-refused'; error: Error; requests: number };
+
+/** How a chain's requests are made beyond the stored checkpoint. */
+export interface FetchOptions {
+  /**
+   * The stored position is a range's start (a chain row's `(hi, ZERO_ID)`) and no cursor is
+   * stored: the first request uses a cursor built from it, and a refusal is reported as
+   * `built-refused` instead of recovered.
+   */
+  builtStart?: boolean;
+  /** Every request reserves its start here first (all chains of the upstream share it). */
+  shared?: SharedPacerPort;
+}
 
 type CursorStage = 'stored' | 'refreshed' | 'rebuilt';
 
@@ -120,14 +136,20 @@ export async function fetchWithRecovery(
   cp: Checkpoint,
   pacer: RequestPacer,
   deadlineMs: number,
+  options: FetchOptions = {},
 ): Promise<Fetched> {
   const { upstream, clock, logger } = deps;
+  const { shared } = options;
   const random = config.random ?? Math.random;
   const retryDeadline = clock.now() + config.retryBudgetMs;
   const requestsEndBy = deadlineMs - config.writeHeadroomMs;
 
   let stage: CursorStage = 'stored';
-  let cursor = cp.cursor;
+  const builtStart =
+    options.builtStart === true && cp.cursor === null && cp.positionTs !== null && cp.positionId !== null;
+  let cursor = builtStart
+    ? cursorFromPosition({ ts: cp.positionTs as number, id: cp.positionId as string }, clock.now(), config.cursorTtlMs)
+    : cp.cursor;
 
   let requests = 0;
   let attempt = 0;
@@ -138,7 +160,7 @@ export async function fetchWithRecovery(
       const back = pacer.windowBackAtMs(clock.now());
       return { kind: 'window-spent', ...back, requests };
     }
-    const startAt = Math.max(clock.now(), pacer.nextStartMs(), backoffUntil);
+    let startAt = Math.max(clock.now(), pacer.nextStartMs(), backoffUntil);
     if (startAt + config.minAttemptMs > requestsEndBy) {
       throw (
         lastFault ??
@@ -159,6 +181,17 @@ export async function fetchWithRecovery(
         )
       );
     }
+    if (shared) {
+      // The instant is reserved last, after the checks that could still give it up.
+      const slot = await shared.reserve({
+        nowMs: startAt,
+        minSpacingMs: config.minSpacingMs,
+        maxAheadMs: Math.max(0, Math.min(config.maxInTaskSleepMs, requestsEndBy - config.minAttemptMs - startAt)),
+        safetyMarginMs: config.safetyMarginMs,
+      });
+      if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };
+      startAt = Math.max(startAt, slot.startAtMs);
+    }
     const early = startAt - clock.now();
     if (early > 0) await clock.sleep(early);
     // Checked after the pacer's sleep, which may be longer than the refresh margin.
@@ -171,12 +204,20 @@ export async function fetchWithRecovery(
     attempt++;
     requests++;
     const timeoutMs = Math.max(1, Math.min(config.requestTimeoutMs, requestsEndBy - clock.now()));
-    pacer.started(clock.now());
+    const requestStartMs = clock.now();
+    pacer.started(requestStartMs);
     try {
       const result = await upstream.fetchEvents({ limit: config.pageSize, cursor, timeoutMs });
       pacer.answered(result.rateLimit);
+      await shared?.answered({ requestStartMs, answerAtMs: clock.now(), rateLimit: result.rateLimit });
       return { kind: 'page', result, cursorUsed: cursor, requests };
     } catch (error) {
+      await shared?.answered({
+        requestStartMs,
+        answerAtMs: clock.now(),
+        rateLimit: (error as { rateLimit?: RateLimitInfo | null }).rateLimit ?? null,
+        retryAfterSeconds: error instanceof RateLimitedError ? error.retryAfterSeconds : null,
+      });
       if (error instanceof RateLimitedError) {
         pacer.answered(error.rateLimit);
         const now = clock.now();
@@ -199,6 +240,9 @@ export async function fetchWithRecovery(
         (error instanceof CursorExpiredError ||
           error instanceof CursorInvalidError ||
           (error instanceof UpstreamUnavailableError && error.status === 502));
+      if (cursorRefused && builtStart && stage === 'stored') {
+        return { kind: 'built-refused', error: error as Error, requests };
+      }
       if (cursorRefused) {
         const nextStage = advanceStage(stage);
         if (nextStage === null) {

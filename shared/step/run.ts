@@ -1,17 +1,20 @@
 import { configDefaults } from '../config.ts';
 import { decodeCursor } from '../cursor.ts';
-import { DataSyncError, UpstreamProtocolError } from '../errors.ts';
+import { ConfigError, DataSyncError, UpstreamProtocolError } from '../errors.ts';
 import { planNextRequest, waitSecondsFor } from '../pacing.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import type { NormalisedEvent } from '../upstream/types.ts';
 import {
   type Checkpoint,
+  type PlanOutput,
   type StepConfig,
   type StepDeps,
   type StepOutput,
   stepInputSchema,
   stepOutputSchema,
 } from './contract.ts';
+import { chainKey } from './chains.ts';
+import { runPlan } from './plan.ts';
 import { fetchWithRecovery, RequestPacer } from './recovery.ts';
 
 /** What the step knows about the invocation running it. */
@@ -22,6 +25,19 @@ export interface StepInvocation {
    * headroom. @default no deadline
    */
   deadlineMs?: number;
+}
+
+/**
+ * One invocation of the fetch-page function: the Plan task (`action: 'plan'`) or one page of a
+ * chain. Both tasks of the state machine invoke the same function.
+ */
+export async function runAction(
+  deps: StepDeps,
+  rawInput: unknown,
+  invocation: StepInvocation = {},
+): Promise<StepOutput | PlanOutput> {
+  const { action } = stepInputSchema.parse(rawInput);
+  return action === 'plan' ? runPlan(deps, rawInput, invocation) : runStep(deps, rawInput, invocation);
 }
 
 /**
@@ -36,24 +52,48 @@ export async function runStep(
 ): Promise<StepOutput> {
   const deadlineMs = invocation.deadlineMs ?? Number.POSITIVE_INFINITY;
   const input = stepInputSchema.parse(rawInput);
+  if (input.action !== 'page') {
+    throw new ConfigError(`runStep runs one page; the "${input.action}" action is runPlan's (shared/step/plan.ts).`);
+  }
   const { store, clock, logger, metrics } = deps;
   const config = resolveConfig(deps.config);
-  const { sourceId } = input.state;
+  const { sourceId, chain } = input.state;
+  const key = chainKey(sourceId, chain);
   const owner = input.executionId;
   const iteration = input.state.iteration + 1;
+  const handoverFrom = input.state.parentExecutionId ?? null;
+  const carry = { perChainCap: input.state.perChainCap, parentExecutionId: input.state.parentExecutionId };
+  const output = (c: Checkpoint, o: OutputFields) => outputOf(c, sourceId, chain, { ...carry, ...o });
 
+  if (chain > 0) {
+    // The source's own row is the source's lease: a chain keeps it alive while chain 0 may be idle.
+    await store.renewSourceLease({ sourceId, owner, nowMs: clock.now(), ttlMs: config.leaseTtlMs });
+  }
   let cp = await store.acquireLease({
-    sourceId,
+    sourceId: key,
     owner,
     nowMs: clock.now(),
     ttlMs: config.leaseTtlMs,
-    handoverFrom: input.state.parentExecutionId ?? null,
+    handoverFrom,
   });
+  if (chain > 0 && cp.chainOf !== sourceId) {
+    throw new ConfigError(
+      `Source "${sourceId}" has no planned chain ${chain}: chains are started by the state machine's Plan task. ` +
+        'Start the execution with {"sourceId":"' + sourceId + '"} instead of invoking a chain by hand.',
+    );
+  }
 
-  if (cp.status === 'complete') {
-    await store.releaseLease({ sourceId, owner });
+  if (cp.status === 'complete' && chain === 0) {
+    await store.releaseLease({ sourceId: key, owner });
     logger.info('source already complete', { sourceId, totals: totalsOf(cp) });
     return output(cp, { done: true, waitSeconds: 0, iteration, page: emptyPage() });
+  }
+
+  if (cp.rangeDone || cp.status === 'complete') {
+    // A crash between the range's last page and the hand-over: do the hand-over now.
+    const next = await takeOverOrEnd(deps, config, { sourceId, chain, owner, minSplitMs: Number.MAX_SAFE_INTEGER });
+    if (next === null) return output(cp, { done: true, waitSeconds: 0, iteration, page: emptyPage() });
+    cp = next;
   }
 
   // The Wait state can only wait whole seconds: finish the sub-second remainder here, but never
@@ -72,12 +112,35 @@ export async function runStep(
   }
 
   // The remainder is slept by the pacer, which also spaces every retry that follows.
-  const pacer = new RequestPacer(cp, config);
+  // With the shared pacer (every real store), the window is the pacer's: this row's last headers
+  // are one chain's view and may be older than other chains' requests.
+  const shared = store.pacer;
+  const pacer = new RequestPacer(shared ? { ...cp, lastRateLimit: null } : cp, config);
+  const builtStart = cp.rangeHiTs !== null;
   try {
-    const fetched = await fetchWithRecovery(deps, config, cp, pacer, deadlineMs);
+    const fetched = await fetchWithRecovery(deps, config, cp, pacer, deadlineMs, {
+      builtStart,
+      ...(shared ? { shared } : {}),
+    });
+    if (fetched.kind === 'not-due') {
+      const { waitSeconds } = waitSecondsFor(fetched.notBeforeMs, clock.now());
+      return output(cp, {
+        done: false,
+        waitSeconds: Math.max(1, waitSeconds),
+        iteration,
+        page: emptyPage(),
+        skipped: 'not-yet-due',
+      });
+    }
+    if (fetched.kind === 'built-refused') {
+      const reason = `the upstream refused a cursor built from an instant (${fetched.error.name}: ${fetched.error.message.slice(0, 200)})`;
+      return await fallBack(deps, { sourceId, chain, owner, reason }, (c) =>
+        output(c, { done: chain > 0, waitSeconds: 0, iteration, page: emptyPage() }),
+      );
+    }
     if (fetched.kind === 'window-spent') {
       cp = await store.recordRateLimited({
-        sourceId,
+        sourceId: key,
         expectedVersion: cp.version,
         nextRequestAtMs: fetched.notBeforeMs,
         rateLimit: fetched.rateLimit,
@@ -94,7 +157,7 @@ export async function runStep(
     }
     if (fetched.kind === 'rate-limited') {
       cp = await store.recordRateLimited({
-        sourceId,
+        sourceId: key,
         expectedVersion: cp.version,
         nextRequestAtMs: fetched.notBeforeMs,
         rateLimit: fetched.error.rateLimit ?? null,
@@ -113,21 +176,41 @@ export async function runStep(
 
     const { result, cursorUsed, requests } = fetched;
     const { page } = result;
-    const { events, rejects } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
-    const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
+    const normalised = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
+    const { rejects } = normalised;
+    const hi = cp.rangeHiTs;
+    const lo = cp.rangeLoTs;
+    const above = hi === null ? undefined : normalised.events.find((e) => e.occurredAtMs > hi);
+    if (above) {
+      const reason =
+        `rows outside the requested range: a page for chain ${chain} (from ${new Date(hi as number).toISOString()} down) ` +
+        `held an event at ${new Date(above.occurredAtMs).toISOString()}, so the upstream does not position built cursors by instant`;
+      return await fallBack(deps, { sourceId, chain, owner, reason }, (c) =>
+        output(c, { done: chain > 0, waitSeconds: 0, iteration, page: emptyPage() }),
+      );
+    }
+    // Rows below the range's end belong to the next range (rows at its instant to both: the
+    // primary key absorbs the overlap, whatever the upstream does with the cursor's id).
+    const events = lo === null ? normalised.events : normalised.events.filter((e) => e.occurredAtMs >= lo);
+    const reachedEnd = events.length < normalised.events.length;
+    const next = nextPosition(cp, page.hasMore, page.nextCursor, normalised.events, sourceId);
+    const chained = cp.chainOf !== null || cp.chainMode === 'chains';
+    const rangeDone = chained && (reachedEnd || !page.hasMore);
 
     const responseAtMs = result.startedAtMs + result.latencyMs;
     const plan = planNextRequest({
       lastRequestStartMs: result.startedAtMs,
       responseAtMs,
       minSpacingMs: config.minSpacingMs,
-      rateLimit: result.rateLimit,
+      // With the shared pacer the window is its business; this chain only keeps its own spacing.
+      rateLimit: shared ? null : result.rateLimit,
       safetyMarginMs: config.safetyMarginMs,
     });
 
     const persistStarted = clock.now();
     const persisted = await store.persistPage({
-      sourceId,
+      sourceId: key,
+      eventsSourceId: sourceId,
       expectedVersion: cp.version,
       owner,
       events,
@@ -141,6 +224,7 @@ export async function runStep(
         nextRequestAtMs: plan.notBeforeMs,
         rateLimit: result.rateLimit,
         totalReported: page.total,
+        rangeDone,
       },
       requestsMade: requests,
       rateLimitedSeen: 0,
@@ -154,6 +238,7 @@ export async function runStep(
       duplicates: persisted.duplicates,
       rejected: rejects.length,
     };
+    const outsideRange = normalised.events.length - events.length;
     metrics.add('Pages', 'Count', 1);
     metrics.add('EventsInserted', 'Count', persisted.inserted);
     metrics.add('DuplicatesSkipped', 'Count', persisted.duplicates);
@@ -162,10 +247,22 @@ export async function runStep(
     metrics.add('PersistMs', 'Milliseconds', persistMs);
 
     // The last page's commit released the lease too (persistPage).
-    const done = !page.hasMore;
-    const { waitSeconds } = waitSecondsFor(plan.notBeforeMs, clock.now());
-    logger.info(done ? 'source complete' : 'page stored', {
+    let done = !page.hasMore;
+    let { waitSeconds } = waitSecondsFor(plan.notBeforeMs, clock.now());
+    if (shared) waitSeconds = 0; // the shared pacer spaces the next request, whichever chain sends it
+    if (rangeDone) {
+      const first = normalised.events[0];
+      const last = normalised.events.at(-1);
+      const pageSpanMs = first && last ? Math.max(1, first.occurredAtMs - last.occurredAtMs) : 1;
+      const taken = await takeOverOrEnd(deps, config, { sourceId, chain, owner, minSplitMs: 2 * pageSpanMs });
+      done = taken === null;
+      if (taken) cp = taken;
+      waitSeconds = 0;
+    }
+    logger.info(done ? (chained ? 'range complete' : 'source complete') : rangeDone ? 'range taken over' : 'page stored', {
       sourceId,
+      chain,
+      ...(outsideRange > 0 ? { belowRange: outsideRange } : {}),
       page: pageCounts,
       totals: totalsOf(cp),
       requestId: result.requestId,
@@ -184,7 +281,8 @@ export async function runStep(
       await store
         .recordFailure({ sourceId, error: `${error.name}: ${error.message}` })
         .catch(() => undefined);
-      await store.releaseLease({ sourceId, owner }).catch(() => undefined);
+      await store.releaseLease({ sourceId: key, owner }).catch(() => undefined);
+      if (key !== sourceId) await store.releaseLease({ sourceId, owner }).catch(() => undefined);
     } else {
       await coolDown(deps, config, pacer, deadlineMs);
     }
@@ -244,18 +342,20 @@ function totalsOf(cp: Checkpoint) {
   };
 }
 
-function output(
-  cp: Checkpoint,
-  o: {
-    done: boolean;
-    waitSeconds: number;
-    iteration: number;
-    page: StepOutput['page'];
-    skipped?: StepOutput['skipped'];
-  },
-): StepOutput {
+interface OutputFields {
+  done: boolean;
+  waitSeconds: number;
+  iteration: number;
+  page: StepOutput['page'];
+  skipped?: StepOutput['skipped'];
+  perChainCap?: number | undefined;
+  parentExecutionId?: string | null | undefined;
+}
+
+function outputOf(cp: Checkpoint, sourceId: string, chain: number, o: OutputFields): StepOutput {
   return stepOutputSchema.parse({
-    sourceId: cp.sourceId,
+    sourceId,
+    chain,
     done: o.done,
     waitSeconds: o.waitSeconds,
     nextCursor: cp.cursor,
@@ -263,11 +363,64 @@ function output(
     totals: totalsOf(cp),
     iteration: o.iteration,
     ...(o.skipped ? { skipped: o.skipped } : {}),
+    ...(o.perChainCap !== undefined ? { perChainCap: o.perChainCap } : {}),
+    ...(o.parentExecutionId ? { parentExecutionId: o.parentExecutionId } : {}),
   });
 }
 
+/**
+ * The chain's range is done: take over the far half of what is left of the largest open range,
+ * or end the chain (and the source, when it was the last open range). Returns the chain's row
+ * with its new range, or null when the chain has nothing more to read.
+ */
+async function takeOverOrEnd(
+  deps: StepDeps,
+  config: StepConfig,
+  args: { sourceId: string; chain: number; owner: string; minSplitMs: number },
+): Promise<Checkpoint | null> {
+  const fin = await deps.store.finishRange(args);
+  const row = fin.chains.find((c) => c.chain === args.chain) ?? null;
+  if (fin.takeover && row) {
+    deps.logger.info('range done: took over the far half of the largest open range', {
+      sourceId: args.sourceId,
+      chain: args.chain,
+      hi: new Date(fin.takeover.hiTs).toISOString(),
+      lo: fin.takeover.loTs === null ? null : new Date(fin.takeover.loTs).toISOString(),
+    });
+    return row;
+  }
+  void config;
+  deps.logger.info(fin.sourceComplete ? 'source complete' : 'range done: nothing left to take over', {
+    sourceId: args.sourceId,
+    chain: args.chain,
+  });
+  return null;
+}
+
+/** The upstream does not honour built cursors: one chain reads on from where the source is exact. */
+async function fallBack<T>(
+  deps: StepDeps,
+  args: { sourceId: string; chain: number; owner: string; reason: string },
+  out: (cp: Checkpoint) => T,
+): Promise<T> {
+  const rows = await deps.store.fallbackToOneChain({
+    sourceId: args.sourceId,
+    owner: args.owner,
+    reason: args.reason,
+  });
+  deps.logger.warn('falling back to one chain for this source', {
+    sourceId: args.sourceId,
+    chain: args.chain,
+    reason: args.reason,
+  });
+  deps.metrics.add('ChainFallbacks', 'Count', 1);
+  const row = rows.find((c) => c.chain === args.chain) ?? rows[0];
+  if (!row) throw new ConfigError(`Source "${args.sourceId}" has no checkpoint row after the fallback.`);
+  return out(row);
+}
+
 /** The given settings over the defaults; a setting passed as undefined keeps its default. */
-function resolveConfig(given: StepDeps['config']): StepConfig {
+export function resolveConfig(given: StepDeps['config']): StepConfig {
   const set = Object.entries(given).filter(([, value]) => value !== undefined);
   return { ...configDefaults, ...Object.fromEntries(set) };
 }
