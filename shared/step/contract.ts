@@ -25,7 +25,12 @@ const stateSchema = z
     parentExecutionId: z.string().min(1).nullish(),
     iteration: z.number().int().nonnegative().default(0),
     /** The cursor chain this iteration drives (0: the source's own row). */
-    chain: z.number().int().min(0).max(MAX_CHAINS - 1).default(0),
+    chain: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_CHAINS - 1)
+      .default(0),
     /** Plan rounds done in this execution (the state machine continues as new after one). */
     round: z.number().int().nonnegative().default(0),
     /** Set by Plan on each Map item: the chain's iterations before it pauses. */
@@ -247,7 +252,11 @@ export interface StepStore {
     chain: number;
     owner: string;
     minSplitMs: number;
-  }): Promise<{ takeover: { hiTs: number; loTs: number | null } | null; sourceComplete: boolean; chains: Checkpoint[] }>;
+  }): Promise<{
+    takeover: { hiTs: number; loTs: number | null } | null;
+    sourceComplete: boolean;
+    chains: Checkpoint[];
+  }>;
   fallbackToOneChain(args: { sourceId: string; owner: string; reason: string }): Promise<Checkpoint[]>;
   renewSourceLease(args: { sourceId: string; owner: string; nowMs: number; ttlMs: number }): Promise<void>;
   /** The shared pacer of one upstream: absent in stores that pace nothing (tests of the step alone). */

@@ -2,8 +2,8 @@ import { InvocationDeadlineError } from '../errors.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import { chainsWanted, planRanges } from './chains.ts';
 import {
-  type Checkpoint,
   type ChainMode,
+  type Checkpoint,
   type PlanOutput,
   planOutputSchema,
   type StepConfig,
@@ -45,7 +45,16 @@ export async function runPlan(
   let rows = await store.listChains(sourceId);
   if (source.status === 'complete') {
     await store.releaseLease({ sourceId, owner });
-    return planOutput(sourceId, round, parentExecutionId, source.chainMode ?? 'single', rows, [], true, config);
+    return planOutput(
+      sourceId,
+      round,
+      parentExecutionId,
+      source.chainMode ?? 'single',
+      rows,
+      [],
+      true,
+      config,
+    );
   }
   if (source.chainMode === null) {
     rows = await makePlan(deps, config, source, owner, deadlineMs);
@@ -87,7 +96,14 @@ async function makePlan(
   const shared = store.pacer;
   // Plan runs once per source: wait for a slot as long as the invocation allows.
   for (;;) {
-    const fetched = await fetchWithRecovery(deps, config, source, pacer, deadlineMs, shared ? { shared } : {});
+    const fetched = await fetchWithRecovery(
+      deps,
+      config,
+      source,
+      pacer,
+      deadlineMs,
+      shared ? { shared } : {},
+    );
     if (fetched.kind === 'page') {
       const { result } = fetched;
       const { page } = result;

@@ -148,7 +148,11 @@ export async function fetchWithRecovery(
   const builtStart =
     options.builtStart === true && cp.cursor === null && cp.positionTs !== null && cp.positionId !== null;
   let cursor = builtStart
-    ? cursorFromPosition({ ts: cp.positionTs as number, id: cp.positionId as string }, clock.now(), config.cursorTtlMs)
+    ? cursorFromPosition(
+        { ts: cp.positionTs as number, id: cp.positionId as string },
+        clock.now(),
+        config.cursorTtlMs,
+      )
     : cp.cursor;
 
   let requests = 0;
@@ -186,7 +190,10 @@ export async function fetchWithRecovery(
       const slot = await shared.reserve({
         nowMs: startAt,
         minSpacingMs: config.minSpacingMs,
-        maxAheadMs: Math.max(0, Math.min(config.maxInTaskSleepMs, requestsEndBy - config.minAttemptMs - startAt)),
+        maxAheadMs: Math.max(
+          0,
+          Math.min(config.maxInTaskSleepMs, requestsEndBy - config.minAttemptMs - startAt),
+        ),
         safetyMarginMs: config.safetyMarginMs,
       });
       if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };

@@ -4,6 +4,7 @@ import { ConfigError, DataSyncError, UpstreamProtocolError } from '../errors.ts'
 import { planNextRequest, waitSecondsFor } from '../pacing.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import type { NormalisedEvent } from '../upstream/types.ts';
+import { chainKey } from './chains.ts';
 import {
   type Checkpoint,
   type PlanOutput,
@@ -13,7 +14,6 @@ import {
   stepInputSchema,
   stepOutputSchema,
 } from './contract.ts';
-import { chainKey } from './chains.ts';
 import { runPlan } from './plan.ts';
 import { fetchWithRecovery, RequestPacer } from './recovery.ts';
 
@@ -53,7 +53,9 @@ export async function runStep(
   const deadlineMs = invocation.deadlineMs ?? Number.POSITIVE_INFINITY;
   const input = stepInputSchema.parse(rawInput);
   if (input.action !== 'page') {
-    throw new ConfigError(`runStep runs one page; the "${input.action}" action is runPlan's (shared/step/plan.ts).`);
+    throw new ConfigError(
+      `runStep runs one page; the "${input.action}" action is runPlan's (shared/step/plan.ts).`,
+    );
   }
   const { store, clock, logger, metrics } = deps;
   const config = resolveConfig(deps.config);
@@ -79,7 +81,9 @@ export async function runStep(
   if (chain > 0 && cp.chainOf !== sourceId) {
     throw new ConfigError(
       `Source "${sourceId}" has no planned chain ${chain}: chains are started by the state machine's Plan task. ` +
-        'Start the execution with {"sourceId":"' + sourceId + '"} instead of invoking a chain by hand.',
+        'Start the execution with {"sourceId":"' +
+        sourceId +
+        '"} instead of invoking a chain by hand.',
     );
   }
 
@@ -91,7 +95,12 @@ export async function runStep(
 
   if (cp.rangeDone || cp.status === 'complete') {
     // A crash between the range's last page and the hand-over: do the hand-over now.
-    const next = await takeOverOrEnd(deps, config, { sourceId, chain, owner, minSplitMs: Number.MAX_SAFE_INTEGER });
+    const next = await takeOverOrEnd(deps, config, {
+      sourceId,
+      chain,
+      owner,
+      minSplitMs: Number.MAX_SAFE_INTEGER,
+    });
     if (next === null) return output(cp, { done: true, waitSeconds: 0, iteration, page: emptyPage() });
     cp = next;
   }
@@ -259,20 +268,29 @@ export async function runStep(
       if (taken) cp = taken;
       waitSeconds = 0;
     }
-    logger.info(done ? (chained ? 'range complete' : 'source complete') : rangeDone ? 'range taken over' : 'page stored', {
-      sourceId,
-      chain,
-      ...(outsideRange > 0 ? { belowRange: outsideRange } : {}),
-      page: pageCounts,
-      totals: totalsOf(cp),
-      requestId: result.requestId,
-      rateLimit: result.rateLimit,
-      upstreamLatencyMs: result.latencyMs,
-      persistMs,
-      writePath: persisted.writePath,
-      waitSeconds,
-      pacing: plan.reason,
-    });
+    logger.info(
+      done
+        ? chained
+          ? 'range complete'
+          : 'source complete'
+        : rangeDone
+          ? 'range taken over'
+          : 'page stored',
+      {
+        sourceId,
+        chain,
+        ...(outsideRange > 0 ? { belowRange: outsideRange } : {}),
+        page: pageCounts,
+        totals: totalsOf(cp),
+        requestId: result.requestId,
+        rateLimit: result.rateLimit,
+        upstreamLatencyMs: result.latencyMs,
+        persistMs,
+        writePath: persisted.writePath,
+        waitSeconds,
+        pacing: plan.reason,
+      },
+    );
     return output(cp, { done, waitSeconds: done ? 0 : waitSeconds, iteration, page: pageCounts });
   } catch (error) {
     if (error instanceof DataSyncError && !error.transient) {
