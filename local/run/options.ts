@@ -44,7 +44,9 @@ export const localRunOptionsSchema = z.object({
   reset: z.boolean(),
   json: z.boolean(),
   /** Continue as a new execution after this many iterations (the stack's default is 1000). */
-  maxIterations: z.number().int().min(1).max(10_000),
+  maxIterations: stepSettingsSchema.shape.maxIterationsPerExecution.unwrap(),
+  /** Cursor chains: auto (more than one only when the latency exceeds the spacing) or 1-10. */
+  chains: stepSettingsSchema.shape.chains.unwrap(),
   minSpacingMs: stepSettingsSchema.shape.minSpacingMs.unwrap(),
   dataDir: z.string().min(1),
   progress: z.enum(['auto', 'tty', 'lines', 'none']),
@@ -63,7 +65,7 @@ Upstream (default: the bundled simulator, started in-process):
   --rate-limit R         simulator requests per window (default 10; 0 = unlimited)
   --window-mode M        fixed | sliding (default fixed)
   --latency-ms MS|live   simulator latency of a 5000-event page, smaller pages in proportion
-                         (default 0; live: 3500 ms with jitter, as the live service)
+                         (default live: 3500 ms plus up to 500 of jitter, as the live service; 0: none)
   --time-scale X         divide every duration (simulator window, TTL, latency; Wait states; spacing) by X
   --chaos                simulator fault profile (malformed rows, duplicates, 5xx, truncated bodies)
   --seed N               simulator data set seed (default 1)
@@ -74,7 +76,9 @@ Database (default: an embedded PostgreSQL in <data-dir>/postgres, kept between r
 Run:
   --source S             source id (default "default")
   --reset                delete the source's rows and checkpoint first (asks nothing)
-  --max-iterations N     continue as a new execution after N pages (default 1000)
+  --max-iterations N     continue as a new execution after N pages over all chains (default 1000, at most 2000)
+  --chains N|auto        cursor chains reading the source at once, each over its own range (default auto:
+                         more than one only when the upstream's latency exceeds the spacing)
   --min-spacing-ms MS    minimum spacing between requests before scaling (default 2200)
   --json                 print one JSON summary as the last line
   --progress MODE        auto | tty | lines | none (default auto: a bar on a terminal, lines otherwise)
@@ -124,6 +128,7 @@ export function parseLocalRunArgs(
         json: { type: 'boolean' },
         'max-iterations': { type: 'string' },
         'min-spacing-ms': { type: 'string' },
+        chains: { type: 'string' },
         'data-dir': { type: 'string' },
         progress: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -172,6 +177,7 @@ export function parseLocalRunArgs(
     reset: values.reset === true,
     json: values.json === true,
     maxIterations: num('max-iterations', 1000),
+    chains: str('chains') === 'auto' || str('chains') === null ? 'auto' : num('chains', 1),
     minSpacingMs: num('min-spacing-ms', configDefaults.minSpacingMs),
     dataDir: str('data-dir') ?? '.local',
     progress: str('progress') ?? 'auto',

@@ -5,7 +5,8 @@ import { type LocalRunOptions, latencyOfPage } from './options.ts';
 export type PacingOptions = Pick<
   LocalRunOptions,
   'timeScale' | 'minSpacingMs' | 'rateLimit' | 'windowSeconds' | 'latencyMs'
->;
+> &
+  Partial<Pick<LocalRunOptions, 'chains' | 'maxIterations'>>;
 
 /**
  * The fetch-page function's configuration for a local run: the settings' defaults from the one
@@ -17,7 +18,13 @@ export function stepConfig(
   target: { apiUrl: string; apiKey: string; databaseUrl: string; pageSize: number },
 ): FetchPageConfig {
   const settings = timeScaledSettings(
-    { ...configDefaults, minSpacingMs: options.minSpacingMs, pageSize: target.pageSize },
+    {
+      ...configDefaults,
+      minSpacingMs: options.minSpacingMs,
+      pageSize: target.pageSize,
+      chains: options.chains ?? configDefaults.chains,
+      maxIterationsPerExecution: options.maxIterations ?? configDefaults.maxIterationsPerExecution,
+    },
     options.timeScale,
   );
   return parseConfig({ ...settings, ...target });
@@ -32,7 +39,10 @@ export function stepConfig(
 export function plannedEventsPerSecond(options: PacingOptions, pageSize: number): number | null {
   const perWindow = options.rateLimit > 0 ? (options.windowSeconds * 1000) / options.rateLimit : 0;
   const latency = latencyOfPage(options.latencyMs, pageSize);
-  const perRequestMs = (Math.max(options.minSpacingMs, perWindow) + latency) / options.timeScale;
+  // Several chains overlap their requests' latencies (auto plans them when the latency exceeds the spacing).
+  const overlapped = (options.chains ?? 'auto') !== 1 && latency > options.minSpacingMs;
+  const perRequestMs =
+    (Math.max(options.minSpacingMs, perWindow) + (overlapped ? 0 : latency)) / options.timeScale;
   if (perRequestMs <= 0) return null;
   return (pageSize * 1000) / perRequestMs;
 }

@@ -12,11 +12,10 @@ export const LIVE_LATENCY_MS = 3500;
 export const LIVE_LATENCY_JITTER_MS = 500;
 
 /**
- * The latency when the options name none. 0 (no latency) while the local runner reads one cursor
- * chain: the live figure would make the default local run 1.7x slower. Once chains land (#14),
- * change this line to `'live'`.
+ * The latency when the options name none: the live service's. The local run plans cursor chains
+ * that overlap it (#14); `--latency-ms 0` gives an upstream that answers at once.
  */
-export const DEFAULT_LATENCY: number | 'live' = 0;
+export const DEFAULT_LATENCY: number | 'live' = 'live';
 
 /**
  * Unscaled milliseconds before a page of `rows` events is answered: the full-page latency plus

@@ -247,12 +247,7 @@ export interface StepStore {
     oldestTs: number | null;
     ranges: { chain: number; hiTs: number | null; loTs: number | null }[];
   }): Promise<Checkpoint[]>;
-  finishRange(args: {
-    sourceId: string;
-    chain: number;
-    owner: string;
-    minSplitMs: number;
-  }): Promise<{
+  finishRange(args: { sourceId: string; chain: number; owner: string; minSplitMs: number }): Promise<{
     takeover: { hiTs: number; loTs: number | null } | null;
     sourceComplete: boolean;
     chains: Checkpoint[];
