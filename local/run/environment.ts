@@ -5,7 +5,7 @@ import { createDb, createSql, type Db } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { AuthError } from '#shared/errors.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
-import { type RunningSimulator, startSimulator } from '../simulator/index.ts';
+import { type RunningSimulator, type SimulatorOptionsInput, startSimulator } from '../simulator/index.ts';
 import type { LocalRunOptions } from './options.ts';
 
 /** What a local run works against: a migrated database and an upstream (the simulator unless --api-url). */
@@ -31,6 +31,7 @@ export async function openEnvironment(
   options: LocalRunOptions,
   dataDir: string,
   out: (text: string) => void,
+  simulatorOverrides: Partial<SimulatorOptionsInput> = {},
 ): Promise<LocalEnvironment> {
   const cleanups: Cleanup[] = [];
   const close = async () => {
@@ -65,6 +66,8 @@ export async function openEnvironment(
         timeScale: options.timeScale,
         latencyMs: options.latencyMs,
         chaos: options.chaos,
+        // Tests only: how the simulator reads built cursors, skewed timestamps and the like.
+        ...simulatorOverrides,
       });
       simulator = sim;
       cleanups.push(() => sim.close());

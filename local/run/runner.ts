@@ -7,7 +7,7 @@ import { configDefaults } from '#shared/config.ts';
 import { type Checkpoint, getCheckpoint, releaseLease, resetSource } from '#shared/db/checkpoints.ts';
 import { LeaseHeldError } from '#shared/errors.ts';
 import type { StepOutput } from '#shared/step.ts';
-import type { Dataset } from '../simulator/index.ts';
+import type { Dataset, SimulatorOptionsInput } from '../simulator/index.ts';
 import { type LocalEnvironment, openEnvironment, processAlive } from './environment.ts';
 import { runExecutions } from './executor.ts';
 import type { LocalRunOptions } from './options.ts';
@@ -54,6 +54,8 @@ export interface LocalRunIo {
   pageSize?: number;
   /** The fetch-page function's timeout; only tests shorten it. @default FUNCTION_TIMEOUT_MS */
   functionTimeoutMs?: number;
+  /** Tests only: more options for the bundled simulator (built cursors, skewed timestamps...). */
+  simulator?: Partial<SimulatorOptionsInput>;
 }
 
 const LOCAL_OWNER = /^local:([^:]+):(\d+):/;
@@ -69,7 +71,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
   const log = openLog(dataDir, options.sourceId);
   let env: LocalEnvironment | null = null;
   try {
-    env = await openEnvironment(options, dataDir, io.out);
+    env = await openEnvironment(options, dataDir, io.out, io.simulator);
     const { db, simulator } = env;
     const expectedEvents = simulator ? simulator.dataset.expectedValidCount() : null;
     if (options.reset) {

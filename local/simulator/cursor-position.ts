@@ -17,10 +17,12 @@ import type { SimStats } from './stats.ts';
  *   by-ts       the page starts at the first row at or before ts (rows at ts included);
  *   by-ts-id    strictly after (ts, id) like an issued cursor (with the zero id: rows at ts excluded);
  *   refuse      400 CURSOR_INVALID_FORMAT;
- *   refuse-502  the load balancer's 502, which one observer saw for a bad cursor.
+ *   refuse-502  the load balancer's 502, which one observer saw for a bad cursor;
+ *   ignore      served from page one, as a service that does not position built cursors would:
+ *               the client sees rows newer than the instant it asked for.
  * Issued cursors are always read strictly after (ts, id), so a walk neither skips nor repeats.
  */
-export const BUILT_CURSOR_MODES = ['by-ts', 'by-ts-id', 'refuse', 'refuse-502'] as const;
+export const BUILT_CURSOR_MODES = ['by-ts', 'by-ts-id', 'refuse', 'refuse-502', 'ignore'] as const;
 export type BuiltCursorMode = (typeof BUILT_CURSOR_MODES)[number];
 
 export interface CursorOptions {
@@ -92,6 +94,7 @@ export function createCursors(options: CursorOptions): Cursors {
       }
       if (cursor.exp < now) return expired(cursor.exp, now, requestId, rate);
       if (built && options.builtCursors === 'by-ts') return dataset.indexAtOrBefore(cursor.ts);
+      if (built && options.builtCursors === 'ignore') return 0;
       return dataset.indexAfter(cursor.ts, cursor.id);
     },
 

@@ -222,7 +222,7 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
   builtCursors: {
     kind: 'string',
     arg: BUILT_CURSOR_MODES.join('|'),
-    help: 'cursors built by a client: start at their ts (rows at ts included), strictly after (ts, id), or refuse with 400 CURSOR_INVALID_FORMAT or a 502 (default by-ts)',
+    help: 'cursors built by a client: start at their ts (rows at ts included), strictly after (ts, id), refuse with 400 CURSOR_INVALID_FORMAT or a 502, or ignore them (page one) (default by-ts)',
   },
   malformedTimestampRate: { kind: 'number', arg: 'R', help: 'share of events with an unparseable timestamp' },
   missingFieldRate: { kind: 'number', arg: 'R', help: 'share of events missing a required field' },
