@@ -27,7 +27,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const { createSql } = await import('#shared/db/client.ts');
   const { runMigrations } = await import('#shared/db/migrate.ts');
   const target = await openTarget('dsi_bench_memory');
-  const sim = await startSimulator({ port: 0, events: pages * PAGE_SIZE, rateLimit: 0 });
+  const sim = await startSimulator({ port: 0, latencyMs: 0, events: pages * PAGE_SIZE, rateLimit: 0 });
   try {
     const sql = createSql(target.url, { applicationName: 'datasync-bench-memory' });
     try {

@@ -135,7 +135,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
  * warm-up so JIT compilation is not counted.
  */
 async function timeParseValidate(events: number, pages: number): Promise<number> {
-  const sim = await startSimulator({ port: 0, events, rateLimit: 0 });
+  const sim = await startSimulator({ port: 0, latencyMs: 0, events, rateLimit: 0 });
   try {
     const headers = { 'X-API-Key': sim.options.apiKey };
     const durations: number[] = [];

@@ -40,6 +40,7 @@ async function measure(args: string[]): Promise<void> {
 
   const sim = await startSimulator({
     port: 0,
+    latencyMs: 0,
     events,
     rateLimit: 0,
     chaos: values.chaos,

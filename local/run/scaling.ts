@@ -1,4 +1,10 @@
-import { configDefaults, type FetchPageConfig, parseConfig, timeScaledSettings } from '#shared/config.ts';
+import {
+  configDefaults,
+  type FetchPageConfig,
+  MAX_CHAINS,
+  parseConfig,
+  timeScaledSettings,
+} from '#shared/config.ts';
 import { type LocalRunOptions, latencyOfPage } from './options.ts';
 
 /** The options that decide how fast a local run's clock runs and how it paces itself. */
@@ -39,10 +45,17 @@ export function stepConfig(
 export function plannedEventsPerSecond(options: PacingOptions, pageSize: number): number | null {
   const perWindow = options.rateLimit > 0 ? (options.windowSeconds * 1000) / options.rateLimit : 0;
   const latency = latencyOfPage(options.latencyMs, pageSize);
-  // Several chains overlap their requests' latencies (auto plans them when the latency exceeds the spacing).
-  const overlapped = (options.chains ?? 'auto') !== 1 && latency > options.minSpacingMs;
+  // Several chains overlap their requests' latencies: c chains send at most c per latency.
+  const intervalMs = Math.max(options.minSpacingMs, perWindow);
+  const requested = options.chains ?? 'auto';
+  const chains =
+    requested !== 'auto'
+      ? requested
+      : latency > options.minSpacingMs
+        ? Math.min(MAX_CHAINS, Math.ceil(latency / Math.max(intervalMs, 1)) + 1)
+        : 1;
   const perRequestMs =
-    (Math.max(options.minSpacingMs, perWindow) + (overlapped ? 0 : latency)) / options.timeScale;
+    (chains > 1 ? Math.max(intervalMs, latency / chains) : intervalMs + latency) / options.timeScale;
   if (perRequestMs <= 0) return null;
   return (pageSize * 1000) / perRequestMs;
 }

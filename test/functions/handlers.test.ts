@@ -16,7 +16,7 @@ const sm = mockClient(SecretsManagerClient);
 
 beforeAll(async () => {
   db = await createTestDatabase('dsi_handler');
-  sim = await startSimulator({ port: 0, events: 12_000, apiKey: API_KEY, rateLimit: 0 });
+  sim = await startSimulator({ port: 0, latencyMs: 0, events: 12_000, apiKey: API_KEY, rateLimit: 0 });
 });
 afterAll(async () => {
   await sim?.close();

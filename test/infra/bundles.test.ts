@@ -110,7 +110,7 @@ beforeAll(async () => {
   const assembly = app.synth();
   template = Template.fromJSON(assembly.getStackByName('BundleTest').template);
   db = await createTestDatabase('dsi_bundle');
-  sim = await startSimulator({ port: 0, events: EVENTS, apiKey: API_KEY, rateLimit: 0 });
+  sim = await startSimulator({ port: 0, latencyMs: 0, events: EVENTS, apiKey: API_KEY, rateLimit: 0 });
 }, 240_000);
 
 afterAll(async () => {

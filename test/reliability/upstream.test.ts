@@ -139,7 +139,7 @@ describe(`hostile upstream conditions at scale (${SCALE})`, () => {
 
         // The operator action the error names: the provider fixes the upstream (here: the same
         // data set, served without the knob), then the execution is started again.
-        recovered = await startSimulator({ port: 0, rateLimit: 0, events, seed: 11 });
+        recovered = await startSimulator({ port: 0, latencyMs: 0, rateLimit: 0, events, seed: 11 });
         const deps = {
           ...f.deps({ config }),
           upstream: createDataSyncClient({

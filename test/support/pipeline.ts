@@ -42,7 +42,8 @@ export async function createPipelineFixture(sim: SimulatorOptionsInput = {}): Pr
   const db = await createTestDatabase('dsi_step');
   const sql = createSql(db.url, { applicationName: 'datasync-test' });
   await runMigrations(sql);
-  const simulator = await startSimulator({ port: 0, rateLimit: 0, ...sim });
+  // No latency unless a test asks: the simulator's own default is the live service's 3.5 s a page.
+  const simulator = await startSimulator({ port: 0, rateLimit: 0, latencyMs: 0, ...sim });
   const logs: CapturedLog[] = [];
   const log = (level: string) => (message: string, fields?: Record<string, unknown>) =>
     logs.push({ level, message, ...(fields ? { fields } : {}) });

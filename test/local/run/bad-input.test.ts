@@ -15,7 +15,13 @@ let simulator: RunningSimulator;
 beforeAll(async () => {
   db = await createTestDatabase('dsi_local_bad');
   dataDir = mkdtempSync(join(tmpdir(), 'dsi-local-bad-'));
-  simulator = await startSimulator({ port: 0, events: 1000, apiKey: 'the-right-key', rateLimit: 0 });
+  simulator = await startSimulator({
+    port: 0,
+    latencyMs: 0,
+    events: 1000,
+    apiKey: 'the-right-key',
+    rateLimit: 0,
+  });
 });
 
 afterAll(async () => {

@@ -39,8 +39,13 @@ describe('the planned rate behind the first ETA', () => {
     expect(plannedEventsPerSecond(pacing, 5000)).toBeCloseTo(5000 / 2.2, 6);
     // 10 per 60 s: one request per 6 s.
     expect(plannedEventsPerSecond({ ...pacing, windowSeconds: 60 }, 5000)).toBeCloseTo(5000 / 6, 6);
+    // One chain pays the latency on top of the spacing...
+    expect(
+      plannedEventsPerSecond({ ...pacing, latencyMs: 3500, timeScale: 10, chains: 1 }, 5000),
+    ).toBeCloseTo(5000 / 0.57, 6);
+    // ...chains overlap it (auto plans them when the latency exceeds the spacing).
     expect(plannedEventsPerSecond({ ...pacing, latencyMs: 3500, timeScale: 10 }, 5000)).toBeCloseTo(
-      5000 / 0.57,
+      5000 / 0.22,
       6,
     );
     expect(
@@ -50,14 +55,18 @@ describe('the planned rate behind the first ETA', () => {
 
   it('takes the live preset and pages smaller than 5000 events in proportion, as the simulator does', () => {
     const live = plannedEventsPerSecond(
-      { ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 'live' },
+      { ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 'live', chains: 1 },
       5000,
     );
     expect(live).toBeCloseTo(5000 / 3.5, 6);
     // 1000-event pages take a fifth of the 3.5 s.
     expect(
-      plannedEventsPerSecond({ ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 3500 }, 1000),
+      plannedEventsPerSecond({ ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 3500, chains: 1 }, 1000),
     ).toBeCloseTo(1000 / 0.7, 6);
+    // Without spacing or limit, auto runs the most chains: ten requests per latency.
+    expect(
+      plannedEventsPerSecond({ ...pacing, minSpacingMs: 0, rateLimit: 0, latencyMs: 3500 }, 5000),
+    ).toBeCloseTo(50_000 / 3.5, 6);
   });
 });
 

@@ -13,7 +13,7 @@ import { eventsUrl, type PageBody, request } from './http.ts';
 
 let sim: Awaited<ReturnType<typeof startSimulator>> | null = null;
 async function start(options: SimulatorOptionsInput) {
-  sim = await startSimulator({ port: 0, events: 2_000, rateLimit: 0, ...options });
+  sim = await startSimulator({ port: 0, latencyMs: 0, events: 2_000, rateLimit: 0, ...options });
   return sim;
 }
 afterEach(async () => {
@@ -248,7 +248,8 @@ describe('latency', () => {
     expect(() => parseSimulatorArgs(['--latency-ms', 'slow'])).toThrow(
       'Option --latency-ms must be a number or live, got "slow": write --latency-ms MS|live.',
     );
-    expect(DEFAULT_LATENCY).toBe(0);
-    expect(resolveSimulatorOptions({})).toMatchObject({ latencyMs: 0, latencyJitterMs: 0 });
+    // The live service's latency unless told otherwise (#14).
+    expect(DEFAULT_LATENCY).toBe('live');
+    expect(resolveSimulatorOptions({})).toMatchObject({ latencyMs: 3500, latencyJitterMs: 500 });
   });
 });

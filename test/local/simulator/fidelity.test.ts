@@ -14,7 +14,7 @@ const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f
 
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 beforeAll(async () => {
-  sim = await startSimulator({ port: 0, events: 3_000_000, rateLimit: 10, windowSeconds: 60 });
+  sim = await startSimulator({ port: 0, latencyMs: 0, events: 3_000_000, rateLimit: 10, windowSeconds: 60 });
 });
 afterAll(async () => {
   await sim.close();

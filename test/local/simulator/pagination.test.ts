@@ -6,7 +6,7 @@ import { eventsUrl, instantOf, type PageBody, request, sleep } from './http.ts';
 describe('a full walk of 60,000 events with limit=5000', () => {
   let sim: Awaited<ReturnType<typeof startSimulator>>;
   beforeAll(async () => {
-    sim = await startSimulator({ port: 0, events: 60_000, seed: 7, rateLimit: 0 });
+    sim = await startSimulator({ port: 0, latencyMs: 0, events: 60_000, seed: 7, rateLimit: 0 });
   });
   afterAll(async () => {
     await sim.close();
@@ -76,7 +76,14 @@ describe('a full walk of 60,000 events with limit=5000', () => {
 describe('limits and cursors', () => {
   let sim: Awaited<ReturnType<typeof startSimulator>>;
   beforeAll(async () => {
-    sim = await startSimulator({ port: 0, events: 20_000, rateLimit: 0, timeScale: 116, cacheTtlSeconds: 0 });
+    sim = await startSimulator({
+      port: 0,
+      latencyMs: 0,
+      events: 20_000,
+      rateLimit: 0,
+      timeScale: 116,
+      cacheTtlSeconds: 0,
+    });
   });
   afterAll(async () => {
     await sim.close();
@@ -149,7 +156,13 @@ describe('limits and cursors', () => {
 describe('rejectRefreshedCursors', () => {
   let sim: Awaited<ReturnType<typeof startSimulator>>;
   beforeAll(async () => {
-    sim = await startSimulator({ port: 0, events: 5_000, rateLimit: 0, rejectRefreshedCursors: true });
+    sim = await startSimulator({
+      port: 0,
+      latencyMs: 0,
+      events: 5_000,
+      rateLimit: 0,
+      rejectRefreshedCursors: true,
+    });
   });
   afterAll(async () => {
     await sim.close();
@@ -175,7 +188,14 @@ describe('built cursors {"id":"00000000-...","ts":<ms>}', () => {
   const ZERO_ID = '00000000-0000-0000-0000-000000000000';
   const sims: Array<Awaited<ReturnType<typeof startSimulator>>> = [];
   async function simWith(builtCursors?: BuiltCursorMode) {
-    const s = await startSimulator({ port: 0, events: 60_000, seed: 7, rateLimit: 0, builtCursors });
+    const s = await startSimulator({
+      port: 0,
+      latencyMs: 0,
+      events: 60_000,
+      seed: 7,
+      rateLimit: 0,
+      builtCursors,
+    });
     sims.push(s);
     return s;
   }
@@ -295,6 +315,7 @@ describe('a skewed data set over HTTP', () => {
   it('walks every id once in strictly descending (timestamp, id) order, most of them in two bursts', async () => {
     const s = await startSimulator({
       port: 0,
+      latencyMs: 0,
       events: 40_000,
       seed: 5,
       rateLimit: 0,

@@ -4,7 +4,7 @@ import { eventsUrl, request, sleep } from './http.ts';
 
 let sim: Awaited<ReturnType<typeof startSimulator>> | null = null;
 async function start(options: SimulatorOptionsInput) {
-  sim = await startSimulator({ port: 0, events: 1_000, ...options });
+  sim = await startSimulator({ port: 0, latencyMs: 0, events: 1_000, ...options });
   return sim;
 }
 afterEach(async () => {
