@@ -47,14 +47,19 @@ interface Attempt {
 
 type Kill = { from: 'spawn'; afterMs: number } | { from: 'progress'; rows: number; afterMs: number } | null;
 
+/** Over the source's own row and its chains' rows. */
 async function insertedSoFar(sourceId: string): Promise<number> {
   const [row] = await sql<{ n: number }[]>`
-    select events_inserted::int as n from checkpoints where source_id = ${sourceId}`;
+    select coalesce(sum(events_inserted), 0)::int as n from checkpoints
+    where source_id = ${sourceId} or chain_of = ${sourceId}`;
   return row?.n ?? 0;
 }
 
+/** Odd runs read their source with three cursor chains, even runs with one. */
+const chainsOf = (run: number) => (run % 2 === 1 ? 3 : 1);
+
 /** One CLI process; SIGKILLed as `kill` says unless it exits first. */
-function runCli(sourceId: string, seed: number, kill: Kill): Promise<Attempt> {
+function runCli(sourceId: string, seed: number, kill: Kill, chains: number): Promise<Attempt> {
   return new Promise((done, fail) => {
     // node --import tsx, not npx/tsx: those put a wrapper process in between, and the SIGKILL
     // must hit the process that holds the lease and the open transaction.
@@ -70,6 +75,10 @@ function runCli(sourceId: string, seed: number, kill: Kill): Promise<Attempt> {
         String(EVENTS),
         '--rate-limit',
         '0',
+        '--latency-ms',
+        '0',
+        '--chains',
+        String(chains),
         '--min-spacing-ms',
         '0',
         '--source',
@@ -120,7 +129,7 @@ function runCli(sourceId: string, seed: number, kill: Kill): Promise<Attempt> {
   });
 }
 
-describe(`crash anywhere: SIGKILL at random instants, restart until complete (${SCALE})`, () => {
+describe(`crash anywhere: SIGKILL at random instants, restart until complete, one and three chains (${SCALE})`, () => {
   it(
     `${RUNS} runs of ${EVENTS.toLocaleString('en-US')} events end exact with no duplicates`,
     async () => {
@@ -147,7 +156,7 @@ describe(`crash anywhere: SIGKILL at random instants, restart until complete (${
                   rows: done + Math.floor(random() * (lastTarget - done + 1)),
                   afterMs: Math.round(random() * KILL_JITTER_MS),
                 };
-          const attempt = await runCli(sourceId, SEED + run, kill);
+          const attempt = await runCli(sourceId, SEED + run, kill, chainsOf(run));
           restarts++;
           if (attempt.killedAtMs === null) {
             // It finished before the kill: it must have finished correctly.
@@ -161,7 +170,7 @@ describe(`crash anywhere: SIGKILL at random instants, restart until complete (${
           expect(c.rows).toBe(c.checkpoint?.eventsInserted ?? 0);
           if (c.checkpoint && c.checkpoint.status !== 'complete') killsMidRun++;
         }
-        const final = await runCli(sourceId, SEED + run, null);
+        const final = await runCli(sourceId, SEED + run, null, chainsOf(run));
         expect(final.code, final.stdout + final.stderr).toBe(0);
         const summary = JSON.parse(final.stdout.trim().split('\n').at(-1) ?? '{}') as {
           status: string;
@@ -179,6 +188,8 @@ describe(`crash anywhere: SIGKILL at random instants, restart until complete (${
         expect(c.checkpoint?.eventsInserted).toBe(c.rows);
         expect(c.checkpoint?.rejected).toBe(c.rejectedRows);
         expect(c.checkpoint?.leaseOwner ?? null).toBeNull();
+        // The three-chain runs really ran three chains (or said why not).
+        if (chainsOf(run) === 3) expect(c.checkpoint?.chainMode).toBe('chains');
         stored += c.rows;
         duplicateRows += c.rows - c.distinctIds;
       }

@@ -54,6 +54,8 @@ export interface SourceCounts {
     cursor: string | null;
     lastError: string | null;
     leaseOwner: string | null;
+    chainMode: string | null;
+    chains: number;
   } | null;
 }
 
@@ -63,12 +65,18 @@ export async function sourceCounts(sql: Sql, sourceId: string): Promise<SourceCo
     select count(*)::int as rows, count(distinct id)::int as distinct from events where source_id = ${sourceId}`;
   const [rj] = await sql<{ rows: number }[]>`
     select count(*)::int as rows from rejected_events where source_id = ${sourceId}`;
+  // Counters summed over the source's own row and its chains' rows; the rest is the source row's.
   const [cp] = await sql<NonNullable<SourceCounts['checkpoint']>[]>`
-    select status, pages::int as "pages", events_inserted::int as "eventsInserted",
-           duplicates_skipped::int as "duplicatesSkipped", rejected::int as "rejected",
-           requests::int as "requests", rate_limited::int as "rateLimited",
-           position_id as "positionId", cursor, last_error as "lastError", lease_owner as "leaseOwner"
-    from checkpoints where source_id = ${sourceId}`;
+    select s.status, s.position_id as "positionId", s.cursor, s.last_error as "lastError",
+           s.lease_owner as "leaseOwner", s.chain_mode as "chainMode",
+           t.pages, t."eventsInserted", t."duplicatesSkipped", t.rejected, t.requests, t."rateLimited", t.chains
+    from checkpoints s,
+         lateral (select sum(pages)::int as pages, sum(events_inserted)::int as "eventsInserted",
+                         sum(duplicates_skipped)::int as "duplicatesSkipped", sum(rejected)::int as rejected,
+                         sum(requests)::int as requests, sum(rate_limited)::int as "rateLimited",
+                         count(*)::int as chains
+                  from checkpoints c where c.source_id = s.source_id or c.chain_of = s.source_id) t
+    where s.source_id = ${sourceId}`;
   return {
     rows: ev?.rows ?? 0,
     distinctIds: ev?.distinct ?? 0,

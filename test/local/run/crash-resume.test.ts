@@ -36,6 +36,10 @@ const E2E_TIMEOUT_MS = 300_000;
 
 function args(source: string, seed: number): string[] {
   return [
+    '--latency-ms',
+    '0',
+    '--chains',
+    '1',
     '--events',
     String(EVENTS),
     '--seed',
@@ -132,6 +136,8 @@ describe('npm run local: crash, interrupt and resume', () => {
         await sql.end();
       }
       const r = await runCli([
+        '--chains',
+        '1',
         '--events',
         '5000',
         '--seed',

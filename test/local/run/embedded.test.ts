@@ -35,6 +35,10 @@ function embeddedUrl(dataDir: string): string {
 }
 
 const quick = (dataDir: string, events: number) => [
+  '--latency-ms',
+  '0',
+  '--chains',
+  '1',
   '--events',
   String(events),
   '--rate-limit',

@@ -26,6 +26,10 @@ afterAll(async () => {
 
 describe('npm run local, end to end', () => {
   const paced = (source: string) => [
+    '--latency-ms',
+    '0',
+    '--chains',
+    '1',
     '--events',
     '100000',
     '--time-scale',
@@ -130,6 +134,8 @@ describe('npm run local, end to end', () => {
     'refuses a second concurrent run on the same source in one line, and the first then completes',
     async () => {
       const args = [
+        '--chains',
+        '1',
         '--events',
         '50000',
         '--time-scale',
