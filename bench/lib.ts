@@ -35,7 +35,7 @@ export async function tempDataDir(name: string): Promise<{ dir: string; remove()
 /** The fields of the step's 'page stored' / 'source complete' log line that the benchmarks read. */
 const pageLogSchema = z.object({
   time: z.string(),
-  message: z.enum(['page stored', 'source complete']),
+  message: z.enum(['page stored', 'source complete', 'range complete', 'range taken over']),
   upstreamLatencyMs: z.number(),
   persistMs: z.number(),
   page: z.object({ received: z.number(), inserted: z.number() }),
@@ -47,6 +47,17 @@ export type PageLog = z.infer<typeof pageLogSchema> & { atMs: number };
  * is read) and `persistMs` (the page's transaction). `atMs` is when the line was written, i.e.
  * just after the page was stored.
  */
+/** When the Plan task's request for page one started (epoch ms), if the run planned with one. */
+export async function readPlanRequestStart(logFile: string): Promise<number | null> {
+  const text = await readFile(logFile, 'utf8');
+  for (const line of text.split('\n')) {
+    if (!line.includes('"message":"planned')) continue;
+    const entry = JSON.parse(line) as { time: string; upstreamLatencyMs?: number };
+    if (typeof entry.upstreamLatencyMs === 'number') return Date.parse(entry.time) - entry.upstreamLatencyMs;
+  }
+  return null;
+}
+
 export async function readPageLogs(logFile: string): Promise<PageLog[]> {
   const text = await readFile(logFile, 'utf8').catch((error: unknown) => {
     throw new Error(
