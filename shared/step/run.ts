@@ -198,10 +198,12 @@ export async function runStep(
         output(c, { done: chain > 0, waitSeconds: 0, iteration, page: emptyPage() }),
       );
     }
-    // Rows below the range's end belong to the next range (rows at its instant to both: the
-    // primary key absorbs the overlap, whatever the upstream does with the cursor's id).
-    const events = lo === null ? normalised.events : normalised.events.filter((e) => e.occurredAtMs >= lo);
-    const reachedEnd = events.length < normalised.events.length;
+    // The page that crosses the range's end is stored whole: its rows below the end belong to
+    // the next range too, and the primary key absorbs the overlap whatever the upstream does with
+    // a cursor's id. So everything above this chain's stored cursor is stored, and a fallback
+    // that resumes one chain from that cursor is exact.
+    const { events } = normalised;
+    const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
     const next = nextPosition(cp, page.hasMore, page.nextCursor, normalised.events, sourceId);
     const chained = cp.chainOf !== null || cp.chainMode === 'chains';
     const rangeDone = chained && (reachedEnd || !page.hasMore);
@@ -247,7 +249,7 @@ export async function runStep(
       duplicates: persisted.duplicates,
       rejected: rejects.length,
     };
-    const outsideRange = normalised.events.length - events.length;
+    const belowRange = lo === null ? 0 : events.filter((e) => e.occurredAtMs < lo).length;
     metrics.add('Pages', 'Count', 1);
     metrics.add('EventsInserted', 'Count', persisted.inserted);
     metrics.add('DuplicatesSkipped', 'Count', persisted.duplicates);
@@ -279,7 +281,7 @@ export async function runStep(
       {
         sourceId,
         chain,
-        ...(outsideRange > 0 ? { belowRange: outsideRange } : {}),
+        ...(belowRange > 0 ? { belowRange } : {}),
         page: pageCounts,
         totals: totalsOf(cp),
         requestId: result.requestId,
