@@ -98,6 +98,60 @@ export interface Checkpoint {
   createdAtMs: number;
   updatedAtMs: number;
   completedAtMs: number | null;
+  /** The source this chain row belongs to; null on the source's own row (chain 0). */
+  chainOf: string | null;
+  chain: number;
+  /** The chain's range, both ends inclusive: null hi = from page one, null lo = to the end of the data. */
+  rangeHiTs: number | null;
+  rangeLoTs: number | null;
+  /** The chain has nothing left in its range right now. */
+  rangeDone: boolean;
+  /** Source row only: null until planned. */
+  chainMode: ChainMode | null;
+  chainNote: string | null;
+  chainsPlanned: number;
+  /** Source row only: the plan's estimate of the oldest instant (the low end of a range whose lo is null). */
+  planOldestTs: number | null;
+}
+
+export type ChainMode = 'single' | 'chains' | 'fallback';
+
+/** One range of a plan: chain 0 has hiTs null, the last chain loTs null. Epoch ms. */
+export interface PlannedRange {
+  chain: number;
+  hiTs: number | null;
+  loTs: number | null;
+}
+
+export interface CreatePlanArgs {
+  sourceId: string;
+  owner: string;
+  mode: ChainMode;
+  note: string | null;
+  oldestTs: number | null;
+  ranges: PlannedRange[];
+}
+
+export interface FinishRangeArgs {
+  sourceId: string;
+  chain: number;
+  owner: string;
+  /** A chain takes over part of another only if at least this much of it is left. */
+  minSplitMs: number;
+  /**
+   * When given, the chain row must still be at this version (else CheckpointConflictError), so
+   * a finishRange repeated after one that already moved this chain to a new range cannot end
+   * the new range unread.
+   */
+  expectedVersion?: number;
+}
+
+export interface FinishRangeResult {
+  /** The range this chain now reads (it starts from a built cursor at hiTs), or null: the chain ends. */
+  takeover: { hiTs: number; loTs: number | null } | null;
+  sourceComplete: boolean;
+  /** The source row then its chain rows, by chain, as committed. */
+  chains: Checkpoint[];
 }
 
 /** One page and the checkpoint it moves to, committed together or not at all. */
