@@ -171,9 +171,20 @@ export interface PersistPageInput {
     nextRequestAtMs: number;
     rateLimit: RateLimitInfo | null;
     totalReported: number | null;
+    /**
+     * The chain reached the low end of its range with this page: range_done is set in the same
+     * commit. A chain row (or the source row of a planned multi-chain source) whose page has
+     * hasMore false is range-done too, and stays running: finishRange completes the source.
+     */
+    rangeDone?: boolean;
   };
   requestsMade: number;
   rateLimitedSeen: number;
+  /**
+   * The source_id written on events and rejected_events: the real source when a chain row
+   * (`<sourceId>~<j>`) persists. Default: sourceId.
+   */
+  eventsSourceId?: string;
 }
 
 export interface PersistPageResult {
