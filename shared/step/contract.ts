@@ -236,6 +236,17 @@ export interface StepStore {
   persistPage(args: PersistPageInput): Promise<PersistPageResult>;
   releaseLease(args: { sourceId: string; owner: string }): Promise<void>;
   recordFailure(args: { sourceId: string; error: string }): Promise<void>;
+  /** The source row then its chain rows, by chain. */
+  listChains(sourceId: string): Promise<Checkpoint[]>;
+  createPlan(args: CreatePlanArgs): Promise<Checkpoint[]>;
+  finishRange(args: FinishRangeArgs): Promise<FinishRangeResult>;
+  fallbackToOneChain(args: { sourceId: string; owner: string; reason: string }): Promise<Checkpoint[]>;
+  renewSourceLease(args: {
+    sourceId: string;
+    owner: string;
+    nowMs: number;
+    ttlMs: number;
+  }): Promise<Checkpoint>;
 }
 
 export interface UpstreamClient {
