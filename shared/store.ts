@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres';
+import { createPlan, fallbackToOneChain, finishRange, listChains, renewSourceLease } from './db/chains.ts';
 import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './db/checkpoints.ts';
 import { createDb } from './db/client.ts';
 import { persistPage } from './db/persist.ts';
@@ -13,5 +14,10 @@ export function createStore(sql: Sql): StepStore {
     persistPage: (args) => persistPage(sql, args),
     releaseLease: (args) => releaseLease(db, args),
     recordFailure: (args) => recordFailure(db, args),
+    listChains: (sourceId) => listChains(db, sourceId),
+    createPlan: (args) => createPlan(db, args),
+    finishRange: (args) => finishRange(db, args),
+    fallbackToOneChain: (args) => fallbackToOneChain(db, args),
+    renewSourceLease: (args) => renewSourceLease(db, args),
   };
 }

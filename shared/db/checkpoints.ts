@@ -1,9 +1,9 @@
-import { and, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, asc, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Checkpoint } from '../step/contract.ts';
 import { type DbLike, toDb } from './client.ts';
 import { checkpointConflict, leaseHeld, withDbErrors } from './errors.ts';
-import { CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
+import { CHAIN_MODES, CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
 
 /*
  * The checkpoint repository: every read and single-row write of a checkpoint goes through
@@ -42,6 +42,15 @@ export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
   completedAtMs: z.number().nullable(),
+  chainOf: z.string().nullable(),
+  chain: z.number().int().nonnegative(),
+  rangeHiTs: z.number().nullable(),
+  rangeLoTs: z.number().nullable(),
+  rangeDone: z.boolean(),
+  chainMode: z.enum(CHAIN_MODES).nullable(),
+  chainNote: z.string().nullable(),
+  chainsPlanned: z.number().int(),
+  planOldestTs: z.number().nullable(),
 });
 export type { Checkpoint };
 
@@ -53,10 +62,28 @@ export type CheckpointRow = typeof checkpoints.$inferSelect;
  * checked here rather than trusted.
  */
 export function toCheckpoint(row: CheckpointRow): Checkpoint {
-  const { nextRequestAt, leaseExpiresAt, createdAt, updatedAt, completedAt, positionTs, ...rest } = row;
+  const {
+    nextRequestAt,
+    leaseExpiresAt,
+    createdAt,
+    updatedAt,
+    completedAt,
+    positionTs,
+    rangeHiTs,
+    rangeLoTs,
+    planOldestTs,
+    // The fallback's resume point is the database layer's own business (chains.ts).
+    resumeCursor: _resumeCursor,
+    resumePositionTs: _resumePositionTs,
+    resumePositionId: _resumePositionId,
+    ...rest
+  } = row;
   return checkpointSchema.parse({
     ...rest,
     positionTs: msOrNull(positionTs),
+    rangeHiTs: msOrNull(rangeHiTs),
+    rangeLoTs: msOrNull(rangeLoTs),
+    planOldestTs: msOrNull(planOldestTs),
     nextRequestAtMs: msOrNull(nextRequestAt),
     leaseExpiresAtMs: msOrNull(leaseExpiresAt),
     createdAtMs: createdAt.getTime(),
@@ -196,7 +223,7 @@ export async function releaseLease(dbLike: DbLike, args: { sourceId: string; own
   });
 }
 
-/** Forgets a source entirely (its events, rejects and checkpoint) in one transaction. */
+/** Forgets a source entirely (its events, rejects, checkpoint and chain rows) in one transaction. */
 export async function resetSource(
   dbLike: DbLike,
   sourceId: string,
@@ -204,15 +231,23 @@ export async function resetSource(
   const db = toDb(dbLike);
   return withDbErrors(db, () =>
     db.transaction(async (tx) => {
-      // Lock the checkpoint first so a concurrent persistPage cannot slip rows in between.
+      // Lock the checkpoints first (the source row, then its chains in chain order, as every
+      // chain operation does) so a concurrent persistPage cannot slip rows in between.
+      const ofSource = or(eq(checkpoints.sourceId, sourceId), eq(checkpoints.chainOf, sourceId));
       await tx
         .select({ sourceId: checkpoints.sourceId })
         .from(checkpoints)
         .where(eq(checkpoints.sourceId, sourceId))
         .for('update');
+      await tx
+        .select({ sourceId: checkpoints.sourceId })
+        .from(checkpoints)
+        .where(eq(checkpoints.chainOf, sourceId))
+        .orderBy(asc(checkpoints.chain))
+        .for('update');
       const e = await tx.delete(events).where(eq(events.sourceId, sourceId));
       const r = await tx.delete(rejectedEvents).where(eq(rejectedEvents.sourceId, sourceId));
-      const c = await tx.delete(checkpoints).where(eq(checkpoints.sourceId, sourceId));
+      const c = await tx.delete(checkpoints).where(ofSource);
       return { events: e.count, rejected: r.count, checkpoints: c.count };
     }),
   );

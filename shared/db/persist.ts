@@ -68,12 +68,14 @@ const ADVANCE = `
     total_reported = coalesce($11::bigint, total_reported),
     next_request_at = to_timestamp($12::float8 / 1000),
     last_rate_limit = coalesce($13::text::jsonb, last_rate_limit),
+    -- $14: the row keeps running (false: this page completes the source).
     status = case when $14::boolean then 'running' else 'complete' end,
     completed_at = case when $14::boolean then null else now() end,
     -- The last page hands the lease back in the same commit: no crash can leave a complete
     -- source leased to a dead execution.
     lease_owner = case when $14::boolean then lease_owner else null end,
     lease_expires_at = case when $14::boolean then lease_expires_at else null end,
+    range_done = range_done or $16::boolean,
     version = version + 1,
     updated_at = now()
   where source_id = $1 and version = $2::int and lease_owner = $15
@@ -90,18 +92,27 @@ const ADVANCE = `
 export async function persistPage(sql: Sql, input: PersistPageInput): Promise<PersistPageResult> {
   countsSchema.parse(input);
   const distinct = distinctById(input.events);
-  const payload = distinct.length === 0 ? null : encodeOrNull(distinct, input.sourceId);
+  const eventsSourceId = input.eventsSourceId ?? input.sourceId;
+  const payload = distinct.length === 0 ? null : encodeOrNull(distinct, eventsSourceId);
   const rejectsJson = input.rejects.length > 0 ? encodeRejects(input.rejects) : null;
   const n = input.next;
   return withDbErrors(sql, () =>
     sql.begin(async (tx) => {
       // Lock the checkpoint first: a competing invocation waits here instead of doing the
       // whole insert only to lose, and a lost race costs no writes.
-      const [locked] = await tx<{ version: number; leaseOwner: string | null }[]>`
-        select version, lease_owner as "leaseOwner" from checkpoints where source_id = ${input.sourceId} for update`;
+      // `single` is read under the lock too, so it cannot change before ADVANCE.
+      const [locked] = await tx<{ version: number; leaseOwner: string | null; single: boolean }[]>`
+        select version, lease_owner as "leaseOwner",
+          chain_of is null and chain_mode is distinct from 'chains' as single
+        from checkpoints where source_id = ${input.sourceId} for update`;
       if (!locked || locked.version !== input.expectedVersion || locked.leaseOwner !== input.owner) {
         throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
       }
+      // The end of the data completes a one-chain source. On a chain (a chain row, or the source
+      // row of a planned multi-chain source) it only ends that chain's range: finishRange
+      // completes the source once every range is done.
+      const completes = !n.hasMore && locked.single;
+      const rangeDone = n.rangeDone === true || (!n.hasMore && !locked.single);
       let writePath: PersistPageResult['writePath'] = 'none';
       let inserted = 0;
       if (distinct.length > 0) {
@@ -110,13 +121,13 @@ export async function persistPage(sql: Sql, input: PersistPageInput): Promise<Pe
           inserted = distinct.length;
         } else {
           writePath = 'insert';
-          inserted = await run(tx, INSERT_EVENTS, [encodeEvents(distinct), input.sourceId], 'events');
+          inserted = await run(tx, INSERT_EVENTS, [encodeEvents(distinct), eventsSourceId], 'events');
         }
       }
       const rejectsInserted =
         rejectsJson === null
           ? 0
-          : await run(tx, INSERT_REJECTS, [rejectsJson, input.sourceId, input.pageCursor], 'rejected_events');
+          : await run(tx, INSERT_REJECTS, [rejectsJson, eventsSourceId, input.pageCursor], 'rejected_events');
       const duplicates = input.events.length - inserted;
       const rows = await tx.unsafe(ADVANCE, [
         input.sourceId,
@@ -132,8 +143,9 @@ export async function persistPage(sql: Sql, input: PersistPageInput): Promise<Pe
         n.totalReported,
         n.nextRequestAtMs,
         n.rateLimit ? JSON.stringify(n.rateLimit) : null,
-        n.hasMore,
+        !completes,
         input.owner,
+        rangeDone,
       ]);
       // Unreachable while the row stays locked and ADVANCE checks what the lock checked; kept so
       // that a change to either cannot commit a page past a checkpoint it did not hold.

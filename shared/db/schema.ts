@@ -2,7 +2,9 @@ import { sql } from 'drizzle-orm';
 import {
   bigint,
   bigserial,
+  boolean,
   check,
+  index,
   integer,
   jsonb,
   pgTable,
@@ -39,8 +41,15 @@ export const events = pgTable('events', {
 });
 
 export const CHECKPOINT_STATUSES = ['running', 'complete', 'failed'] as const;
+/** How a source is read: one chain, several chains over ranges of instants, or back to one after a refusal. */
+export const CHAIN_MODES = ['single', 'chains', 'fallback'] as const;
 
-/** The resumable state of one source: where it is, what it did, and who may move it. */
+/**
+ * The resumable state of one cursor chain: where it is, what it did, and who may move it. A
+ * source's own row is its chain 0 and also the source's header (plan, mode, completion); chain
+ * j >= 1 is the row `<sourceId>~<j>` (shared/step/chains.ts chainKey) with `chain_of` = the
+ * source, so lease, version, counters and persistPage work per chain unchanged.
+ */
 export const checkpoints = pgTable(
   'checkpoints',
   {
@@ -70,8 +79,38 @@ export const checkpoints = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
     completedAt: timestamp('completed_at', { withTimezone: true, mode: 'date' }),
+    /** The source a chain row j >= 1 belongs to; null on the source's own row (chain 0). */
+    chainOf: text('chain_of'),
+    chain: integer('chain').notNull().default(0),
+    /** The chain's range of instants, both ends inclusive: null hi = from page one, null lo = to the end. */
+    rangeHiTs: timestamp('range_hi_ts', { withTimezone: true, mode: 'date' }),
+    rangeLoTs: timestamp('range_lo_ts', { withTimezone: true, mode: 'date' }),
+    /** The chain has nothing left in its range right now (it may take over part of another). */
+    rangeDone: boolean('range_done').notNull().default(false),
+    // The source's own row only, from here on.
+    /** null until the source is planned. */
+    chainMode: text('chain_mode', { enum: CHAIN_MODES }),
+    /** Why the source runs as one chain, or why it fell back to one. */
+    chainNote: text('chain_note'),
+    chainsPlanned: integer('chains_planned').notNull().default(1),
+    /** The plan's estimate of the oldest instant: the low end of a range whose lo is null. */
+    planOldestTs: timestamp('plan_oldest_ts', { withTimezone: true, mode: 'date' }),
+    /**
+     * Chain 0's position contiguous from the top, saved when it first leaves its original range:
+     * a fallback to one chain goes on from here, exact.
+     */
+    resumeCursor: text('resume_cursor'),
+    resumePositionTs: timestamp('resume_position_ts', { withTimezone: true, mode: 'date' }),
+    resumePositionId: text('resume_position_id'),
   },
-  (t) => [check('checkpoints_status_check', sql`${t.status} in ('running', 'complete', 'failed')`)],
+  (t) => [
+    check('checkpoints_status_check', sql`${t.status} in ('running', 'complete', 'failed')`),
+    check(
+      'checkpoints_chain_mode_check',
+      sql`${t.chainMode} is null or ${t.chainMode} in ('single', 'chains', 'fallback')`,
+    ),
+    index('checkpoints_chain_of_idx').on(t.chainOf),
+  ],
 );
 
 /**

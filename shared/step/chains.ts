@@ -1,31 +1,38 @@
 import { MAX_CHAINS } from '../config.ts';
-
 /*
- * Cursor chains, the pure part: the checkpoint key of each chain and the plan's arithmetic.
+ * Naming of a source's cursor chains. Pure: the step, the state machine's callers and the
+ * database layer all agree on these keys without importing the database.
  *
- * A source's key space is split by instant: chain j reads the rows with lo_j <= ts <= hi_j,
- * newest first, starting from a cursor built from (hi_j, ZERO_ID). Whatever the upstream does
- * with the cursor's id (position by ts alone, or by (ts, id)), it returns every row older than
- * hi_j; rows at hi_j itself may come to both chain j and chain j-1, and the primary key absorbs
- * them. Chain 0 starts on page one (hi = null); the last chain ends at hasMore: false (lo = null).
+ * Chain 0 is the source's own checkpoint row; chain j >= 1 is the row `<sourceId>~<j>`. `~` is
+ * outside the sourceId alphabet (contract.ts sourceIdSchema), so a chain key never collides with
+ * a source id.
  */
 
-/** The id of a built cursor: the smallest uuid, so that (hi, ZERO_ID) sorts before every row at hi. */
+/** The id of a chain's built start cursor: the service positions by ts (and maybe id), and this id sorts first. */
 export const ZERO_ID = '00000000-0000-0000-0000-000000000000';
 
-/** `~` is outside the source id alphabet, so a chain's key never collides with a source. */
-const CHAIN_SEPARATOR = '~';
+const SEPARATOR = '~';
 
-/** The checkpoint row of chain `chain` of `sourceId`: chain 0 is the source's own row. */
+/** The checkpoint key of chain `chain` of `sourceId`. */
 export function chainKey(sourceId: string, chain: number): string {
-  return chain === 0 ? sourceId : `${sourceId}${CHAIN_SEPARATOR}${chain}`;
+  if (!Number.isInteger(chain) || chain < 0) {
+    throw new RangeError(`chain must be an integer >= 0, got ${chain}`);
+  }
+  return chain === 0 ? sourceId : `${sourceId}${SEPARATOR}${chain}`;
 }
 
-/** The inverse of {@link chainKey}. */
-export function parseChainKey(key: string): { sourceId: string; chain: number } {
-  const at = key.lastIndexOf(CHAIN_SEPARATOR);
-  if (at < 0) return { sourceId: key, chain: 0 };
-  return { sourceId: key.slice(0, at), chain: Number(key.slice(at + 1)) };
+/**
+ * The source and chain a checkpoint key names; null when the key is not one chainKey makes
+ * (`a~0`, `a~01`, `a~x`, `~1`).
+ */
+export function parseChainKey(key: string): { sourceId: string; chain: number } | null {
+  const at = key.lastIndexOf(SEPARATOR);
+  if (at === -1) return key.length > 0 ? { sourceId: key, chain: 0 } : null;
+  const sourceId = key.slice(0, at);
+  const digits = key.slice(at + 1);
+  if (sourceId.length === 0 || sourceId.includes(SEPARATOR) || !/^[1-9][0-9]*$/.test(digits)) return null;
+  const chain = Number(digits);
+  return Number.isSafeInteger(chain) ? { sourceId, chain } : null;
 }
 
 /** What the first page tells about the data set. */

@@ -145,20 +145,58 @@ export interface Checkpoint {
   createdAtMs: number;
   updatedAtMs: number;
   completedAtMs: number | null;
-  /** The source this row is a chain of; null on the source's own row (chain 0). */
+  /** The source this chain row belongs to; null on the source's own row (chain 0). */
   chainOf: string | null;
   chain: number;
-  /** The chain's range: rows with rangeLoTs <= ts <= rangeHiTs; null = open-ended. */
+  /** The chain's range, both ends inclusive: null hi = from page one, null lo = to the end of the data. */
   rangeHiTs: number | null;
   rangeLoTs: number | null;
-  /** Nothing left in this chain's range (until it takes over part of another's). */
+  /** The chain has nothing left in its range right now. */
   rangeDone: boolean;
-  /** Source row only: how the source is read, and why. */
+  /** Source row only: null until planned. */
   chainMode: ChainMode | null;
   chainNote: string | null;
   chainsPlanned: number;
-  /** Source row only: the plan's estimate of the oldest instant. */
+  /** Source row only: the plan's estimate of the oldest instant (the low end of a range whose lo is null). */
   planOldestTs: number | null;
+}
+
+/** One range of a plan: chain 0 has hiTs null, the last chain loTs null. Epoch ms. */
+export interface PlannedRange {
+  chain: number;
+  hiTs: number | null;
+  loTs: number | null;
+}
+
+export interface CreatePlanArgs {
+  sourceId: string;
+  owner: string;
+  mode: ChainMode;
+  note: string | null;
+  oldestTs: number | null;
+  ranges: PlannedRange[];
+}
+
+export interface FinishRangeArgs {
+  sourceId: string;
+  chain: number;
+  owner: string;
+  /** A chain takes over part of another only if at least this much of it is left. */
+  minSplitMs: number;
+  /**
+   * When given, the chain row must still be at this version (else CheckpointConflictError), so
+   * a finishRange repeated after one that already moved this chain to a new range cannot end
+   * the new range unread.
+   */
+  expectedVersion?: number;
+}
+
+export interface FinishRangeResult {
+  /** The range this chain now reads (it starts from a built cursor at hiTs), or null: the chain ends. */
+  takeover: { hiTs: number; loTs: number | null } | null;
+  sourceComplete: boolean;
+  /** The source row then its chain rows, by chain, as committed. */
+  chains: Checkpoint[];
 }
 
 /** One page and the checkpoint it moves to, committed together or not at all. */
@@ -181,11 +219,20 @@ export interface PersistPageInput {
     nextRequestAtMs: number;
     rateLimit: RateLimitInfo | null;
     totalReported: number | null;
-    /** The chain reached the end of its range with this page. */
+    /**
+     * The chain reached the low end of its range with this page: range_done is set in the same
+     * commit. A chain row (or the source row of a planned multi-chain source) whose page has
+     * hasMore false is range-done too, and stays running: finishRange completes the source.
+     */
     rangeDone?: boolean;
   };
   requestsMade: number;
   rateLimitedSeen: number;
+  /**
+   * The source_id written on events and rejected_events: the real source when a chain row
+   * (`<sourceId>~<j>`) persists. Default: sourceId.
+   */
+  eventsSourceId?: string;
 }
 
 export interface PersistPageResult {
@@ -237,23 +284,17 @@ export interface StepStore {
   persistPage(args: PersistPageInput): Promise<PersistPageResult>;
   releaseLease(args: { sourceId: string; owner: string }): Promise<void>;
   recordFailure(args: { sourceId: string; error: string }): Promise<void>;
-  /** The source's row then its chain rows, by chain. */
+  /** The source row then its chain rows, by chain. */
   listChains(sourceId: string): Promise<Checkpoint[]>;
-  createPlan(args: {
+  createPlan(args: CreatePlanArgs): Promise<Checkpoint[]>;
+  finishRange(args: FinishRangeArgs): Promise<FinishRangeResult>;
+  fallbackToOneChain(args: { sourceId: string; owner: string; reason: string }): Promise<Checkpoint[]>;
+  renewSourceLease(args: {
     sourceId: string;
     owner: string;
-    mode: ChainMode;
-    note: string | null;
-    oldestTs: number | null;
-    ranges: { chain: number; hiTs: number | null; loTs: number | null }[];
-  }): Promise<Checkpoint[]>;
-  finishRange(args: { sourceId: string; chain: number; owner: string; minSplitMs: number }): Promise<{
-    takeover: { hiTs: number; loTs: number | null } | null;
-    sourceComplete: boolean;
-    chains: Checkpoint[];
-  }>;
-  fallbackToOneChain(args: { sourceId: string; owner: string; reason: string }): Promise<Checkpoint[]>;
-  renewSourceLease(args: { sourceId: string; owner: string; nowMs: number; ttlMs: number }): Promise<void>;
+    nowMs: number;
+    ttlMs: number;
+  }): Promise<Checkpoint>;
   /** The shared pacer of one upstream: absent in stores that pace nothing (tests of the step alone). */
   pacer?: SharedPacerPort;
 }

@@ -1,72 +1,38 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { chainKey, chainsWanted, parseChainKey, planRanges, ZERO_ID } from '#shared/step/chains.ts';
+import { chainKey, parseChainKey, ZERO_ID } from '#shared/step/chains.ts';
 import { sourceIdSchema } from '#shared/step/contract.ts';
 
-describe('chain keys', () => {
-  it('chain 0 is the source itself, others cannot collide with a source id', () => {
+describe('chainKey', () => {
+  it("is the source id for chain 0 and '<sourceId>~<j>' for the others", () => {
     expect(chainKey('default', 0)).toBe('default');
-    expect(chainKey('default', 3)).toBe('default~3');
-    expect(sourceIdSchema.safeParse(chainKey('default', 3)).success).toBe(false);
-    expect(parseChainKey('default~3')).toEqual({ sourceId: 'default', chain: 3 });
-    expect(parseChainKey('a.b-c')).toEqual({ sourceId: 'a.b-c', chain: 0 });
-    expect(ZERO_ID).toMatch(/^0{8}-0{4}-0{4}-0{4}-0{12}$/);
+    expect(chainKey('default', 1)).toBe('default~1');
+    expect(chainKey('shop.eu-1', 12)).toBe('shop.eu-1~12');
+  });
+
+  it('refuses a chain that is not an integer >= 0', () => {
+    for (const bad of [-1, 1.5, Number.NaN]) expect(() => chainKey('default', bad)).toThrow(RangeError);
+  });
+
+  it('never names a valid source id, and parseChainKey reverses it', () => {
+    const sourceIds = fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
+    fc.assert(
+      fc.property(sourceIds, fc.nat(10_000), (sourceId, chain) => {
+        const key = chainKey(sourceId, chain);
+        expect(sourceIdSchema.safeParse(key).success).toBe(chain === 0);
+        expect(parseChainKey(key)).toEqual({ sourceId, chain });
+      }),
+    );
   });
 });
 
-describe('chainsWanted', () => {
-  const rl20 = { limit: 10, remaining: 9, resetSeconds: 20 };
-  it('one chain when the latency is within the spacing', () => {
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 1500, minSpacingMs: 2200, rateLimit: rl20 }).chains,
-    ).toBe(1);
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 0, minSpacingMs: 2200, rateLimit: null }).chains,
-    ).toBe(1);
-  });
-  it('ceil(latency / interval) + 1 chains at the live latency, the interval being the tighter of spacing and window / limit', () => {
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 3500, minSpacingMs: 2200, rateLimit: rl20 }).chains,
-    ).toBe(3);
-    const rl30 = { limit: 10, remaining: 9, resetSeconds: 30 };
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 3500, minSpacingMs: 2200, rateLimit: rl30 }).chains,
-    ).toBe(3);
-    const rl60 = { limit: 10, remaining: 9, resetSeconds: 60 };
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 3500, minSpacingMs: 2200, rateLimit: rl60 }).chains,
-    ).toBe(2);
-  });
-  it('never more than the window holds requests', () => {
-    const rl = { limit: 4, remaining: 3, resetSeconds: 20 };
-    expect(
-      chainsWanted({ requested: 'auto', latencyMs: 60_000, minSpacingMs: 2200, rateLimit: rl }).chains,
-    ).toBe(4);
-    expect(chainsWanted({ requested: 8, latencyMs: 0, minSpacingMs: 2200, rateLimit: rl }).chains).toBe(4);
-    expect(chainsWanted({ requested: 3, latencyMs: 0, minSpacingMs: 2200, rateLimit: rl20 }).chains).toBe(3);
+describe('parseChainKey', () => {
+  it('returns null for what chainKey never makes', () => {
+    for (const bad of ['', 'a~0', 'a~01', 'a~x', 'a~-1', '~1', 'a~', 'a~1~2'])
+      expect(parseChainKey(bad)).toBeNull();
   });
 });
 
-describe('planRanges', () => {
-  const first = { newestTs: 1_000_000, oldestOnPageTs: 990_000, events: 5000, total: 50_000, hasMore: true };
-  it('splits the extrapolated span into equal ranges that meet exactly', () => {
-    const plan = planRanges(first, 4);
-    expect(plan?.oldestTs).toBe(900_000);
-    expect(plan?.ranges).toEqual([
-      { chain: 0, hiTs: null, loTs: 975_000 },
-      { chain: 1, hiTs: 975_000, loTs: 950_000 },
-      { chain: 2, hiTs: 950_000, loTs: 925_000 },
-      { chain: 3, hiTs: 925_000, loTs: null },
-    ]);
-  });
-  it('is null when there is nothing to split', () => {
-    expect(planRanges(first, 1)).toBeNull();
-    expect(planRanges({ ...first, hasMore: false }, 3)).toBeNull();
-    expect(planRanges({ ...first, total: null }, 3)).toBeNull();
-    expect(planRanges({ ...first, oldestOnPageTs: first.newestTs }, 3)).toBeNull();
-  });
-  it('keeps no boundary inside the first page', () => {
-    // 2 pages in all: a 4-way split would put boundaries inside page one.
-    const plan = planRanges({ ...first, total: 10_000 }, 4);
-    expect(plan?.ranges.every((r) => r.hiTs === null || r.hiTs < first.oldestOnPageTs)).toBe(true);
-  });
+it('ZERO_ID is the nil UUID', () => {
+  expect(ZERO_ID).toBe('00000000-0000-0000-0000-000000000000');
 });
