@@ -203,8 +203,6 @@ export interface FinishRangeResult {
 export interface PersistPageInput {
   /** The checkpoint row: the source's own, or a chain's (`chainKey`). */
   sourceId: string;
-  /** The source the events belong to. @default sourceId */
-  eventsSourceId?: string;
   expectedVersion: number;
   owner: string;
   events: NormalisedEvent[];
