@@ -42,6 +42,15 @@ export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   createdAtMs: z.number(),
   updatedAtMs: z.number(),
   completedAtMs: z.number().nullable(),
+  chainOf: z.string().nullable(),
+  chain: z.number().int().nonnegative(),
+  rangeHiTs: z.number().nullable(),
+  rangeLoTs: z.number().nullable(),
+  rangeDone: z.boolean(),
+  chainMode: z.enum(['single', 'chains', 'fallback']).nullable(),
+  chainNote: z.string().nullable(),
+  chainsPlanned: z.number().int(),
+  planOldestTs: z.number().nullable(),
 });
 export type { Checkpoint };
 
@@ -55,6 +64,8 @@ export type CheckpointRow = typeof checkpoints.$inferSelect;
 export function toCheckpoint(row: CheckpointRow): Checkpoint {
   const { nextRequestAt, leaseExpiresAt, createdAt, updatedAt, completedAt, positionTs, ...rest } = row;
   return checkpointSchema.parse({
+    // Placeholder until the chain columns exist (the db branch maps them from schema.ts).
+    ...NO_CHAIN_COLUMNS,
     ...rest,
     positionTs: msOrNull(positionTs),
     nextRequestAtMs: msOrNull(nextRequestAt),
@@ -64,6 +75,18 @@ export function toCheckpoint(row: CheckpointRow): Checkpoint {
     completedAtMs: msOrNull(completedAt),
   });
 }
+
+const NO_CHAIN_COLUMNS = {
+  chainOf: null,
+  chain: 0,
+  rangeHiTs: null,
+  rangeLoTs: null,
+  rangeDone: false,
+  chainMode: null,
+  chainNote: null,
+  chainsPlanned: 1,
+  planOldestTs: null,
+};
 
 function msOrNull(d: Date | null): number | null {
   return d === null ? null : d.getTime();

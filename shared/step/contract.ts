@@ -98,6 +98,20 @@ export interface Checkpoint {
   createdAtMs: number;
   updatedAtMs: number;
   completedAtMs: number | null;
+  /** The source this chain row belongs to; null on the source's own row (chain 0). */
+  chainOf: string | null;
+  chain: number;
+  /** The chain's range of instants, both ends inclusive: null hi = from page one, null lo = to the end. */
+  rangeHiTs: number | null;
+  rangeLoTs: number | null;
+  /** The chain has nothing left in its range right now. */
+  rangeDone: boolean;
+  /** Source row only: how the source is read (null until planned), and why. */
+  chainMode: 'single' | 'chains' | 'fallback' | null;
+  chainNote: string | null;
+  chainsPlanned: number;
+  /** Source row only: the plan's estimate of the oldest instant. */
+  planOldestTs: number | null;
 }
 
 /** One page and the checkpoint it moves to, committed together or not at all. */
