@@ -104,10 +104,11 @@ async function child(args: string[]): Promise<Record<string, unknown>> {
   let rssAfterFirstPage = 0;
   try {
     for (let i = 0; i < pages; i++) {
-      const out = await handler({
+      // A page of chain 0 (no Plan task: the source reads as one chain, as before chains).
+      const out = (await handler({
         executionId: 'bench-memory',
         state: { sourceId: 'bench-memory', iteration: i },
-      });
+      })) as StepOutput;
       sample();
       if (i === 0) rssAfterFirstPage = process.memoryUsage().rss;
       stored += out.page.inserted;

@@ -3,13 +3,18 @@ import { DataSyncError } from '#shared/errors.ts';
 import { parseIngestArgs, USAGE } from './args.ts';
 import { type CheckpointView, formatStatus, ingestionStatus, startIngestion, stopIngestion } from './core.ts';
 
-/** Opens the database only for `status --database-url`: the rest of the CLI needs AWS alone. */
+/**
+ * Opens the database only for `status --database-url`: the rest of the CLI needs AWS alone. The
+ * rows become the same view the status function returns (chains, summed counters).
+ */
 async function checkpointReader(url: string) {
   const { createSql } = await import('#shared/db/client.ts');
-  const { getCheckpoint } = await import('#shared/db/checkpoints.ts');
+  const { listChains } = await import('#shared/db/chains.ts');
+  const { statusView } = await import('#functions/status/view.ts');
   const sql = createSql(url, { applicationName: 'datasync-ingest-cli' });
   return {
-    read: async (sourceId: string): Promise<CheckpointView | null> => getCheckpoint(sql, sourceId),
+    read: async (sourceId: string): Promise<CheckpointView | null> =>
+      statusView(await listChains(sql, sourceId), Date.now()),
     close: () => sql.end({ timeout: 5 }),
   };
 }

@@ -11,6 +11,7 @@ import {
   StopExecutionCommand,
 } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
+import type { ChainView } from '#functions/status/view.ts';
 import { DataSyncError } from '#shared/errors.ts';
 
 /** An execution for this source is already RUNNING: starting another would only fail on the lease. */
@@ -39,6 +40,12 @@ export interface CheckpointView {
   lastRateLimit?: { limit: number; remaining: number; resetSeconds: number } | null;
   /** When the function will next call the upstream, epoch ms. */
   nextRequestAtMs?: number | null;
+  /** How the source is read: one chain, several, or back to one after a refusal (null: not planned yet). */
+  mode?: 'single' | 'chains' | 'fallback' | null;
+  /** Why one chain, or why the fallback. */
+  note?: string | null;
+  /** One entry per cursor chain; the counters above are their sums. */
+  chains?: ChainView[];
 }
 
 export interface IngestDeps {
@@ -66,9 +73,36 @@ const stepOutputSchema = z
     page: z.object({ inserted: z.number() }).loose(),
     totals: z.object({ pages: z.number(), inserted: z.number() }).loose(),
     iteration: z.number(),
+    /** The chain the page belongs to (absent before chains existed); its totals are that chain's. */
+    chain: z.number().optional(),
   })
   .loose();
 type StepOutputView = z.infer<typeof stepOutputSchema>;
+
+/** The Plan task's output: the source's totals summed over its chains when it ran. */
+const planOutputSchema = z
+  .object({
+    sourceId: z.string(),
+    done: z.boolean(),
+    mode: z.string(),
+    chains: z.array(z.unknown()),
+    totals: z.object({ pages: z.number(), inserted: z.number() }).loose(),
+  })
+  .loose();
+
+/**
+ * A task output whose totals speak for the whole source: a Plan output, or a page of a source
+ * read by one chain. With several chains a page's totals are its chain's alone.
+ */
+interface SourceWideOutput {
+  totals: { pages: number; inserted: number };
+  /** Events stored before this output's own page (the Plan stores none). */
+  insertedBefore: number;
+  /** A Plan output: its mode tells whether the pages that follow speak for the source. */
+  planMode: string | null;
+  /** The output says the source is complete: its totals are final. */
+  done: boolean;
+}
 
 function sourceOf(input: string | undefined): string | null {
   try {
@@ -180,8 +214,17 @@ export interface StatusReport {
     error: string | null;
     cause: string | null;
   } | null;
-  /** The newest fetch-page output of the execution (or the execution's output once it has ended). */
+  /**
+   * The newest fetch-page output of the execution (or the execution's output once it has ended).
+   * With several chains, its totals are its own chain's.
+   */
   latest: StepOutputView | null;
+  /**
+   * The source's totals from the newest task output that speaks for the whole source; `fromPlan`:
+   * from a Plan, that is as of the start of the execution's round (the chains' pages since are
+   * in the checkpoint, which the status function reads).
+   */
+  totals: { pages: number; inserted: number; fromPlan: boolean } | null;
   /** Events inserted during this execution per second, from its first and latest step outputs. */
   eventsPerSecond: number | null;
   checkpoint: CheckpointView | null;
@@ -189,47 +232,88 @@ export interface StatusReport {
   etaSeconds: number | null;
 }
 
-function parseStepOutput(raw: string | undefined): StepOutputView | null {
+function parseJson(raw: string | undefined): unknown {
   if (!raw) return null;
   try {
-    const parsed = stepOutputSchema.safeParse(JSON.parse(raw));
-    return parsed.success ? parsed.data : null;
+    return JSON.parse(raw);
   } catch {
     return null;
   }
 }
 
-function stepOutputOf(event: HistoryEvent): StepOutputView | null {
-  return parseStepOutput(
-    event.lambdaFunctionSucceededEventDetails?.output ?? event.taskSucceededEventDetails?.output,
-  );
+function parseStepOutput(raw: string | undefined): StepOutputView | null {
+  const parsed = stepOutputSchema.safeParse(parseJson(raw));
+  return parsed.success ? parsed.data : null;
 }
 
-async function firstAndLatestStep(
-  deps: IngestDeps,
-  executionArn: string,
-): Promise<{ first: { output: StepOutputView; atMs: number } | null; latest: StepOutputView | null }> {
-  const find = async (reverseOrder: boolean) => {
-    const page = await deps.sfn.send(
-      new GetExecutionHistoryCommand({
-        executionArn,
-        reverseOrder,
-        maxResults: 100,
-        includeExecutionData: true,
-      }),
-    );
-    for (const event of page.events ?? []) {
-      const output = stepOutputOf(event);
-      if (output) return { output, atMs: event.timestamp ? event.timestamp.getTime() : null };
-    }
-    return null;
-  };
-  const latest = await find(true);
-  const first = latest ? await find(false) : null;
+/** The output as source-wide totals, or null (not a task output, or one chain's page of several). */
+function sourceWide(raw: string | undefined, planMode: string | null): SourceWideOutput | null {
+  const json = parseJson(raw);
+  const plan = planOutputSchema.safeParse(json);
+  if (plan.success) {
+    return {
+      totals: plan.data.totals,
+      insertedBefore: plan.data.totals.inserted,
+      planMode: plan.data.mode,
+      done: plan.data.done,
+    };
+  }
+  const step = stepOutputSchema.safeParse(json);
+  // A page speaks for the source when no plan split it: no chain field (before chains), or a
+  // plan that chose one chain. After a fallback the other chains' rows still hold their counts.
+  if (!step.success || (step.data.chain !== undefined && planMode !== 'single')) return null;
   return {
-    first: first && first.atMs !== null ? { output: first.output, atMs: first.atMs } : null,
-    latest: latest?.output ?? null,
+    totals: step.data.totals,
+    insertedBefore: step.data.totals.inserted - step.data.page.inserted,
+    planMode: null,
+    done: step.data.done,
   };
+}
+
+function outputOf(event: HistoryEvent): string | undefined {
+  return event.lambdaFunctionSucceededEventDetails?.output ?? event.taskSucceededEventDetails?.output;
+}
+
+interface HistoryProgress {
+  /** The execution's first task output that speaks for the source, and when it came. */
+  first: { output: SourceWideOutput; atMs: number } | null;
+  /** The newest one. */
+  latest: SourceWideOutput | null;
+  /** The newest page of any chain (its totals are the chain's when the source runs several). */
+  latestPage: StepOutputView | null;
+}
+
+async function historyProgress(deps: IngestDeps, executionArn: string): Promise<HistoryProgress> {
+  const page = async (reverseOrder: boolean) =>
+    (
+      await deps.sfn.send(
+        new GetExecutionHistoryCommand({
+          executionArn,
+          reverseOrder,
+          maxResults: 100,
+          includeExecutionData: true,
+        }),
+      )
+    ).events ?? [];
+  const newestFirst = await page(true);
+  const latestPage = newestFirst.map((e) => parseStepOutput(outputOf(e))).find((o) => o !== null) ?? null;
+  if (!newestFirst.some((e) => outputOf(e) !== undefined)) return { first: null, latest: null, latestPage };
+  // The plan comes first in an execution: its mode says whether the pages after it speak for the source.
+  let planMode: string | null = null;
+  let first: HistoryProgress['first'] = null;
+  for (const event of await page(false)) {
+    const output = sourceWide(outputOf(event), planMode);
+    if (!output) continue;
+    planMode = output.planMode ?? planMode;
+    if (event.timestamp) first = { output, atMs: event.timestamp.getTime() };
+    break;
+  }
+  // Past the newest history page, the first output (the plan) is the newest that speaks for the source.
+  const latest =
+    newestFirst.map((e) => sourceWide(outputOf(e), planMode)).find((o) => o !== null) ??
+    first?.output ??
+    null;
+  return { first, latest, latestPage };
 }
 
 /** The source's running (else newest) execution, its progress, and the checkpoint when a reader is given. */
@@ -239,17 +323,25 @@ export async function ingestionStatus(deps: IngestDeps, target: Target): Promise
   const checkpoint = deps.readCheckpoint ? await deps.readCheckpoint(target.sourceId) : null;
   let latest: StepOutputView | null = null;
   let eventsPerSecond: number | null = null;
+  let sourceWideLatest: SourceWideOutput | null = null;
   if (execution?.executionArn) {
-    const steps = await firstAndLatestStep(deps, execution.executionArn);
-    latest = parseStepOutput(execution.output) ?? steps.latest;
-    if (steps.first && latest) {
+    const history = await historyProgress(deps, execution.executionArn);
+    latest = parseStepOutput(execution.output) ?? history.latestPage;
+    sourceWideLatest = sourceWide(execution.output, history.first?.output.planMode ?? null) ?? history.latest;
+    // The rate needs the source's count now: the checkpoint's (summed over chains) when it was
+    // read, else a newer output than the first that speaks for the whole source (the first one
+    // alone is where the execution started: no rate).
+    const insertedNow =
+      checkpoint?.eventsInserted ??
+      (sourceWideLatest !== history.first?.output ? sourceWideLatest?.totals.inserted : null) ??
+      null;
+    if (history.first && insertedNow !== null) {
       const endMs = execution.stopDate ? execution.stopDate.getTime() : deps.now();
-      const insertedBefore = steps.first.output.totals.inserted - steps.first.output.page.inserted;
-      const seconds = (endMs - (execution.startDate?.getTime() ?? steps.first.atMs)) / 1000;
-      if (seconds > 0) eventsPerSecond = (latest.totals.inserted - insertedBefore) / seconds;
+      const seconds = (endMs - (execution.startDate?.getTime() ?? history.first.atMs)) / 1000;
+      if (seconds > 0) eventsPerSecond = (insertedNow - history.first.output.insertedBefore) / seconds;
     }
   }
-  const inserted = checkpoint?.eventsInserted ?? latest?.totals.inserted ?? null;
+  const inserted = checkpoint?.eventsInserted ?? sourceWideLatest?.totals.inserted ?? null;
   const total = checkpoint?.totalReported ?? null;
   const etaSeconds =
     running && inserted !== null && total !== null && eventsPerSecond && eventsPerSecond > 0
@@ -268,6 +360,13 @@ export async function ingestionStatus(deps: IngestDeps, target: Target): Promise
         }
       : null,
     latest,
+    totals: sourceWideLatest
+      ? {
+          pages: sourceWideLatest.totals.pages,
+          inserted: sourceWideLatest.totals.inserted,
+          fromPlan: sourceWideLatest.planMode !== null && !sourceWideLatest.done,
+        }
+      : null,
     eventsPerSecond,
     checkpoint,
     etaSeconds,
@@ -282,6 +381,38 @@ function duration(seconds: number): string {
 }
 
 const count = (n: number) => n.toLocaleString('en-US');
+
+const instant = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * The mode line, then one line per chain: its range (newest first), where it is, what it did, and
+ * whether it is done, being read (leased) or waiting for the next execution to read it.
+ */
+function chainLines(c: CheckpointView): string[] {
+  // A status function deployed before chains sends none of this.
+  if (!c.chains) return [];
+  const n = c.chains.length;
+  // The note is the plan's reason for its chain count, or the reason for the fallback.
+  const head =
+    c.mode === 'fallback'
+      ? `fell back to one chain${c.note ? `: ${c.note}` : ''}`
+      : c.mode
+        ? `${n}, mode ${c.mode}${c.note ? ` (${c.note})` : ''}`
+        : 'not planned yet (the first page plans them)';
+  const lines = [`chains:     ${head}`];
+  if (n === 0 || (n === 1 && c.mode !== 'chains' && c.mode !== 'fallback')) return lines;
+  for (const chain of c.chains) {
+    const range = `${chain.hi === null ? 'newest' : instant(chain.hi)} .. ${chain.lo === null ? 'oldest' : instant(chain.lo)}`;
+    const state =
+      chain.rangeDone || c.status === 'complete'
+        ? 'done'
+        : `${chain.leased ? 'reading' : 'waiting'}${chain.position !== null ? `, at ${instant(chain.position)}` : ''}`;
+    lines.push(
+      `  chain ${chain.chain}: ${range}, ${count(chain.pages)} pages, ${count(chain.inserted)} events, ${state}`,
+    );
+  }
+  return lines;
+}
 
 /** Human-readable lines for `status`. */
 export function formatStatus(report: StatusReport): string[] {
@@ -300,6 +431,7 @@ export function formatStatus(report: StatusReport): string[] {
     const of = c.totalReported !== null ? ` of ${count(c.totalReported)}` : '';
     const pct = c.totalReported ? ` (${((100 * c.eventsInserted) / c.totalReported).toFixed(1)}%)` : '';
     lines.push(`events:     ${count(c.eventsInserted)}${of}${pct}`, `pages:      ${count(c.pages)}`);
+    lines.push(...chainLines(c));
     lines.push(`checkpoint: ${c.status}, updated ${new Date(c.updatedAtMs).toISOString()}`);
     if (c.lastError) lines.push(`last error: ${c.lastError}`);
     const limit = c.lastRateLimit;
@@ -313,10 +445,13 @@ export function formatStatus(report: StatusReport): string[] {
       ];
       lines.push(`rate limit: ${parts.join('; ')}`);
     }
-  } else if (report.latest) {
+  } else if (report.totals) {
+    const asOf = report.totals.fromPlan
+      ? ' when the chains were planned (--status-function gives the live count of each chain)'
+      : '';
     lines.push(
-      `events:     ${count(report.latest.totals.inserted)}`,
-      `pages:      ${count(report.latest.totals.pages)}`,
+      `events:     ${count(report.totals.inserted)}${asOf}`,
+      `pages:      ${count(report.totals.pages)}`,
     );
   }
   if (report.eventsPerSecond !== null)

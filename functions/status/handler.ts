@@ -4,17 +4,28 @@ import { z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { SecretCache } from '#shared/aws/secrets.ts';
 import { loadDatabaseConfig } from '#shared/config.ts';
-import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { ConfigError } from '#shared/errors.ts';
-import { type StatusResponse, statusRequestSchema } from './view.ts';
+import type { Checkpoint } from '#shared/step.ts';
+import { listChains } from '#shared/db/chains.ts';
+import { type StatusResponse, statusRequestSchema, statusView } from './view.ts';
 
 /**
- * The status function: the checkpoint of one source, read inside the VPC, so an operator needs
- * no tunnel to the isolated database (`npm run ingest -- status` invokes it). Read-only.
+ * The status function: the checkpoint rows of one source (its own and its chains'), read inside
+ * the VPC, so an operator needs no tunnel to the isolated database (`npm run ingest -- status`
+ * invokes it). Read-only.
  */
 export function createStatusHandler(
-  options: { env?: NodeJS.ProcessEnv; secretsManager?: SecretsManagerClient } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    secretsManager?: SecretsManagerClient;
+    /** The source's rows (tests); default: read from the database. */
+    readRows?: (sql: Sql, sourceId: string) => Promise<Checkpoint[]>;
+    /** Epoch ms, for which leases still hold. */
+    now?: () => number;
+  } = {},
 ) {
+  const readRows = options.readRows ?? listChains;
+  const now = options.now ?? Date.now;
   let sql: Promise<Sql> | undefined;
 
   async function open(): Promise<Sql> {
@@ -34,26 +45,8 @@ export function createStatusHandler(
       sql = undefined; // a failed cold start is retried on the next invocation
       throw error;
     });
-    const c = await getCheckpoint(await sql, request.data.sourceId);
-    if (!c) return { checkpoint: null };
-    return {
-      checkpoint: {
-        sourceId: c.sourceId,
-        eventsInserted: c.eventsInserted,
-        pages: c.pages,
-        rejected: c.rejected,
-        totalReported: c.totalReported,
-        status: c.status,
-        lastError: c.lastError,
-        updatedAtMs: c.updatedAtMs,
-        requests: c.requests,
-        rateLimited: c.rateLimited,
-        lastRateLimit: c.lastRateLimit,
-        nextRequestAtMs: c.nextRequestAtMs,
-        leaseOwner: c.leaseOwner,
-        leaseExpiresAtMs: c.leaseExpiresAtMs,
-      },
-    };
+    const rows = await readRows(await sql, request.data.sourceId);
+    return { checkpoint: statusView(rows, now()) };
   };
 
   return Object.assign(handler, {

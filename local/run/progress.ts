@@ -1,3 +1,15 @@
+import { byChain, sourceHeader, sourceTotals } from '#shared/step/totals.ts';
+import type { Checkpoint } from '#shared/step.ts';
+
+/** One cursor chain on the progress line. */
+export interface ChainProgress {
+  chain: number;
+  pages: number;
+  inserted: number;
+  /** Nothing left in its range. */
+  rangeDone: boolean;
+}
+
 /** Progress of one source, as shown by `npm run local` and `npm run localstack:start`. */
 export interface ProgressSnapshot {
   stored: number;
@@ -13,6 +25,60 @@ export interface ProgressSnapshot {
    * has a minute of its own measurement: a rate measured over the first seconds is mostly start-up.
    */
   plannedRate?: number | null;
+  /** The source's cursor chains (the counters above are their sums); shown when there are several. */
+  chains?: readonly ChainProgress[];
+  /** How the source is read: a fallback to one chain is shown. */
+  mode?: Checkpoint['chainMode'];
+}
+
+/** Past this many chains the line shows a summary instead of one entry per chain. */
+export const CHAINS_LISTED = 4;
+
+/**
+ * The source's counters and chains from its checkpoint rows (the source's own row and its chain
+ * rows, as `listChains` reads them): the part of a snapshot the database knows. The caller adds
+ * the total, the elapsed time, this run's count and the planned rate.
+ */
+export function progressFromRows(
+  rows: readonly Checkpoint[],
+): Pick<ProgressSnapshot, 'stored' | 'pages' | 'rejected' | 'rateLimited' | 'chains' | 'mode'> {
+  const totals = sourceTotals(rows);
+  return {
+    stored: totals.eventsInserted,
+    pages: totals.pages,
+    rejected: totals.rejected,
+    rateLimited: totals.rateLimited,
+    chains: byChain(rows).map((r) => ({
+      chain: r.chain,
+      pages: r.pages,
+      inserted: r.eventsInserted,
+      rangeDone: r.rangeDone,
+    })),
+    mode: sourceHeader(rows)?.chainMode ?? null,
+  };
+}
+
+/**
+ * The chains in a few characters, or null when there is one chain to speak of:
+ * `chains 3 (0: 120 p, 1: 98 p, 2: done)`; past four, `chains 8 (5 open: 98-131 p, 3 done)`.
+ */
+export function describeChains(
+  chains: readonly ChainProgress[] | undefined,
+  mode?: ProgressSnapshot['mode'],
+): string | null {
+  if (mode === 'fallback') return 'fallback to 1 chain';
+  if (!chains || chains.length < 2) return null;
+  if (chains.length <= CHAINS_LISTED) {
+    const each = chains.map((c) => `${c.chain}: ${c.rangeDone ? 'done' : `${c.pages} p`}`);
+    return `chains ${chains.length} (${each.join(', ')})`;
+  }
+  const open = chains.filter((c) => !c.rangeDone).map((c) => c.pages);
+  const done = chains.length - open.length;
+  if (open.length === 0) return `chains ${chains.length} (all done)`;
+  const lo = Math.min(...open);
+  const hi = Math.max(...open);
+  const pages = lo === hi ? `${lo} p` : `${lo}-${hi} p`;
+  return `chains ${chains.length} (${open.length} open: ${pages}${done > 0 ? `, ${done} done` : ''})`;
 }
 
 /** How long the ETA trusts the plan over the measured rate. */
@@ -38,8 +104,9 @@ export function describeProgress(p: ProgressSnapshot, width = 24): { bar: string
   const eta = remaining !== null && etaRate > 0 ? formatDuration((remaining / etaRate) * 1000) : '--:--';
   const pct = p.total ? `${(fraction * 100).toFixed(1).padStart(5)}%` : '    ?%';
   const of = p.total ? `/${p.total.toLocaleString('en-US')}` : '';
+  const chains = describeChains(p.chains, p.mode);
   const stats =
-    `${p.stored.toLocaleString('en-US')}${of} events, ${p.pages} pages, ${Math.round(rate).toLocaleString('en-US')} ev/s, ` +
+    `${p.stored.toLocaleString('en-US')}${of} events, ${p.pages} pages, ${chains ? `${chains}, ` : ''}${Math.round(rate).toLocaleString('en-US')} ev/s, ` +
     `${p.rateLimited} x 429, ${p.rejected} rejects, elapsed ${formatDuration(p.elapsedMs)}, ETA ${eta}`;
   return {
     bar: `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct} ${stats}`,

@@ -4,14 +4,16 @@ import { dirname, join, resolve } from 'node:path';
 import { createHandler } from '#functions/fetch-page/handler.ts';
 import { synthesizeDefinition } from '#infra/definition.ts';
 import { configDefaults } from '#shared/config.ts';
-import { type Checkpoint, getCheckpoint, releaseLease, resetSource } from '#shared/db/checkpoints.ts';
+import { listChains } from '#shared/db/chains.ts';
+import { type Checkpoint, releaseLease, resetSource } from '#shared/db/checkpoints.ts';
+import type { Db } from '#shared/db/client.ts';
 import { LeaseHeldError } from '#shared/errors.ts';
-import type { StepOutput } from '#shared/step.ts';
+import { sourceHeader, sourceTotals } from '#shared/step/totals.ts';
 import type { Dataset, SimulatorOptionsInput } from '../simulator/index.ts';
 import { type LocalEnvironment, openEnvironment, processAlive } from './environment.ts';
 import { runExecutions } from './executor.ts';
 import type { LocalRunOptions } from './options.ts';
-import { createProgressReporter } from './progress.ts';
+import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
 import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
 
@@ -27,6 +29,11 @@ export interface LocalRunSummary {
   requests: number;
   rateLimited: number;
   executions: number;
+  /** Cursor chains the source was read with, and how it was planned (null: not planned yet). */
+  chains: number;
+  chainMode: 'single' | 'chains' | 'fallback' | null;
+  /** Why one chain, or why the source fell back to one. */
+  chainNote: string | null;
   seconds: number;
   /** What the upstream says it holds (simulator: its valid-event count; real API: meta.total). */
   expectedEvents: number | null;
@@ -78,10 +85,11 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       await resetSource(db, options.sourceId);
       io.out(`reset: source "${options.sourceId}" emptied\n`);
     }
-    let before = await getCheckpoint(db, options.sourceId);
+    let beforeRows = await listChains(db, options.sourceId);
+    let before = sourceHeader(beforeRows);
     let parentExecutionId = leaseHandover(before, options.sourceId, io);
 
-    const other = simulator && before ? otherDataSet(before, simulator.dataset) : null;
+    const other = simulator && before ? otherDataSet(before, beforeRows, simulator.dataset) : null;
     if (other) {
       // Only the simulator's data can be ingested again at will: a real API's source is never dropped here.
       await resetSource(db, options.sourceId);
@@ -91,6 +99,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
           '(use --source to keep both)\n',
       );
       before = null;
+      beforeRows = [];
       parentExecutionId = null;
     }
 
@@ -100,25 +109,40 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         `source "${options.sourceId}" is already complete (${counts.events.toLocaleString('en-US')} events stored): nothing to do. ` +
           'Use --reset to ingest it again, or --source to ingest another.\n',
       );
-      return conclude('complete', options, counts, before, 0, started, expectedEvents, true, log);
+      return conclude('complete', options, counts, beforeRows, 0, started, expectedEvents, true, log);
     }
     if (before) {
+      const t = sourceTotals(beforeRows);
+      const chains = beforeRows.length > 1 ? ` over ${beforeRows.length} chains` : '';
       io.out(
-        `resuming source "${options.sourceId}" from its checkpoint: ${before.eventsInserted.toLocaleString('en-US')} events, ${before.pages} pages\n`,
+        `resuming source "${options.sourceId}" from its checkpoint: ${t.eventsInserted.toLocaleString('en-US')} events, ${t.pages} pages${chains}\n`,
       );
     }
     io.out(`logs: ${log.file}\n`);
 
-    const result = await execute(options, io, env, log, before, parentExecutionId, expectedEvents, started);
+    const result = await execute(
+      options,
+      io,
+      env,
+      log,
+      beforeRows,
+      parentExecutionId,
+      expectedEvents,
+      started,
+    );
 
-    let after = await getCheckpoint(db, options.sourceId);
+    let afterRows = await listChains(db, options.sourceId);
     // An aborted execution never reaches the step that hands the lease back; without this, a
     // deployed run (or one on another host) would be refused until the TTL runs out.
     const ours = `local:${hostname()}:${process.pid}:`;
-    if (result.interrupted && after?.leaseOwner?.startsWith(ours)) {
-      await releaseLease(db, { sourceId: options.sourceId, owner: after.leaseOwner });
-      after = await getCheckpoint(db, options.sourceId);
+    if (result.interrupted) {
+      for (const row of afterRows) {
+        if (row.leaseOwner?.startsWith(ours))
+          await releaseLease(db, { sourceId: row.sourceId, owner: row.leaseOwner });
+      }
+      afterRows = await listChains(db, options.sourceId);
     }
+    const after = sourceHeader(afterRows);
     if (!result.interrupted && !result.failure) {
       io.out(`verifying: counting the rows stored for "${options.sourceId}" against the checkpoint\n`);
     }
@@ -132,7 +156,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       status,
       options,
       counts,
-      after,
+      afterRows,
       result.executions,
       started,
       expectedEvents,
@@ -142,6 +166,12 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
     if (result.failure) {
       summary.error = result.failure;
       log.write('ERROR', 'the run failed', { error: result.failure.name, reason: result.failure.message });
+    }
+    if (after?.chainMode === 'fallback') {
+      io.err(`fell back to one cursor chain: ${after.chainNote ?? 'no reason recorded'}\n`);
+    }
+    if (result.failure) {
+      // already logged above
     } else if (status === 'failed') {
       log.write('ERROR', 'the last execution ended and the checkpoint is not complete', {
         checkpointStatus: after?.status ?? null,
@@ -163,7 +193,7 @@ async function execute(
   io: LocalRunIo,
   env: LocalEnvironment,
   log: RunLog,
-  before: Checkpoint | null,
+  beforeRows: Checkpoint[],
   parentExecutionId: string | null,
   expectedEvents: number | null,
   started: number,
@@ -185,22 +215,28 @@ async function execute(
   });
 
   const progress = createProgressReporter({ mode: io.progressMode, write: io.out });
+  const before = sourceHeader(beforeRows);
   const total = before?.totalReported ?? expectedEvents;
-  const startStored = before?.eventsInserted ?? 0;
+  const startStored = sourceTotals(beforeRows).eventsInserted;
   const plannedRate = plannedEventsPerSecond(options, pageSize);
-  let last: StepOutput | null = null;
-  let rateLimitedThisRun = 0;
-  const snapshot = () => ({
-    stored: last?.totals.inserted ?? startStored,
-    total: total ?? null,
-    pages: last?.totals.pages ?? before?.pages ?? 0,
-    rejected: last?.totals.rejected ?? before?.rejected ?? 0,
-    rateLimited: (before?.rateLimited ?? 0) + rateLimitedThisRun,
-    elapsedMs: Date.now() - started,
-    storedThisRun: (last?.totals.inserted ?? startStored) - startStored,
-    plannedRate,
+  // The chains' rows, read on the ticker: every chain's counters, whichever step ran last.
+  let rows = beforeRows;
+  const snapshot = () => {
+    const p = progressFromRows(rows);
+    return {
+      ...p,
+      total: total ?? null,
+      elapsedMs: Date.now() - started,
+      storedThisRun: p.stored - startStored,
+      plannedRate,
+    };
+  };
+  const refresh = poller(env.db, options.sourceId, (r) => {
+    rows = r;
   });
-  const tick = () => progress.update(snapshot());
+  const tick = () => {
+    void refresh().then(() => progress.update(snapshot()));
+  };
   const ticker = setInterval(tick, io.progressMode === 'tty' ? 500 : 1000);
   try {
     return await runExecutions({
@@ -210,16 +246,26 @@ async function execute(
       timeScale: options.timeScale,
       ...(io.functionTimeoutMs ? { functionTimeoutMs: io.functionTimeoutMs } : {}),
       ...(io.signal ? { signal: io.signal } : {}),
-      onStep: (out) => {
-        last = out;
-        if (out.skipped === 'rate-limited') rateLimitedThisRun++;
-      },
     });
   } finally {
     clearInterval(ticker);
+    await refresh();
     progress.done(snapshot());
     await handler.close();
   }
+}
+
+/** Reads the source's rows; a read still in flight is joined, not doubled, and a failed read keeps the last rows. */
+function poller(db: Db, sourceId: string, set: (rows: Checkpoint[]) => void): () => Promise<void> {
+  let inFlight: Promise<void> | null = null;
+  return () => {
+    inFlight ??= listChains(db, sourceId)
+      .then(set, () => undefined)
+      .finally(() => {
+        inFlight = null;
+      });
+    return inFlight;
+  };
 }
 
 /**
@@ -248,13 +294,14 @@ function leaseHandover(before: Checkpoint | null, sourceId: string, io: LocalRun
  * current one (another --events or --chaos), else null. The upstream's reported total and, for a
  * complete source, the count of valid events tell them apart.
  */
-function otherDataSet(cp: Checkpoint, dataset: Dataset): string | null {
+function otherDataSet(cp: Checkpoint, rows: Checkpoint[], dataset: Dataset): string | null {
   const n = (v: number) => v.toLocaleString('en-US');
   if (cp.totalReported !== null && cp.totalReported !== dataset.total) {
     return `a ${n(cp.totalReported)}-event data set`;
   }
-  if (cp.status === 'complete' && cp.eventsInserted !== dataset.expectedValidCount()) {
-    return `${n(cp.eventsInserted)} valid events of another data set`;
+  const inserted = sourceTotals(rows).eventsInserted;
+  if (cp.status === 'complete' && inserted !== dataset.expectedValidCount()) {
+    return `${n(inserted)} valid events of another data set`;
   }
   return null;
 }
@@ -302,26 +349,31 @@ function conclude(
   status: LocalRunSummary['status'],
   options: LocalRunOptions,
   counts: StoredCounts,
-  cp: Checkpoint | null,
+  rows: Checkpoint[],
   executions: number,
   started: number,
   expectedEvents: number | null,
   alreadyComplete: boolean,
   log: RunLog,
 ): LocalRunSummary {
-  const problem = status === 'complete' ? verificationProblem(counts, cp, expectedEvents) : null;
+  const problem = status === 'complete' ? verificationProblem(counts, rows, expectedEvents) : null;
   if (problem) log.write('ERROR', 'verification failed', { reason: problem });
+  const totals = sourceTotals(rows);
+  const head = sourceHeader(rows);
   return {
     status,
     sourceId: options.sourceId,
     events: counts.events,
     distinctIds: counts.distinctIds,
-    duplicatesSkipped: cp?.duplicatesSkipped ?? 0,
+    duplicatesSkipped: totals.duplicatesSkipped,
     rejected: counts.rejectedRows,
-    pages: cp?.pages ?? 0,
-    requests: cp?.requests ?? 0,
-    rateLimited: cp?.rateLimited ?? 0,
+    pages: totals.pages,
+    requests: totals.requests,
+    rateLimited: totals.rateLimited,
     executions,
+    chains: Math.max(1, rows.length),
+    chainMode: head?.chainMode ?? null,
+    chainNote: head?.chainNote ?? null,
     seconds: Math.round((Date.now() - started) / 100) / 10,
     expectedEvents,
     verified: status === 'complete' && problem === null,

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
 import type { Checkpoint } from '#shared/db/checkpoints.ts';
+import { sourceHeader, sourceTotals } from '#shared/step/totals.ts';
 
 export interface StoredCounts {
   events: number;
@@ -22,21 +23,32 @@ export async function countStored(sql: Sql, sourceId: string): Promise<StoredCou
 /**
  * Why a complete source does not verify, or null when it does: every row once, the tables agree
  * with the checkpoint, and (when known) with what the upstream holds.
+ *
+ * `checkpoints` are the source's rows (its own and its chain rows, as `listChains` reads them):
+ * the stored events are counted against the SUM of the rows' counters. Per chain the counts are
+ * not checkable (rows at a boundary's instant may reach two chains and the primary key keeps the
+ * first), the sum is. A single checkpoint is accepted for a source read by one chain only.
  */
 export function verificationProblem(
   counts: StoredCounts,
-  cp: Checkpoint | null,
+  checkpoints: Checkpoint | readonly Checkpoint[] | null,
   expectedEvents: number | null,
 ): string | null {
-  if (!cp) return 'the source has no checkpoint';
+  const rows = checkpoints === null ? [] : 'sourceId' in checkpoints ? [checkpoints] : checkpoints;
+  const header = sourceHeader(rows);
+  if (!header) return 'the source has no checkpoint';
+  const stranger = rows.find((r) => r !== header && r.chainOf !== header.sourceId);
+  if (stranger) return `the checkpoint ${stranger.sourceId} is not a chain of ${header.sourceId}`;
+  const totals = sourceTotals(rows);
+  const of = rows.length > 1 ? `the checkpoints of its ${rows.length} chains count` : 'the checkpoint counts';
   if (counts.events !== counts.distinctIds) {
     return `${counts.events - counts.distinctIds} event ids are stored more than once`;
   }
-  if (counts.events !== cp.eventsInserted) {
-    return `${counts.events} events are stored and the checkpoint counts ${cp.eventsInserted}`;
+  if (counts.events !== totals.eventsInserted) {
+    return `${counts.events} events are stored and ${of} ${totals.eventsInserted}`;
   }
-  if (counts.rejectedRows !== cp.rejected) {
-    return `${counts.rejectedRows} rejected rows are stored and the checkpoint counts ${cp.rejected}`;
+  if (counts.rejectedRows !== totals.rejected) {
+    return `${counts.rejectedRows} rejected rows are stored and ${of} ${totals.rejected}`;
   }
   if (expectedEvents !== null && counts.events !== expectedEvents) {
     return `${counts.events} events are stored and the upstream holds ${expectedEvents} valid ones`;

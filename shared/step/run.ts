@@ -100,6 +100,7 @@ export async function runStep(
       chain,
       owner,
       minSplitMs: Number.MAX_SAFE_INTEGER,
+      expectedVersion: cp.version,
     });
     if (next === null) return output(cp, { done: true, waitSeconds: 0, iteration, page: emptyPage() });
     cp = next;
@@ -265,7 +266,13 @@ export async function runStep(
       const first = normalised.events[0];
       const last = normalised.events.at(-1);
       const pageSpanMs = first && last ? Math.max(1, first.occurredAtMs - last.occurredAtMs) : 1;
-      const taken = await takeOverOrEnd(deps, config, { sourceId, chain, owner, minSplitMs: 2 * pageSpanMs });
+      const taken = await takeOverOrEnd(deps, config, {
+        sourceId,
+        chain,
+        owner,
+        minSplitMs: 2 * pageSpanMs,
+        expectedVersion: cp.version,
+      });
       done = taken === null;
       if (taken) cp = taken;
       waitSeconds = 0;
@@ -396,7 +403,7 @@ function outputOf(cp: Checkpoint, sourceId: string, chain: number, o: OutputFiel
 async function takeOverOrEnd(
   deps: StepDeps,
   config: StepConfig,
-  args: { sourceId: string; chain: number; owner: string; minSplitMs: number },
+  args: { sourceId: string; chain: number; owner: string; minSplitMs: number; expectedVersion: number },
 ): Promise<Checkpoint | null> {
   const fin = await deps.store.finishRange(args);
   const row = fin.chains.find((c) => c.chain === args.chain) ?? null;

@@ -49,6 +49,20 @@ describe('status function', () => {
         lastRateLimit: { limit: 10, remaining: 0, resetSeconds: 41 },
         nextRequestAtMs: 1_800_000_000_000,
         leaseExpiresAtMs: 1_800_000_180_000,
+        // Before a plan the source is its own row: one chain, mode not decided yet.
+        mode: null,
+        chains: [
+          {
+            chain: 0,
+            hi: null,
+            lo: null,
+            position: null,
+            pages: 120,
+            inserted: 600_000,
+            rangeDone: false,
+            leased: true,
+          },
+        ],
       });
       expect(await handler({ sourceId: 'other' })).toEqual({ checkpoint: null });
       // No sourceId: the default source, as the state machine's input defaults it.

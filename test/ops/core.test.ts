@@ -8,6 +8,8 @@ import {
 } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { statusView } from '#functions/status/view.ts';
+import { T0, threeChains } from '#test/support/chains.ts';
 import {
   ExecutionRunningError,
   formatStatus,
@@ -268,5 +270,140 @@ describe('status', () => {
     givenExecutions([]);
     const text = formatStatus(await ingestionStatus(deps, target)).join('\n');
     expect(text).toContain('none found for this source');
+  });
+});
+
+describe('status of a source read by several chains', () => {
+  const lambdaEvent = (output: unknown, atMs: number, id: number) => ({
+    timestamp: new Date(atMs),
+    type: 'LambdaFunctionSucceeded' as const,
+    id,
+    lambdaFunctionSucceededEventDetails: { output: JSON.stringify(output) },
+  });
+  const plan = (inserted: number, pages: number, mode = 'chains') => ({
+    sourceId: 'default',
+    done: false,
+    round: 0,
+    mode,
+    chains: [0, 1, 2].map((chain) => ({ sourceId: 'default', chain, iteration: 0, perChainCap: 500 })),
+    totals: { pages, inserted, duplicates: 0, rejected: 0 },
+  });
+  // A page of chain 1: its totals are chain 1's row alone.
+  const chainPage = (chain: number, inserted: number, pages: number) => ({
+    ...step(inserted, 5000, pages, 9),
+    chain,
+  });
+
+  /** An execution that resumed a source holding 1,000,000 events: Plan first, then pages of the chains. */
+  function givenChainedExecution(start: number) {
+    givenExecutions([
+      { name: 'default-2', status: 'RUNNING', input: { sourceId: 'default' }, startMs: start },
+    ]);
+    sfnMock.on(GetExecutionHistoryCommand).callsFake((input: { reverseOrder?: boolean }) => ({
+      events: input.reverseOrder
+        ? [
+            lambdaEvent(chainPage(1, 489_998, 98), NOW - 1000, 40),
+            lambdaEvent(chainPage(0, 600_000, 120), NOW - 2000, 39),
+          ]
+        : [
+            lambdaEvent(plan(1_000_000, 200), start + 3000, 3),
+            lambdaEvent(chainPage(0, 505_000, 101), start + 6000, 8),
+          ],
+    }));
+  }
+
+  it('prints the mode and one line per chain under the source, with the sums and a rate over all chains', async () => {
+    const start = NOW - 100_000;
+    givenChainedExecution(start);
+    const report = await ingestionStatus(
+      { ...deps, readCheckpoint: async () => statusView(threeChains(), T0) },
+      target,
+    );
+    // 299,998 events in 100 s across the chains, not one chain's count against the source's.
+    expect(report.eventsPerSecond).toBeCloseTo(2999.98, 2);
+    const lines = formatStatus(report);
+    const text = lines.join('\n');
+    expect(text).toContain('events:     1,299,998 of 3,000,000 (43.3%)');
+    expect(text).toContain('pages:      260');
+    const at = lines.indexOf('pages:      260');
+    expect(lines.slice(at + 1, at + 5)).toEqual([
+      'chains:     3, mode chains (3 chains: the first page took 3500 ms, one request may start every 2200 ms)',
+      '  chain 0: newest .. 2026-02-10T12:00:00.000Z, 120 pages, 600,000 events, reading, at 2026-02-16T12:00:00.000Z',
+      '  chain 1: 2026-02-10T12:00:00.000Z .. 2026-01-31T12:00:00.000Z, 98 pages, 489,998 events, reading, at 2026-02-06T12:00:00.000Z',
+      '  chain 2: 2026-01-31T12:00:00.000Z .. oldest, 42 pages, 210,000 events, done',
+    ]);
+    expect(text).toContain('rate limit: 3 of 10 requests left, window resets in 11s; 1 x 429 so far');
+  });
+
+  it("takes the source's events from the Plan's totals, not from one chain's page, without a database", async () => {
+    const start = NOW - 100_000;
+    givenChainedExecution(start);
+    const report = await ingestionStatus(deps, target);
+    expect(report.totals).toEqual({ pages: 200, inserted: 1_000_000, fromPlan: true });
+    expect(report.latest?.chain).toBe(1);
+    const text = formatStatus(report).join('\n');
+    expect(text).toContain('events:     1,000,000 when the chains were planned (--status-function gives');
+    expect(text).not.toContain('489,998');
+    // The Plan's count is the start of this execution: no rate can be told from it alone.
+    expect(report.eventsPerSecond).toBeNull();
+  });
+
+  it("reads the final totals from a chained execution's output, the last Plan's", async () => {
+    givenExecutions([
+      {
+        name: 'default-3',
+        status: 'SUCCEEDED',
+        input: { sourceId: 'default' },
+        startMs: NOW - 60_000,
+        stopMs: NOW,
+        output: { ...plan(3_000_000, 600), done: true, chains: [] },
+      },
+    ]);
+    sfnMock.on(GetExecutionHistoryCommand).resolves({ events: [] });
+    const lines = formatStatus(await ingestionStatus(deps, target));
+    expect(lines).toContain('events:     3,000,000');
+    expect(lines).toContain('pages:      600');
+  });
+
+  it('names a fallback and its reason, and a waiting chain', () => {
+    const rows = threeChains().map((r) => ({ ...r, rangeDone: r.chain > 0 }));
+    rows[0] = { ...rows[0]!, chainMode: 'fallback', chainNote: 'the upstream refused a built cursor (400)' };
+    const view = statusView(rows, T0 + 600_000); // the lease has run out: waiting for the next execution
+    const lines = formatStatus({
+      sourceId: 'default',
+      execution: null,
+      latest: null,
+      totals: null,
+      eventsPerSecond: null,
+      checkpoint: view,
+      etaSeconds: null,
+    });
+    expect(lines).toContain('chains:     fell back to one chain: the upstream refused a built cursor (400)');
+    expect(lines).toContain(
+      '  chain 0: newest .. 2026-02-10T12:00:00.000Z, 120 pages, 600,000 events, waiting, at 2026-02-16T12:00:00.000Z',
+    );
+    expect(lines.filter((l) => l.endsWith('events, done'))).toHaveLength(2);
+  });
+
+  it('keeps one line for a source read by one chain, and none for a status function without chains', () => {
+    const one = statusView(
+      [{ ...threeChains()[0]!, chainMode: 'single', chainNote: 'one chain: the first page took 40 ms' }],
+      T0,
+    );
+    const report = {
+      sourceId: 'default',
+      execution: null,
+      latest: null,
+      totals: null,
+      eventsPerSecond: null,
+      checkpoint: one,
+      etaSeconds: null,
+    };
+    const lines = formatStatus(report);
+    expect(lines.filter((l) => l.startsWith('chains:') || l.startsWith('  chain'))).toEqual([
+      'chains:     1, mode single (one chain: the first page took 40 ms)',
+    ]);
+    const { chains: _c, mode: _m, note: _n, ...older } = one!;
+    expect(formatStatus({ ...report, checkpoint: older }).some((l) => l.includes('chain'))).toBe(false);
   });
 });

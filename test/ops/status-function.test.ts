@@ -48,6 +48,7 @@ describe('status through the status function (no tunnel)', () => {
       sourceId: 'default',
       execution: null,
       latest: null,
+      totals: null,
       eventsPerSecond: null,
       checkpoint,
       etaSeconds: null,
@@ -57,6 +58,55 @@ describe('status through the status function (no tunnel)', () => {
     expect(lines).toContain(
       'rate limit: 0 of 10 requests left, window resets in 41s; 2 x 429 so far; next request 2026-11-29T21:00:41.000Z',
     );
+  });
+
+  it("passes each chain through to the CLI's lines", async () => {
+    const chained: StatusResponse = {
+      checkpoint: {
+        ...answer.checkpoint!,
+        mode: 'chains',
+        note: null,
+        chains: [
+          {
+            chain: 0,
+            hi: null,
+            lo: Date.UTC(2026, 0, 10),
+            position: Date.UTC(2026, 0, 20),
+            pages: 120,
+            inserted: 600_000,
+            rangeDone: false,
+            leased: true,
+          },
+          {
+            chain: 1,
+            hi: Date.UTC(2026, 0, 10),
+            lo: null,
+            position: null,
+            pages: 0,
+            inserted: 0,
+            rangeDone: true,
+            leased: false,
+          },
+        ],
+      },
+    };
+    lambda.on(InvokeCommand).resolves({ StatusCode: 200, Payload: encode(chained) as never });
+    const checkpoint = await statusFunctionReader(
+      new LambdaClient({ region: 'us-east-1' }),
+      FUNCTION,
+    )('default');
+    expect(checkpoint?.chains).toHaveLength(2);
+    const lines = formatStatus({
+      sourceId: 'default',
+      execution: null,
+      latest: null,
+      totals: null,
+      eventsPerSecond: null,
+      checkpoint,
+      etaSeconds: null,
+    });
+    expect(lines).toContain('chains:     2, mode chains');
+    expect(lines).toContain('  chain 1: 2026-01-10T00:00:00.000Z .. oldest, 0 pages, 0 events, done');
   });
 
   it('returns null for a source with no checkpoint yet', async () => {
