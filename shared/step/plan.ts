@@ -85,7 +85,14 @@ async function makePlan(
   const { store, logger, clock } = deps;
   const sourceId = source.sourceId;
   const single = (note: string) =>
-    store.createPlan({ sourceId, owner, mode: 'single', note, oldestTs: null, ranges: [] });
+    store.createPlan({
+      sourceId,
+      owner,
+      mode: 'single',
+      note,
+      oldestTs: null,
+      ranges: [{ chain: 0, hiTs: null, loTs: null }],
+    });
 
   if (config.chains === 1) return single('one chain requested (CHAINS=1)');
   if (source.cursor !== null || source.pages > 0) {
