@@ -31,6 +31,7 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
     deletionProtection: ctx.deletionProtection,
     databaseRemovalPolicy: ctx.databaseRemovalPolicy ? removal[ctx.databaseRemovalPolicy] : undefined,
     maxIterationsPerExecution: ctx.maxIterationsPerExecution,
+    chains: ctx.chains,
     minRequestSpacingMs: ctx.minRequestSpacingMs,
     pageSize: ctx.pageSize,
     reservedConcurrency: ctx.reservedConcurrency,

@@ -9,6 +9,38 @@ import { httpUrlSchema } from '#shared/url.ts';
  */
 export const MAX_ITERATIONS_PER_EXECUTION = 2000;
 
+/** No more cursor chains than the live service's requests per window can feed (10). */
+export const MAX_CHAINS = 10;
+
+const CHAINS_FIX = `must be auto (chains only when the upstream's latency exceeds the spacing) or a whole number of chains from 1 to ${MAX_CHAINS}`;
+
+/**
+ * How many cursor chains read a source at once: `auto` lets Plan decide from the first page, a
+ * number forces it (1 = one chain, as before partitioning). Context values arrive as strings.
+ */
+export const chainsSchema = z.union(
+  [
+    z.literal('auto'),
+    z.coerce
+      .number({ error: CHAINS_FIX })
+      .int({ error: CHAINS_FIX })
+      .min(1, { error: CHAINS_FIX })
+      .max(MAX_CHAINS, { error: CHAINS_FIX }),
+  ],
+  { error: CHAINS_FIX },
+);
+export type Chains = z.infer<typeof chainsSchema>;
+
+/** Fails with the key's name and its bounds: the stack and the app share this one check. */
+export function checkMaxIterationsPerExecution(value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_ITERATIONS_PER_EXECUTION) {
+    throw new ConfigError(
+      `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${value}.`,
+    );
+  }
+  return value;
+}
+
 /** Where the stack is deployed: real AWS (VPC + RDS) or LocalStack (compose Postgres, no VPC). */
 export const targetSchema = z.enum(['aws', 'localstack']);
 export type Target = z.infer<typeof targetSchema>;
@@ -57,6 +89,7 @@ export const contextSchema = z.object({
       error: `must be at most ${MAX_ITERATIONS_PER_EXECUTION}: the rest of the 25,000-event history is kept for retries`,
     })
     .optional(),
+  chains: chainsSchema.optional(),
   // Context values arrive as strings: coerced here, bounded by the function's own settings schema.
   minRequestSpacingMs: z.coerce.number().pipe(stepSettingsSchema.shape.minSpacingMs.unwrap()).optional(),
   pageSize: z.coerce.number().pipe(stepSettingsSchema.shape.pageSize.unwrap()).optional(),

@@ -20,7 +20,14 @@ import { z } from 'zod';
 import { configToEnv, FETCH_PAGE_TIMEOUT_MS, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
-import { stateMachineNameSchema, type Target, targetSchema } from './config.ts';
+import {
+  type Chains,
+  chainsSchema,
+  checkMaxIterationsPerExecution,
+  stateMachineNameSchema,
+  type Target,
+  targetSchema,
+} from './config.ts';
 import { IngestAlarms } from './constructs/alarms.ts';
 import { IngestDashboard } from './constructs/dashboard.ts';
 import { Database } from './constructs/database.ts';
@@ -89,8 +96,20 @@ export interface IngestionStackProps extends StackProps {
   readonly minRequestSpacingMs?: number;
   /** PAGE_SIZE of the function. @default configDefaults.pageSize (5000) */
   readonly pageSize?: number;
-  /** @default 1000 */
+  /**
+   * FetchPage invocations one execution runs over all its chains before it continues as new
+   * (MAX_ITERATIONS_PER_EXECUTION of the function: Plan gives each of n chains a cap of
+   * floor(this / n)). One Task+Choice+Wait iteration writes about 9 history events; a Standard
+   * execution fails at 25,000, Map iterations included.
+   * @default 1000
+   */
   readonly maxIterationsPerExecution?: number;
+  /**
+   * Cursor chains per source (CHAINS of the function): `auto` runs several only when the
+   * upstream's measured latency exceeds the request spacing; a number from 1 to 10 forces it.
+   * @default 'auto'
+   */
+  readonly chains?: Chains;
   /** @default Duration.hours(24) */
   readonly executionTimeout?: Duration;
   /** @default logs.RetentionDays.ONE_MONTH */
@@ -120,6 +139,7 @@ const propsSchema = z.object({
   // The function's own settings schema: the same bounds and defaults as the function applies.
   minRequestSpacingMs: stepSettingsSchema.shape.minSpacingMs,
   pageSize: stepSettingsSchema.shape.pageSize,
+  chains: chainsSchema.default('auto'),
   metricsNamespace: z.string().min(1).default('DataSyncIngest'),
 });
 
@@ -173,6 +193,7 @@ export class IngestionStack extends Stack {
       );
     }
     const logRetention = props.logRetention;
+    const maxIterationsPerExecution = checkMaxIterationsPerExecution(props.maxIterationsPerExecution ?? 1000);
     const fetchPageTimeout = props.fetchPageTimeout ?? Duration.millis(FETCH_PAGE_TIMEOUT_MS);
 
     this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
@@ -273,6 +294,9 @@ export class IngestionStack extends Stack {
           minSpacingMs: p.minRequestSpacingMs,
           pageSize: p.pageSize,
         }),
+        // Read by Plan: the number of chains, and the history budget it divides among them.
+        CHAINS: String(p.chains),
+        MAX_ITERATIONS_PER_EXECUTION: String(maxIterationsPerExecution),
         ...databaseTlsEnv,
       },
     });
@@ -316,7 +340,6 @@ export class IngestionStack extends Stack {
       // Headroom over the function timeout for a cold start and the invoke round trip.
       taskTimeout: fetchPageTimeout.plus(Duration.seconds(30)),
       stateMachineName: p.stateMachineName,
-      maxIterationsPerExecution: props.maxIterationsPerExecution,
       executionTimeout: props.executionTimeout,
       logRetention,
     });

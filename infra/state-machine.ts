@@ -6,17 +6,26 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { DB_ERROR_CLASSES } from '#shared/db/errors.ts';
-import { ConfigError, type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
-import { MAX_ITERATIONS_PER_EXECUTION } from './config.ts';
+import { type DataSyncErrorClass, ERROR_CLASSES, errorKinds } from '#shared/errors.ts';
 
 /** State names are a contract: the local runner maps task states to in-process handlers by name. */
+export const PLAN_STATE = 'Plan';
+export const PLANNED_CHOICE_STATE = 'Planned?';
+export const CHAINS_MAP_STATE = 'Chains';
+export const REPLAN_STATE = 'Replan';
 export const FETCH_PAGE_STATE = 'FetchPage';
-export const DONE_CHOICE_STATE = 'Done?';
+export const CHAIN_DONE_CHOICE_STATE = 'ChainDone?';
 export const WAIT_STATE = 'Wait';
+export const CHAIN_ENDED_STATE = 'ChainEnded';
+export const CHAIN_PAUSED_STATE = 'ChainPaused';
+export const CHAIN_FAILED_STATE = 'ChainFailed';
 export const CONTINUE_AS_NEW_STATE = 'ContinueAsNew';
 export const SUCCEEDED_STATE = 'Succeeded';
 export const CONTINUED_STATE = 'ContinuedAsNew';
 export const FAILED_STATE = 'Failed';
+
+/** The task states that invoke the fetch-page function (Plan with `action: 'plan'`). */
+export const FUNCTION_TASK_STATES = [PLAN_STATE, FETCH_PAGE_STATE] as const;
 
 /**
  * Every named error the fetch-page function throws: this module's classes plus the database
@@ -67,11 +76,23 @@ export function defaultStateMachineName(stackName: string): string {
   return `${stackName.slice(0, 80 - '-ingestion'.length)}-ingestion`;
 }
 
+/** Where the Map puts `{round: 1}` for Replan (its own result, every iteration's last state, is dropped). */
+export const REPLAN_PATH = '$.replan';
+
+/**
+ * The Replan state's expression: this execution's own input plus `round: 1`. The input's
+ * `parentExecutionId` is absent on an execution an operator started, and a JSONPath
+ * `"parentExecutionId.$"` that selects nothing fails the state (States.Runtime), so the input is
+ * merged whole. `{round: 1}` comes from a path, not a literal: a literal object would need
+ * escaped braces, which Step Functions requires and the local interpreter does not unescape.
+ */
+export const REPLAN_STATE_EXPRESSION = `States.JsonMerge($$.Execution.Input, ${REPLAN_PATH}, false)`;
+
 /** Props of {@link IngestStateMachine}. */
 export interface IngestStateMachineProps {
-  /** The fetch-page function. */
+  /** The fetch-page function: it plans the chains (`action: 'plan'`) and fetches their pages. */
   readonly fetchPage: lambda.IFunction;
-  /** How long one FetchPage task may run, at least the function's own timeout. */
+  /** How long one Plan or FetchPage task may run, at least the function's own timeout. */
   readonly taskTimeout: Duration;
   /**
    * The state machine's name; its own ARN is built from it for the continue-as-new grant, and its
@@ -79,12 +100,6 @@ export interface IngestStateMachineProps {
    * @default '<stack name>-ingestion'
    */
   readonly stateMachineName?: string;
-  /**
-   * FetchPage invocations before the execution continues as a new one. One Task+Choice+Wait
-   * iteration writes about 9 history events; Standard executions fail at 25,000.
-   * @default 1000
-   */
-  readonly maxIterationsPerExecution?: number;
   /** Overall execution timeout. @default Duration.hours(24) */
   readonly executionTimeout?: Duration;
   /** @default logs.RetentionDays.ONE_MONTH */
@@ -92,9 +107,21 @@ export interface IngestStateMachineProps {
 }
 
 /**
- * The ingestion loop: FetchPage -> Done? -> (Succeeded | ContinueAsNew | Wait -> FetchPage).
- * The function paces itself and says how long to wait; the state machine owns retries, the
- * history-size limit (continue-as-new) and failing loudly on fatal errors.
+ * The ingestion workflow:
+ *
+ *     Plan -> Planned? -> done: Succeeded
+ *                      -> round >= 1: ContinueAsNew
+ *                      -> Chains (Map over $.chains, all at once):
+ *                           FetchPage -> ChainDone? -> done: ChainEnded
+ *                                                   -> iteration >= perChainCap: ChainPaused
+ *                                                   -> Wait -> FetchPage
+ *                         -> Replan -> Plan
+ *
+ * Every Map iteration's events count in this execution's history (25,000 at most), so the
+ * per-chain cap is not a constant here: Plan divides the function's MAX_ITERATIONS_PER_EXECUTION
+ * by the number of chains. One Map round per execution: the second Plan (round 1) either ends
+ * the job or continues as new. The function paces itself and says how long to wait; the state
+ * machine owns retries, the history-size limit and failing loudly on fatal errors.
  */
 export class IngestStateMachine extends Construct {
   readonly stateMachine: sfn.StateMachine;
@@ -103,16 +130,6 @@ export class IngestStateMachine extends Construct {
 
   constructor(scope: Construct, id: string, props: IngestStateMachineProps) {
     super(scope, id);
-    const maxIterations = props.maxIterationsPerExecution ?? 1000;
-    if (
-      !Number.isInteger(maxIterations) ||
-      maxIterations < 1 ||
-      maxIterations > MAX_ITERATIONS_PER_EXECUTION
-    ) {
-      throw new ConfigError(
-        `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${maxIterations}.`,
-      );
-    }
     this.stateMachineName = props.stateMachineName ?? defaultStateMachineName(Stack.of(this).stackName);
 
     const failed = new sfn.Fail(this, FAILED_STATE, {
@@ -120,45 +137,66 @@ export class IngestStateMachine extends Construct {
       errorPath: '$.error.Error',
       causePath: '$.error.Cause',
     });
+    // A Map iteration's states cannot name a state outside it: a failed chain ends its iteration
+    // here, which fails the Map with the same error, which the Map sends on to Failed.
+    const chainFailed = new sfn.Fail(this, CHAIN_FAILED_STATE, {
+      stateName: CHAIN_FAILED_STATE,
+      errorPath: '$.error.Error',
+      causePath: '$.error.Cause',
+    });
 
-    const fetchPage = new tasks.LambdaInvoke(this, FETCH_PAGE_STATE, {
-      stateName: FETCH_PAGE_STATE,
-      lambdaFunction: props.fetchPage,
-      payloadResponseOnly: true,
-      payload: sfn.TaskInput.fromObject({
+    const invokeFunction = (stateName: string, payload: Record<string, unknown>, onFailure: sfn.IChainable) =>
+      new tasks.LambdaInvoke(this, stateName, {
+        stateName,
+        lambdaFunction: props.fetchPage,
+        payloadResponseOnly: true,
+        payload: sfn.TaskInput.fromObject(payload),
+        taskTimeout: sfn.Timeout.duration(props.taskTimeout),
+        // Our own retriers below: the CDK default misses Lambda.TooManyRequestsException.
+        retryOnServiceExceptions: false,
+      })
+        .addRetry({
+          errors: [...LAMBDA_SERVICE_ERRORS],
+          interval: Duration.seconds(2),
+          maxAttempts: 6,
+          backoffRate: 2,
+          maxDelay: Duration.seconds(60),
+          jitterStrategy: sfn.JitterType.FULL,
+        })
+        .addRetry({
+          errors: [...INVOCATION_LOST_ERRORS],
+          interval: Duration.seconds(5),
+          maxAttempts: 4,
+          backoffRate: 2,
+          maxDelay: Duration.seconds(60),
+          jitterStrategy: sfn.JitterType.FULL,
+        })
+        .addRetry({
+          errors: [...TRANSIENT_ERRORS],
+          interval: Duration.seconds(5),
+          maxAttempts: 8,
+          backoffRate: 2,
+          maxDelay: Duration.seconds(120),
+          jitterStrategy: sfn.JitterType.FULL,
+        })
+        .addCatch(onFailure, { errors: [...FATAL_ERRORS], resultPath: '$.error' })
+        .addCatch(onFailure, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    const plan = invokeFunction(
+      PLAN_STATE,
+      {
         executionId: sfn.JsonPath.stringAt('$$.Execution.Id'),
+        action: 'plan',
         state: sfn.JsonPath.entirePayload,
-      }),
-      taskTimeout: sfn.Timeout.duration(props.taskTimeout),
-      // Our own retriers below: the CDK default misses Lambda.TooManyRequestsException.
-      retryOnServiceExceptions: false,
-    })
-      .addRetry({
-        errors: [...LAMBDA_SERVICE_ERRORS],
-        interval: Duration.seconds(2),
-        maxAttempts: 6,
-        backoffRate: 2,
-        maxDelay: Duration.seconds(60),
-        jitterStrategy: sfn.JitterType.FULL,
-      })
-      .addRetry({
-        errors: [...INVOCATION_LOST_ERRORS],
-        interval: Duration.seconds(5),
-        maxAttempts: 4,
-        backoffRate: 2,
-        maxDelay: Duration.seconds(60),
-        jitterStrategy: sfn.JitterType.FULL,
-      })
-      .addRetry({
-        errors: [...TRANSIENT_ERRORS],
-        interval: Duration.seconds(5),
-        maxAttempts: 8,
-        backoffRate: 2,
-        maxDelay: Duration.seconds(120),
-        jitterStrategy: sfn.JitterType.FULL,
-      })
-      .addCatch(failed, { errors: [...FATAL_ERRORS], resultPath: '$.error' })
-      .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+      },
+      failed,
+    );
+    // The state carries the chain (and the per-chain cap) from the Map item, then from each output.
+    const fetchPage = invokeFunction(
+      FETCH_PAGE_STATE,
+      { executionId: sfn.JsonPath.stringAt('$$.Execution.Id'), state: sfn.JsonPath.entirePayload },
+      chainFailed,
+    );
 
     const continued = new sfn.Succeed(this, CONTINUED_STATE, { stateName: CONTINUED_STATE });
     // $$.StateMachine.Id is this state machine's ARN at run time: no circular reference to the
@@ -200,16 +238,48 @@ export class IngestStateMachine extends Construct {
       time: sfn.WaitTime.secondsPath('$.waitSeconds'),
     });
 
-    const done = new sfn.Choice(this, DONE_CHOICE_STATE, { stateName: DONE_CHOICE_STATE })
+    const chainDone = new sfn.Choice(this, CHAIN_DONE_CHOICE_STATE, { stateName: CHAIN_DONE_CHOICE_STATE })
+      .when(
+        sfn.Condition.booleanEquals('$.done', true),
+        new sfn.Succeed(this, CHAIN_ENDED_STATE, { stateName: CHAIN_ENDED_STATE }),
+      )
+      .when(
+        // The step echoes its chain's cap in every output, so the comparison is path to path.
+        sfn.Condition.numberGreaterThanEqualsJsonPath('$.iteration', '$.perChainCap'),
+        new sfn.Succeed(this, CHAIN_PAUSED_STATE, { stateName: CHAIN_PAUSED_STATE }),
+      )
+      .otherwise(wait.next(fetchPage));
+
+    // Each item is the whole input of its chain's first FetchPage, built by Plan:
+    // {sourceId, chain, parentExecutionId?, iteration: 0, perChainCap}. No ItemSelector: one
+    // that named the optional parentExecutionId would fail when it is absent.
+    const chains = new sfn.Map(this, CHAINS_MAP_STATE, {
+      stateName: CHAINS_MAP_STATE,
+      itemsPath: '$.chains',
+      // Plan starts at most 10 chains, and they must all run at once: a chain held back by the
+      // concurrency limit would only start when another ends.
+      maxConcurrency: 0,
+      // The chains report through the database: the Map's result (every iteration's last state)
+      // is replaced with the one field Replan adds to the execution input.
+      resultSelector: { round: 1 },
+      resultPath: REPLAN_PATH,
+    })
+      .itemProcessor(fetchPage.next(chainDone))
+      .addCatch(failed, { errors: [sfn.Errors.ALL], resultPath: '$.error' });
+
+    const replan = new sfn.Pass(this, REPLAN_STATE, {
+      stateName: REPLAN_STATE,
+      parameters: { 'state.$': REPLAN_STATE_EXPRESSION },
+      outputPath: '$.state',
+    });
+
+    const planned = new sfn.Choice(this, PLANNED_CHOICE_STATE, { stateName: PLANNED_CHOICE_STATE })
       .when(
         sfn.Condition.booleanEquals('$.done', true),
         new sfn.Succeed(this, SUCCEEDED_STATE, { stateName: SUCCEEDED_STATE }),
       )
-      .when(
-        sfn.Condition.numberGreaterThanEquals('$.iteration', maxIterations),
-        continueAsNew.next(continued),
-      )
-      .otherwise(wait.next(fetchPage));
+      .when(sfn.Condition.numberGreaterThanEquals('$.round', 1), continueAsNew.next(continued))
+      .otherwise(chains.next(replan).next(plan));
 
     this.logGroup = new logs.LogGroup(this, 'Logs', {
       // Vended-log groups for Step Functions must start with /aws/vendedlogs/ to avoid the
@@ -222,7 +292,7 @@ export class IngestStateMachine extends Construct {
     this.stateMachine = new sfn.StateMachine(this, 'StateMachine', {
       stateMachineName: this.stateMachineName,
       stateMachineType: sfn.StateMachineType.STANDARD,
-      definitionBody: sfn.DefinitionBody.fromChainable(fetchPage.next(done)),
+      definitionBody: sfn.DefinitionBody.fromChainable(plan.next(planned)),
       timeout: props.executionTimeout ?? Duration.hours(24),
       tracingEnabled: true,
       logs: { destination: this.logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },

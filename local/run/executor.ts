@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ExecutionError, StateMachine, type StateMachineDefinition } from 'aws-local-stepfunctions';
-import { CONTINUE_AS_NEW_STATE, FETCH_PAGE_STATE, WAIT_STATE } from '#infra/state-machine.ts';
+import {
+  CONTINUE_AS_NEW_STATE,
+  FETCH_PAGE_STATE,
+  FUNCTION_TASK_STATES,
+  PLAN_STATE,
+  WAIT_STATE,
+} from '#infra/state-machine.ts';
 import { FETCH_PAGE_TIMEOUT_MS } from '#shared/config.ts';
 import type { StepOutput } from '#shared/step.ts';
 import './node20.ts';
@@ -17,22 +23,74 @@ export class SandboxTimedoutError extends Error {
   override readonly name = 'Sandbox.Timedout';
 }
 
-export type StepHandler = (payload: unknown) => Promise<StepOutput>;
+/**
+ * One Map item as Plan builds it: the whole input of a chain's first FetchPage. Declared here as
+ * far as this module reads it; the step's contract (shared/step/contract.ts) owns the schema.
+ */
+export interface ChainItem {
+  sourceId: string;
+  chain: number;
+  iteration: 0;
+  perChainCap: number;
+  parentExecutionId?: string | null | undefined;
+}
+
+/** Plan's output as far as the state machine and this module read it. */
+export interface PlanStepOutput {
+  sourceId: string;
+  done: boolean;
+  round: number;
+  chains: ChainItem[];
+}
+
+/** What one invocation returns: a page of one chain (FetchPage), or the plan (Plan). */
+export type FunctionOutput = StepOutput | PlanStepOutput;
+
+/** The fetch-page function in-process: the Plan and FetchPage tasks both invoke it. */
+export type StepHandler = (payload: unknown) => Promise<FunctionOutput>;
+
+/** The state of an invocation payload `{executionId, action?, state}`, as far as it is read here. */
+function payloadParts(payload: unknown): { action: unknown; state: Record<string, unknown> } {
+  const p = (payload ?? {}) as { action?: unknown; state?: unknown };
+  const state = p.state && typeof p.state === 'object' ? (p.state as Record<string, unknown>) : {};
+  return { action: p.action, state };
+}
+
+/**
+ * Which invocations must not overlap: one chain's (each owns its checkpoint row and lease) and
+ * Plan's. Chains run side by side, as their Map iterations do in the cloud.
+ */
+export function invocationLane(payload: unknown): string {
+  const { action, state } = payloadParts(payload);
+  const source = typeof state.sourceId === 'string' ? state.sourceId : 'default';
+  if (action === 'plan') return `${source}/plan`;
+  return `${source}/chain-${typeof state.chain === 'number' ? state.chain : 0}`;
+}
 
 /**
  * The function as Lambda runs it: an invocation that outlives `timeoutMs` fails with
  * `Sandbox.Timedout`. Lambda would kill that sandbox; in-process it cannot be killed, so the next
- * invocation first waits for it to settle: two invocations never touch the source at once.
+ * invocation in the same lane (`laneOf`: the same chain, or Plan) first waits for it to settle:
+ * two invocations never touch one checkpoint row at once, and the other chains go on meanwhile.
  */
-export function withFunctionTimeout(handler: StepHandler, timeoutMs: number): StepHandler {
-  let overrunning: Promise<unknown> = Promise.resolve();
+export function withFunctionTimeout<O>(
+  handler: (payload: unknown) => Promise<O>,
+  timeoutMs: number,
+  laneOf: (payload: unknown) => string = invocationLane,
+): (payload: unknown) => Promise<O> {
+  const overrunning = new Map<string, Promise<unknown>>();
   return async (payload) => {
-    await overrunning;
+    const lane = laneOf(payload);
+    await overrunning.get(lane);
     const invocation = handler(payload);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        overrunning = invocation.catch(() => undefined);
+        const settled = invocation.catch(() => undefined);
+        overrunning.set(lane, settled);
+        void settled.then(() => {
+          if (overrunning.get(lane) === settled) overrunning.delete(lane);
+        });
         reject(
           new SandboxTimedoutError(
             `Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds (the function timeout)`,
@@ -50,7 +108,7 @@ export function withFunctionTimeout(handler: StepHandler, timeoutMs: number): St
 
 export interface ExecutorOptions {
   definition: Record<string, unknown>;
-  /** The fetch-page handler, called for every FetchPage task. */
+  /** The fetch-page function, called for every Plan and FetchPage task. */
   handler: StepHandler;
   /** The first execution's input. */
   input: Record<string, unknown>;
@@ -58,8 +116,15 @@ export interface ExecutorOptions {
   /** @default FUNCTION_TIMEOUT_MS */
   functionTimeoutMs?: number;
   signal?: AbortSignal;
-  /** Called after each step the function completed. */
+  /** Called after each page step (FetchPage) the function completed, whichever chain it drove. */
   onStep?: (out: StepOutput) => void;
+  /** Called after each Plan the function completed. */
+  onPlan?: (out: PlanStepOutput) => void;
+  /**
+   * How a chain sleeps its time-scaled wait (resolves early when the signal aborts).
+   * @default real timers
+   */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 export interface ExecutorResult {
@@ -70,18 +135,94 @@ export interface ExecutorResult {
 
 const STATE_MACHINE_ARN = 'arn:aws:states:local:000000000000:stateMachine:datasync-ingest';
 
+/** A state by name anywhere in the definition, Map iterations included. */
+function findState(graph: unknown, name: string): Record<string, unknown> | undefined {
+  const states = (graph as { States?: Record<string, Record<string, unknown>> }).States ?? {};
+  if (states[name]) return states[name];
+  for (const state of Object.values(states)) {
+    const inner = state.ItemProcessor ?? state.Iterator;
+    const found = inner ? findState(inner, name) : undefined;
+    if (found) return found;
+  }
+  return undefined;
+}
+
+function realSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Time-scaled Wait states. The interpreter's wait override is one number per state name, read
+ * with no input, and every chain's Map iteration shares the one Wait state: a value set by the
+ * last step would give chain A the wait chain B asked for. So on a scaled run the Wait itself
+ * takes 0 ms and each chain waits its own step's `waitSeconds / timeScale` just before its next
+ * FetchPage, outside the function timeout. Only a payload that came through the Wait carries
+ * `waitSeconds` (a chain's first page starts from its Map item), and a retry of that payload
+ * finds the wait already consumed, as a retried task after a Wait would in Step Functions.
+ */
+export class ScaledChainWaits {
+  private readonly pending = new Map<string, number>();
+
+  constructor(
+    private readonly timeScale: number,
+    /** Longest wait done this way, so wait + function stay within the task's TimeoutSeconds. */
+    private readonly maxWaitMs: number,
+  ) {}
+
+  /** Records the wait the step asked for after its page. */
+  stepDone(lane: string, out: { waitSeconds?: unknown }): void {
+    const seconds = typeof out.waitSeconds === 'number' ? out.waitSeconds : 0;
+    this.pending.set(lane, Math.ceil((seconds * 1000) / this.timeScale));
+  }
+
+  /** The wait owed before this invocation, in milliseconds (0 when none), consumed by the call. */
+  take(lane: string, payload: unknown): number {
+    const owed = this.pending.get(lane);
+    this.pending.delete(lane);
+    if (owed === undefined || !('waitSeconds' in payloadParts(payload).state)) return 0;
+    // A shortened wait is safe: the step finds its request not yet due and asks to wait again.
+    return Math.min(owed, this.maxWaitMs);
+  }
+}
+
 /**
  * Runs the state machine as Step Functions would: the first execution, then one per
  * continue-as-new, each with a fresh history, until one succeeds without a child, fails, or the
- * signal aborts it (the in-flight step is awaited, so the checkpoint is never left mid-page).
+ * signal aborts it (the in-flight steps are awaited, so no checkpoint is left mid-page). Plan and
+ * FetchPage both go to the one in-process handler; the Map runs the chains concurrently.
  */
 export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResult> {
-  const fetchPage = withFunctionTimeout(opts.handler, opts.functionTimeoutMs ?? FUNCTION_TIMEOUT_MS);
+  const functionTimeoutMs = opts.functionTimeoutMs ?? FUNCTION_TIMEOUT_MS;
+  const invoke = withFunctionTimeout(opts.handler, functionTimeoutMs);
+  const taskTimeoutSeconds = Number(findState(opts.definition, FETCH_PAGE_STATE)?.TimeoutSeconds ?? 60);
+  const scaled = opts.timeScale !== 1;
+  const sleep = opts.sleep ?? realSleep;
+  const waits = new ScaledChainWaits(
+    opts.timeScale,
+    Math.max(0, taskTimeoutSeconds * 1000 - functionTimeoutMs - 1000),
+  );
   let input: Record<string, unknown> | null = opts.input;
   let executions = 0;
   let failure: ExecutorResult['failure'] = null;
   let interrupted = false;
-  let lastWaitSeconds = 0;
+  const inFlight = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    const settled = p.catch(() => undefined);
+    inFlight.add(settled);
+    void settled.then(() => inFlight.delete(settled));
+    return p;
+  };
 
   while (input) {
     executions++;
@@ -90,17 +231,7 @@ export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResu
     const sm = new StateMachine(opts.definition as unknown as StateMachineDefinition, {
       validationOptions: { checkArn: false },
     });
-    const waitOverrides: Record<string, number> = {};
-    if (opts.timeScale !== 1) {
-      // Waits are real seconds by default; time-scaled runs shorten them by the same factor
-      // the simulator uses, reading the step's own waitSeconds at the moment the Wait starts.
-      Object.defineProperty(waitOverrides, WAIT_STATE, {
-        enumerable: true,
-        get: () => Math.ceil((lastWaitSeconds * 1000) / opts.timeScale),
-      });
-    }
-    let inFlight: Promise<unknown> = Promise.resolve();
-    const execution = sm.run(input as never, {
+    const execution = sm.run(structuredClone(input) as never, {
       context: {
         Execution: {
           Id: executionId,
@@ -112,11 +243,20 @@ export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResu
       },
       overrides: {
         taskResourceLocalHandlers: {
+          [PLAN_STATE]: async (payload) => {
+            const out = (await track(invoke(payload))) as PlanStepOutput;
+            opts.onPlan?.(out);
+            return out as never;
+          },
           [FETCH_PAGE_STATE]: async (payload) => {
-            const p = fetchPage(payload);
-            inFlight = p.catch(() => undefined);
-            const out = await p;
-            lastWaitSeconds = out.waitSeconds;
+            const lane = invocationLane(payload);
+            if (scaled) {
+              const owed = waits.take(lane, payload);
+              if (owed > 0) await sleep(owed, opts.signal);
+              if (opts.signal?.aborted) throw new Error('interrupted before the page');
+            }
+            const out = (await track(invoke(payload))) as StepOutput;
+            if (scaled) waits.stepDone(lane, out);
             opts.onStep?.(out);
             return out as never;
           },
@@ -129,9 +269,15 @@ export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResu
             } as never;
           },
         },
-        waitTimeOverrides: waitOverrides,
-        ...(opts.timeScale !== 1
-          ? { retryIntervalOverrides: { [FETCH_PAGE_STATE]: Math.ceil(2000 / opts.timeScale) } }
+        // Waits are real seconds by default; time-scaled runs shorten them by the same factor the
+        // simulator uses, per chain (ScaledChainWaits).
+        ...(scaled ? { waitTimeOverrides: { [WAIT_STATE]: 0 } } : {}),
+        ...(scaled
+          ? {
+              retryIntervalOverrides: Object.fromEntries(
+                FUNCTION_TASK_STATES.map((name) => [name, Math.ceil(2000 / opts.timeScale)]),
+              ),
+            }
           : {}),
       },
     });
@@ -144,7 +290,7 @@ export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResu
       else failure = describeExecutionError(error);
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
-      await inFlight;
+      await Promise.all(inFlight);
     }
     if (failure || interrupted) break;
     input = child;

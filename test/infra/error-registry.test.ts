@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { definitionToAsl } from '#infra/definition.ts';
-import { FAILED_STATE, FETCH_PAGE_STATE, FUNCTION_ERROR_CLASSES } from '#infra/state-machine.ts';
+import {
+  CHAIN_FAILED_STATE,
+  CHAINS_MAP_STATE,
+  FAILED_STATE,
+  FETCH_PAGE_STATE,
+  FUNCTION_ERROR_CLASSES,
+  PLAN_STATE,
+} from '#infra/state-machine.ts';
 import * as dbErrors from '#shared/db/errors.ts';
 import { DatabaseUnavailableError, DB_ERROR_CLASSES } from '#shared/db/errors.ts';
 import * as errors from '#shared/errors.ts';
@@ -20,13 +27,17 @@ const [definition] = Object.values(template.findResources('AWS::StepFunctions::S
   definitionToAsl(r.Properties.DefinitionString),
 );
 type Rule = { ErrorEquals: string[]; Next?: string };
-const fetchPage = (definition as { States: Record<string, { Retry: Rule[]; Catch: Rule[] }> }).States[
-  FETCH_PAGE_STATE
-]!;
-const retried = fetchPage.Retry.flatMap((r) => r.ErrorEquals);
+type Task = { Retry: Rule[]; Catch: Rule[] };
+type Graph = { States: Record<string, Task & { ItemProcessor?: Graph }> };
+const top = (definition as Graph).States;
+// Plan at the top, FetchPage inside the chains' Map: both invoke the function, both must agree.
+const tasks = [top[PLAN_STATE]!, top[CHAINS_MAP_STATE]!.ItemProcessor!.States[FETCH_PAGE_STATE]!];
+const retriedBy = tasks.map((t) => t.Retry.flatMap((r) => r.ErrorEquals));
 // States.ALL also ends in Failed, but an explicit name says the failure is intended.
-const caughtToFailed = fetchPage.Catch.filter((c) => c.Next === FAILED_STATE).flatMap((c) =>
-  c.ErrorEquals.filter((e) => e !== 'States.ALL'),
+const caughtToFailedBy = tasks.map((t) =>
+  t.Catch.filter((c) => c.Next === FAILED_STATE || c.Next === CHAIN_FAILED_STATE).flatMap((c) =>
+    c.ErrorEquals.filter((e) => e !== 'States.ALL'),
+  ),
 );
 
 // The registry as the issue defines it, independent of how the state machine module builds it.
@@ -48,16 +59,19 @@ describe('error registry -> state machine', () => {
     expect(registry.filter((e) => !e.transient).length).toBeGreaterThan(2);
   });
 
-  it.each(registry.filter((e) => e.transient))('retries the transient $name in FetchPage', ({ name }) => {
-    expect(retried).toContain(name);
-    expect(caughtToFailed).not.toContain(name);
-  });
+  it.each(registry.filter((e) => e.transient))(
+    'retries the transient $name in Plan and FetchPage',
+    ({ name }) => {
+      for (const retried of retriedBy) expect(retried).toContain(name);
+      for (const caught of caughtToFailedBy) expect(caught).not.toContain(name);
+    },
+  );
 
   it.each(registry.filter((e) => !e.transient))(
     'fails the execution at once on the fatal $name (never retried)',
     ({ name }) => {
-      expect(caughtToFailed).toContain(name);
-      expect(retried).not.toContain(name);
+      for (const caught of caughtToFailedBy) expect(caught).toContain(name);
+      for (const retried of retriedBy) expect(retried).not.toContain(name);
     },
   );
 

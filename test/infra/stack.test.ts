@@ -78,6 +78,8 @@ describe('fetch-page function', () => {
       DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
       MIN_REQUEST_SPACING_MS: '2200',
       PAGE_SIZE: '5000',
+      CHAINS: 'auto',
+      MAX_ITERATIONS_PER_EXECUTION: '1000',
       NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
       DATABASE_SSL: 'verify-full',
     });
@@ -522,6 +524,38 @@ describe('configuration', () => {
       /must be a whole number: 0 for no reservation[\s\S]*at reservedConcurrency/,
     );
     expect(() => parseContext({ reservedConcurrency: '-2' })).toThrow(/0 \(no reservation\) or more/);
+  });
+
+  it('chooses the chains with -c chains=auto|1..10 and hands Plan the history budget it divides', () => {
+    const envOf = (context: Record<string, unknown>) =>
+      (
+        onlyResource(
+          buildStack(stackPropsFromContext(parseContext({ datasyncApiUrl: TEST_API_URL, ...context })))
+            .template,
+          'AWS::Lambda::Function',
+          { Description: Match.stringLikeRegexp('page') },
+        ).resource.Properties as CfnProps
+      ).Environment.Variables as Record<string, string>;
+    expect(envOf({})).toMatchObject({ CHAINS: 'auto', MAX_ITERATIONS_PER_EXECUTION: '1000' });
+    expect(envOf({ chains: '4', maxIterationsPerExecution: '1200' })).toMatchObject({
+      CHAINS: '4',
+      MAX_ITERATIONS_PER_EXECUTION: '1200',
+    });
+    expect(envOf({ chains: 'auto' }).CHAINS).toBe('auto');
+    expect(parseContext({ chains: '10' }).chains).toBe(10);
+    for (const bad of ['0', '11', '2.5', 'many', '']) {
+      expect(() => parseContext({ chains: bad }), bad).toThrow(
+        /must be auto \(chains only when[^\n]*1 to 10[\s\S]*at chains[\s\S]*-c key=value/,
+      );
+    }
+    expect(
+      () =>
+        new IngestionStack(skipBundlingApp(), 'S', {
+          datasyncApiUrl: TEST_API_URL,
+          migrationsDir: FIXTURE_MIGRATIONS,
+          chains: 12,
+        }),
+    ).toThrow(/Invalid IngestionStack props:[\s\S]*1 to 10[\s\S]*at chains/);
   });
 
   it('builds the app from context', async () => {
