@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { stepSettingsSchema } from '#shared/config.ts';
+import { MAX_CHAINS, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
 
@@ -8,9 +8,6 @@ import { httpUrlSchema } from '#shared/url.ts';
  * 25,000: 2000 iterations leave about 7,000 events for retries, which each add events too.
  */
 export const MAX_ITERATIONS_PER_EXECUTION = 2000;
-
-/** No more cursor chains than the live service's requests per window can feed (10). */
-export const MAX_CHAINS = 10;
 
 const CHAINS_FIX = `must be auto (chains only when the upstream's latency exceeds the spacing) or a whole number of chains from 1 to ${MAX_CHAINS}`;
 

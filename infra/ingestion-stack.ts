@@ -293,10 +293,10 @@ export class IngestionStack extends Stack {
           databaseSecretArn: this.databaseSecret.secretArn,
           minSpacingMs: p.minRequestSpacingMs,
           pageSize: p.pageSize,
+          // Read by Plan: the number of chains, and the history budget it divides among them.
+          chains: p.chains,
+          maxIterationsPerExecution,
         }),
-        // Read by Plan: the number of chains, and the history budget it divides among them.
-        CHAINS: String(p.chains),
-        MAX_ITERATIONS_PER_EXECUTION: String(maxIterationsPerExecution),
         ...databaseTlsEnv,
       },
     });

@@ -240,7 +240,8 @@ async function execute(
   const ticker = setInterval(tick, io.progressMode === 'tty' ? 500 : 1000);
   try {
     return await runExecutions({
-      definition: synthesizeDefinition({ maxIterationsPerExecution: options.maxIterations }),
+      // The iteration budget reaches the in-process function through its config (stepConfig).
+      definition: synthesizeDefinition(),
       handler,
       input: { sourceId: options.sourceId, ...(parentExecutionId ? { parentExecutionId } : {}) },
       timeScale: options.timeScale,
