@@ -102,6 +102,7 @@ function printSummary(s: LocalRunSummary): void {
     `events stored: ${n(s.events)} (distinct ids ${n(s.distinctIds)})${s.expectedEvents !== null ? `, upstream holds ${n(s.expectedEvents)} valid` : ''}`,
     `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}`,
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
+    `chains: ${describeChainMode(s)}`,
   ];
   // Only a run that ended has something to verify: an interrupted one is incomplete by design.
   if (s.status !== 'interrupted') lines.push(`verification: ${s.verified ? 'OK' : 'FAILED'}`);
@@ -122,6 +123,13 @@ function printSummary(s: LocalRunSummary): void {
     );
 }
 
+/** How the source was read: `3 (chains)`, `1 (one chain requested (CHAINS=1))`, `1 (fell back: ...)`. */
+function describeChainMode(s: LocalRunSummary): string {
+  if (s.chainMode === 'fallback') return `1 (fell back to one chain: ${s.chainNote ?? 'no reason recorded'})`;
+  if (s.chainMode === null) return '1 (not planned: the source was read as one chain)';
+  return `${s.chains}${s.chainNote ? ` (${s.chainNote})` : ''}`;
+}
+
 function jsonSummary(s: LocalRunSummary) {
   return {
     status: s.status,
@@ -134,6 +142,9 @@ function jsonSummary(s: LocalRunSummary) {
     requests: s.requests,
     rateLimited: s.rateLimited,
     executions: s.executions,
+    chains: s.chains,
+    chainMode: s.chainMode,
+    chainNote: s.chainNote,
     seconds: s.seconds,
     expectedEvents: s.expectedEvents,
     verified: s.verified,
