@@ -39,6 +39,9 @@ describe(`PostgreSQL restarted during a run (${SCALE})`, () => {
         String(EVENTS),
         '--rate-limit',
         '0',
+        // One chain: the restart must land in a run that is still going (chains finish sooner).
+        '--chains',
+        '1',
         '--min-spacing-ms',
         '0',
         // Time scale 2 shortens the state machine's retry interval to 1 s, so its 8 attempts

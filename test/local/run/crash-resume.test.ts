@@ -175,7 +175,7 @@ describe('npm run local: crash, interrupt and resume', () => {
       expect(stopped.stderr, stopped.stdout).toContain('SIGINT: stopping after the current step');
       // It says what is stored and the exact command that resumes; nothing reads as a failure.
       expect(stopped.stdout).toMatch(
-        /interrupted: [\d,]+ of [\d,]+ events are stored and checkpointed; run `npm run local -- --events 60000 .*--json` to resume from there/,
+        /interrupted: [\d,]+ of [\d,]+ events are stored and checkpointed; run `npm run local -- .*--events 60000 .*--json` to resume from there/,
       );
       expect(stopped.stdout).not.toContain('FAILED');
       expect(stopped.stderr).not.toMatch(/error|failed|forced|at once:/i);

@@ -99,7 +99,7 @@ describe('npm run local, end to end', () => {
       expect(result.stdout).not.toContain('\r');
       expect(result.stdout).not.toContain(String.fromCharCode(27));
       const known =
-        /^(simulator: |logs: |progress: |verifying: |status: |events stored: |duplicates skipped: |pages: |verification: |\{)/;
+        /^(simulator: |logs: |progress: |verifying: |status: |events stored: |duplicates skipped: |pages: |chains: |verification: |\{)/;
       for (const line of lines(result.stdout)) expect(line).toMatch(known);
       expect(result.stdout).toContain('verification: OK');
       // The wait between the last page and the summary is the verification, and it says so.
