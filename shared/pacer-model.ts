@@ -42,7 +42,9 @@ import { ConfigError, type RateLimitInfo } from './errors.ts';
  *   has rolled: Remaining shows one more slot than the log would have without expiry);
  * - when O's slot was free at P: arrival(O) + W <= arrival(P), i.e. c_O - start(O) <= P - start(O) - R_O
  *   (up to network jitter, which the margin covers), and δ := sent(P) - sent(O) - R_O.
- * A refusal (429) forgets δ; a probe that shows O still counted leaves δ unknown for good.
+ * A refusal (429) forgets δ; a probe that shows O still counted leaves δ unknown until the next
+ * clean point (a pause of one window), where the probe is tried again. A cold connection (the
+ * opener's arrival delayed more than margin/2 beyond the probe's) makes the probe fail: safe, only slower.
  * Measured against the simulator (which decides at the request's arrival) by `npm run bench -- pacer`.
  *
  * All instants are epoch ms of ONE clock (the callers'), durations ms.
@@ -320,7 +322,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
       openerResetMs: probe.openerResetMs,
       probeAt: startAtMs,
     };
-  } else if (state.headerDelayMs === null && probe.state === 'none') {
+  } else if (state.headerDelayMs === null && (probe.state === 'none' || probe.state === 'failed')) {
     // Arm the probe at a clean point: nothing of ours in the window before this start, so it
     // opens a fresh window (its answer must confirm that).
     const clean =
