@@ -268,13 +268,9 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
       (probe.state === 'pending' && nowMs > probe.probeAt + windowMs)
     )
       probe = { state: 'none' };
-    // With little latency both readings agree: nothing to learn, no slot to hold back.
-    if (
-      probe.state === 'armed' &&
-      probe.openerResetMs !== undefined &&
-      windowMs - probe.openerResetMs <= margin
-    )
-      probe = { state: 'none' };
+    // Probing even with little latency pays: slow answers (a loaded machine, a slow network)
+    // inflate the estimate counted from the answer, and the learned delay caps them. A probe
+    // that could not be earlier than the answer-based slot is dropped below.
 
     const held = probe.state === 'armed' || probe.state === 'pending' ? 1 : 0;
     raise(logBound(state.starts, limit - held, windowMs + margin), 'window');

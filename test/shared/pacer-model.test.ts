@@ -230,7 +230,12 @@ describe('learning the window and the header basis', () => {
 });
 
 describe('many chains against the simulator rate limiter, in virtual time', () => {
-  const cases = [];
+  const cases: {
+    headerAt: 'arrival' | 'answer';
+    mode: 'fixed' | 'sliding';
+    windowMs: number;
+    latencyMs: number;
+  }[] = [];
   for (const headerAt of ['arrival', 'answer'] as const)
     for (const mode of ['fixed', 'sliding'] as const)
       for (const windowMs of [20_000, 30_000, 60_000])

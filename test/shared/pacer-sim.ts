@@ -201,7 +201,8 @@ export async function runChains(opts: {
         return;
       }
       const n = ++claimed;
-      await sleep(slot.startAtMs - Date.now());
+      // setTimeout may fire a millisecond early by Date.now(): never send before the reserved start.
+      while (Date.now() < slot.startAtMs) await sleep(slot.startAtMs - Date.now());
       const sentAtMs = Date.now();
       const res = await fetch(`${opts.eventsUrl}&n=${n}`, { headers: { 'X-API-Key': opts.apiKey } });
       await res.arrayBuffer();
