@@ -39,7 +39,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       'min-spacing-ms': { type: 'string', default: '2200' },
       'margin-ms': { type: 'string', default: '10' },
       only: { type: 'string' },
-      'one-chain': { type: 'boolean', default: true },
+      'skip-one-chain': { type: 'boolean', default: false },
     },
     allowPositionals: false,
   });
@@ -76,7 +76,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       );
       const timeScale = boundUnscaled / (targetSeconds * 1000);
       const auto = Math.min(LIMIT, Math.ceil(c.latencyMs / minSpacingMs) + 1);
-      const counts = values['one-chain'] && auto !== 1 ? [auto, 1] : [auto];
+      const counts = !values['skip-one-chain'] && auto !== 1 ? [auto, 1] : [auto];
       for (const chains of counts) {
         const sim = await startSimulator({
           port: 0,

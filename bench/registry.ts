@@ -49,7 +49,7 @@ export const benchmarks: Record<string, BenchEntry> = {
       'the shared pacer: N chains x 600 requests through PostgreSQL and the simulator, 12 configurations (~10 min)',
     options:
       '--requests N (default 600), --target-seconds S (default 30), --min-spacing-ms MS (default 2200), ' +
-      '--margin-ms MS real (default 10), --only NAME, --no-one-chain',
+      '--margin-ms MS real (default 10), --only NAME, --skip-one-chain (auto chain count only)',
     load: () => import('./pacer.ts') as Promise<BenchModule>,
   },
   floor: {
