@@ -44,6 +44,14 @@ export const benchmarks: Record<string, BenchEntry> = {
     options: '--pages N (default 200)',
     load: () => import('./memory.ts') as Promise<BenchModule>,
   },
+  pacer: {
+    description:
+      'the shared pacer: N chains x 600 requests through PostgreSQL and the simulator, 12 configurations (~10 min)',
+    options:
+      '--requests N (default 600), --target-seconds S (default 30), --min-spacing-ms MS (default 2200), ' +
+      '--margin-ms MS real (default 10), --only NAME, --skip-one-chain (auto chain count only)',
+    load: () => import('./pacer.ts') as Promise<BenchModule>,
+  },
   floor: {
     description: 'elapsed / rate-limit floor, 600 pages, 12 time-scaled window configurations (~19 min)',
     options:

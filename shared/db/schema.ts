@@ -134,3 +134,20 @@ export const rejectedEvents = pgTable(
   },
   (t) => [unique('rejected_events_source_raw_hash_key').on(t.sourceId, t.rawHash)],
 );
+
+/**
+ * The shared request pacer (shared/db/pacer.ts): one row per upstream key. Every request of
+ * every cursor chain reserves its start here under the row's lock. `state` is the pure model's
+ * state (shared/pacer-model.ts: reserved starts, learned window, header delay, probe); the
+ * other columns repeat what an operator wants to read without parsing it.
+ */
+export const pacers = pgTable('pacers', {
+  key: text('key').primaryKey(),
+  state: jsonb('state').notNull(),
+  /** Earliest next start by the spacing. */
+  nextAt: timestamp('next_at', { withTimezone: true, mode: 'date' }),
+  /** The learned window (upper bound, ms) and header delay (ms; null = Reset counted from the answer). */
+  windowMs: integer('window_ms'),
+  headerDelayMs: integer('header_delay_ms'),
+  updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+});
