@@ -82,7 +82,15 @@ export function createHandler(options: HandlerOptions = {}) {
       timeoutMs: config.requestTimeoutMs,
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
-    const deps = { store: createStore(sql), upstream, clock, logger, metrics, config };
+    // One pacer row per upstream: every chain of every source that reads this API shares it.
+    const deps = {
+      store: createStore(sql, { pacerKey: config.apiUrl }),
+      upstream,
+      clock,
+      logger,
+      metrics,
+      config,
+    };
     return { config, sql, run: (event, invocation) => runAction(deps, event, invocation) };
   }
 

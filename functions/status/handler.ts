@@ -4,9 +4,9 @@ import { z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { SecretCache } from '#shared/aws/secrets.ts';
 import { loadDatabaseConfig } from '#shared/config.ts';
+import { listChains } from '#shared/db/chains.ts';
 import { ConfigError } from '#shared/errors.ts';
 import type { Checkpoint } from '#shared/step.ts';
-import { listChains } from '#shared/db/chains.ts';
 import { type StatusResponse, statusRequestSchema, statusView } from './view.ts';
 
 /**

@@ -71,6 +71,14 @@ const createPlanSchema = z
     ranges: z
       .array(z.object({ chain: z.number().int().nonnegative(), hiTs: msOrNull, loTs: msOrNull }))
       .min(1),
+    planRequest: z
+      .object({
+        nextRequestAtMs: z.number(),
+        rateLimit: z
+          .object({ limit: z.number(), remaining: z.number(), resetSeconds: z.number() })
+          .nullable(),
+      })
+      .optional(),
   })
   .superRefine((plan, ctx) => {
     const issue = (message: string) => ctx.addIssue({ code: 'custom', message, path: ['ranges'] });
@@ -110,6 +118,14 @@ export async function createPlan(dbLike: DbLike, args: CreatePlanArgs): Promise<
           chainsPlanned: ranges.length,
           planOldestTs: dateOrNull(plan.oldestTs),
           rangeLoTs: dateOrNull(ranges[0]?.loTs ?? null),
+          // The planning request: counted, and its pacing kept for chain 0's own pacer.
+          ...(plan.planRequest
+            ? {
+                requests: sql`${checkpoints.requests} + 1`,
+                nextRequestAt: new Date(plan.planRequest.nextRequestAtMs),
+                ...(plan.planRequest.rateLimit ? { lastRateLimit: plan.planRequest.rateLimit } : {}),
+              }
+            : {}),
           updatedAt: sql`now()`,
         })
         .where(eq(checkpoints.sourceId, plan.sourceId))

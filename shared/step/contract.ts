@@ -175,6 +175,11 @@ export interface CreatePlanArgs {
   note: string | null;
   oldestTs: number | null;
   ranges: PlannedRange[];
+  /**
+   * The Plan task's own request for page one: counted on the source row, and the earliest next
+   * request and its headers kept there, so that a one-chain source keeps the spacing after it.
+   */
+  planRequest?: { nextRequestAtMs: number; rateLimit: RateLimitInfo | null };
 }
 
 export interface FinishRangeArgs {
@@ -307,6 +312,8 @@ export interface SharedPacerPort {
   }): Promise<{ startAtMs: number; reserved: boolean; reason: string }>;
   answered(args: {
     requestStartMs: number;
+    /** The reservation's startAtMs. */
+    reservedStartMs: number;
     answerAtMs: number;
     rateLimit: RateLimitInfo | null;
     retryAfterSeconds?: number | null;

@@ -1,9 +1,11 @@
 import { InvocationDeadlineError } from '../errors.ts';
+import { planNextRequest } from '../pacing.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import { chainsWanted, planRanges } from './chains.ts';
 import {
   type ChainMode,
   type Checkpoint,
+  type CreatePlanArgs,
   type PlanOutput,
   planOutputSchema,
   type StepConfig,
@@ -84,7 +86,7 @@ async function makePlan(
 ): Promise<Checkpoint[]> {
   const { store, logger, clock } = deps;
   const sourceId = source.sourceId;
-  const single = (note: string) =>
+  const single = (note: string, planRequest?: CreatePlanArgs['planRequest']) =>
     store.createPlan({
       sourceId,
       owner,
@@ -92,6 +94,7 @@ async function makePlan(
       note,
       oldestTs: null,
       ranges: [{ chain: 0, hiTs: null, loTs: null }],
+      ...(planRequest ? { planRequest } : {}),
     });
 
   if (config.chains === 1) return single('one chain requested (CHAINS=1)');
@@ -114,6 +117,16 @@ async function makePlan(
     if (fetched.kind === 'page') {
       const { result } = fetched;
       const { page } = result;
+      const planRequest = {
+        nextRequestAtMs: planNextRequest({
+          lastRequestStartMs: result.startedAtMs,
+          responseAtMs: result.startedAtMs + result.latencyMs,
+          minSpacingMs: config.minSpacingMs,
+          rateLimit: result.rateLimit,
+          safetyMarginMs: config.safetyMarginMs,
+        }).notBeforeMs,
+        rateLimit: result.rateLimit,
+      };
       const { events } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
       const newest = events[0];
       const oldest = events.at(-1);
@@ -142,7 +155,7 @@ async function makePlan(
             ? wanted.why
             : `one chain: the first page does not tell enough to split the data set (${page.hasMore ? 'no meta.total or no span' : 'it is the only page'})`;
         logger.info('planned one chain', { sourceId, why, upstreamLatencyMs: result.latencyMs });
-        return single(why);
+        return single(why, planRequest);
       }
       logger.info('planned chains', {
         sourceId,
@@ -163,6 +176,7 @@ async function makePlan(
         note: wanted.why,
         oldestTs: planned.oldestTs,
         ranges: planned.ranges,
+        planRequest,
       });
     }
     if (fetched.kind === 'built-refused') throw fetched.error;

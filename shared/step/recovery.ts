@@ -156,6 +156,7 @@ export async function fetchWithRecovery(
     : cp.cursor;
 
   let requests = 0;
+  let reservedStartMs = 0;
   let attempt = 0;
   let backoffUntil = 0;
   let lastFault: UpstreamUnavailableError | null = null;
@@ -197,10 +198,11 @@ export async function fetchWithRecovery(
         safetyMarginMs: config.safetyMarginMs,
       });
       if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };
+      reservedStartMs = slot.startAtMs;
       startAt = Math.max(startAt, slot.startAtMs);
     }
-    const early = startAt - clock.now();
-    if (early > 0) await clock.sleep(early);
+    // A timer may fire a millisecond early: never send before the instant.
+    while (clock.now() < startAt) await clock.sleep(startAt - clock.now());
     // Checked after the pacer's sleep, which may be longer than the refresh margin.
     if (attempt === 0 && cursor && cursorExpiresWithin(cursor, clock.now(), config.cursorRefreshMarginMs)) {
       cursor = refreshOrRebuild(cp, cursor, clock.now(), config.cursorTtlMs);
@@ -216,11 +218,17 @@ export async function fetchWithRecovery(
     try {
       const result = await upstream.fetchEvents({ limit: config.pageSize, cursor, timeoutMs });
       pacer.answered(result.rateLimit);
-      await shared?.answered({ requestStartMs, answerAtMs: clock.now(), rateLimit: result.rateLimit });
+      await shared?.answered({
+        requestStartMs,
+        reservedStartMs,
+        answerAtMs: clock.now(),
+        rateLimit: result.rateLimit,
+      });
       return { kind: 'page', result, cursorUsed: cursor, requests };
     } catch (error) {
       await shared?.answered({
         requestStartMs,
+        reservedStartMs,
         answerAtMs: clock.now(),
         rateLimit: (error as { rateLimit?: RateLimitInfo | null }).rateLimit ?? null,
         retryAfterSeconds: error instanceof RateLimitedError ? error.retryAfterSeconds : null,

@@ -122,9 +122,11 @@ export async function runStep(
   }
 
   // The remainder is slept by the pacer, which also spaces every retry that follows.
-  // With the shared pacer (every real store), the window is the pacer's: this row's last headers
-  // are one chain's view and may be older than other chains' requests.
-  const shared = store.pacer;
+  // A source read by several chains (or that was, before a fallback) paces every request through
+  // the upstream's shared pacer: this row's last headers are one chain's view, older than other
+  // chains' requests. A one-chain source keeps its own pacer, the checkpoint's.
+  const chained = cp.chainOf !== null || cp.chainMode === 'chains' || cp.chainMode === 'fallback';
+  const shared = chained ? store.pacer : undefined;
   const pacer = new RequestPacer(shared ? { ...cp, lastRateLimit: null } : cp, config);
   const builtStart = cp.rangeHiTs !== null;
   try {
@@ -206,8 +208,8 @@ export async function runStep(
     const { events } = normalised;
     const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
     const next = nextPosition(cp, page.hasMore, page.nextCursor, normalised.events, sourceId);
-    const chained = cp.chainOf !== null || cp.chainMode === 'chains';
-    const rangeDone = chained && (reachedEnd || !page.hasMore);
+    const ranged = cp.chainOf !== null || cp.chainMode === 'chains';
+    const rangeDone = ranged && (reachedEnd || !page.hasMore);
 
     const responseAtMs = result.startedAtMs + result.latencyMs;
     const plan = planNextRequest({
@@ -278,13 +280,7 @@ export async function runStep(
       waitSeconds = 0;
     }
     logger.info(
-      done
-        ? chained
-          ? 'range complete'
-          : 'source complete'
-        : rangeDone
-          ? 'range taken over'
-          : 'page stored',
+      done ? (ranged ? 'range complete' : 'source complete') : rangeDone ? 'range taken over' : 'page stored',
       {
         sourceId,
         chain,

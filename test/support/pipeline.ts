@@ -48,7 +48,7 @@ export async function createPipelineFixture(sim: SimulatorOptionsInput = {}): Pr
   const log = (level: string) => (message: string, fields?: Record<string, unknown>) =>
     logs.push({ level, message, ...(fields ? { fields } : {}) });
   const deps: PipelineFixture['deps'] = (overrides = {}) => ({
-    store: overrides.store ?? createStore(sql),
+    store: overrides.store ?? createStore(sql, { pacerKey: simulator.url }),
     upstream: createDataSyncClient({
       baseUrl: simulator.url,
       apiKey: overrides.apiKey ?? simulator.options.apiKey,
