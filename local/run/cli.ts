@@ -142,6 +142,7 @@ function jsonSummary(s: LocalRunSummary) {
     requests: s.requests,
     rateLimited: s.rateLimited,
     executions: s.executions,
+    invocations: s.invocations,
     chains: s.chains,
     chainMode: s.chainMode,
     chainNote: s.chainNote,

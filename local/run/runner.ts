@@ -29,6 +29,8 @@ export interface LocalRunSummary {
   requests: number;
   rateLimited: number;
   executions: number;
+  /** Invocations of the function this run (Plan tasks and FetchPage steps, waits for a slot included). */
+  invocations: number;
   /** Cursor chains the source was read with, and how it was planned (null: not planned yet). */
   chains: number;
   chainMode: 'single' | 'chains' | 'fallback' | null;
@@ -109,7 +111,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         `source "${options.sourceId}" is already complete (${counts.events.toLocaleString('en-US')} events stored): nothing to do. ` +
           'Use --reset to ingest it again, or --source to ingest another.\n',
       );
-      return conclude('complete', options, counts, beforeRows, 0, started, expectedEvents, true, log);
+      return conclude('complete', options, counts, beforeRows, 0, 0, started, expectedEvents, true, log);
     }
     if (before) {
       const t = sourceTotals(beforeRows);
@@ -158,6 +160,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       counts,
       afterRows,
       result.executions,
+      result.invocations,
       started,
       expectedEvents,
       false,
@@ -221,6 +224,7 @@ async function execute(
   const plannedRate = plannedEventsPerSecond(options, pageSize);
   // The chains' rows, read on the ticker: every chain's counters, whichever step ran last.
   let rows = beforeRows;
+  let invocations = 0;
   const snapshot = () => {
     const p = progressFromRows(rows);
     return {
@@ -239,7 +243,7 @@ async function execute(
   };
   const ticker = setInterval(tick, io.progressMode === 'tty' ? 500 : 1000);
   try {
-    return await runExecutions({
+    const result = await runExecutions({
       // The iteration budget reaches the in-process function through its config (stepConfig).
       definition: synthesizeDefinition(),
       handler,
@@ -247,7 +251,14 @@ async function execute(
       timeScale: options.timeScale,
       ...(io.functionTimeoutMs ? { functionTimeoutMs: io.functionTimeoutMs } : {}),
       ...(io.signal ? { signal: io.signal } : {}),
+      onStep: () => {
+        invocations++;
+      },
+      onPlan: () => {
+        invocations++;
+      },
     });
+    return { ...result, invocations };
   } finally {
     clearInterval(ticker);
     await refresh();
@@ -352,6 +363,7 @@ function conclude(
   counts: StoredCounts,
   rows: Checkpoint[],
   executions: number,
+  invocationCount: number,
   started: number,
   expectedEvents: number | null,
   alreadyComplete: boolean,
@@ -372,6 +384,7 @@ function conclude(
     requests: totals.requests,
     rateLimited: totals.rateLimited,
     executions,
+    invocations: invocationCount,
     chains: Math.max(1, rows.length),
     chainMode: head?.chainMode ?? null,
     chainNote: head?.chainNote ?? null,
