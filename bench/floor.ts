@@ -103,7 +103,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         rateLimit: limit,
         windowMode: c.windowMode,
         timeScale,
-        latencyMs: c.latencyMs,
+        // The simulator's latency is that of a 5000-event page, smaller pages in proportion: scale
+        // it up so that one of these smaller pages still takes L, as a live 5000-event page does.
+        latencyMs: (c.latencyMs * 5000) / pageSize,
         chaos: false,
         // Event ids are the primary key across sources: each configuration needs its own data set.
         seed: i + 1,
