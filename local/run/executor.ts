@@ -17,27 +17,58 @@ export class SandboxTimedoutError extends Error {
   override readonly name = 'Sandbox.Timedout';
 }
 
+/**
+ * An invocation outlived its timeout and still had not stopped after its sandbox was reset. Lambda
+ * would have killed it; in-process it keeps running, so no further invocation is started beside
+ * it and the execution fails with this error instead of waiting for it without end.
+ */
+export class OverrunningInvocationError extends Error {
+  override readonly name = 'OverrunningInvocationError';
+}
+
 export type StepHandler = (payload: unknown) => Promise<StepOutput>;
+
+export interface SandboxOptions {
+  /**
+   * What Lambda does to the sandbox of a timed-out invocation, as far as it can be done
+   * in-process: close what the handler holds (its database connection), so the invocation's
+   * pending calls fail, and the next invocation starts cold with new clients.
+   */
+  reset?: () => Promise<void>;
+  /** How long, from the timeout, the next invocation waits for the overrunning one to stop. @default 20_000 */
+  settleMs?: number;
+}
 
 /**
  * The function as Lambda runs it: an invocation that outlives `timeoutMs` fails with
- * `Sandbox.Timedout`. Lambda would kill that sandbox; in-process it cannot be killed, so the next
- * invocation first waits for it to settle: two invocations never touch the source at once.
+ * `Sandbox.Timedout`, and its sandbox is reset (`sandbox.reset`). In-process the invocation itself
+ * cannot be killed, so the next invocation first waits for it to stop (two invocations never touch
+ * the source at once), at most `sandbox.settleMs`: one that does not stop by then fails the next
+ * invocation with OverrunningInvocationError, which names the wait, instead of stalling the run.
  */
-export function withFunctionTimeout(handler: StepHandler, timeoutMs: number): StepHandler {
-  let overrunning: Promise<unknown> = Promise.resolve();
+export function withFunctionTimeout(
+  handler: StepHandler,
+  timeoutMs: number,
+  sandbox: SandboxOptions = {},
+): StepHandler {
+  const settleMs = sandbox.settleMs ?? 20_000;
+  let overrunning: Promise<void> = Promise.resolve();
   return async (payload) => {
     await overrunning;
     const invocation = handler(payload);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        overrunning = invocation.catch(() => undefined);
+        // First the timeout, then the reset: the reset makes the invocation fail too, and the
+        // task must fail as Lambda reports it, with Sandbox.Timedout.
         reject(
           new SandboxTimedoutError(
             `Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds (the function timeout)`,
           ),
         );
+        overrunning = stopped(invocation, sandbox.reset, timeoutMs, settleMs);
+        // The next invocation reports it; until then it must not count as unhandled.
+        overrunning.catch(() => undefined);
       }, timeoutMs);
     });
     try {
@@ -46,6 +77,33 @@ export function withFunctionTimeout(handler: StepHandler, timeoutMs: number): St
       clearTimeout(timer);
     }
   };
+}
+
+/** Resolves once the timed-out invocation has settled and its sandbox is reset; rejects after settleMs. */
+async function stopped(
+  invocation: Promise<unknown>,
+  reset: (() => Promise<void>) | undefined,
+  timeoutMs: number,
+  settleMs: number,
+): Promise<void> {
+  const settled = Promise.all([invocation.catch(() => undefined), reset?.().catch(() => undefined)]);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), settleMs);
+  });
+  try {
+    if ((await Promise.race([settled.then(() => true), late])) === false) {
+      throw new OverrunningInvocationError(
+        `A fetch-page invocation outlived its ${(timeoutMs / 1000).toFixed(0)} s function timeout and had not stopped ` +
+          `${(settleMs / 1000).toFixed(0)} s later, although its sandbox was reset (its database connection closed): ` +
+          'something in the step waits without a bound. Lambda would have killed it; a local run cannot, and starts no ' +
+          "invocation beside it. The run's log names the last step it started. Fix that wait, then run again: the run " +
+          'resumes from the checkpoint.',
+      );
+    }
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export interface ExecutorOptions {
@@ -57,6 +115,8 @@ export interface ExecutorOptions {
   timeScale: number;
   /** @default FUNCTION_TIMEOUT_MS */
   functionTimeoutMs?: number;
+  /** What a function timeout does to the handler's sandbox (see withFunctionTimeout). */
+  sandbox?: SandboxOptions;
   signal?: AbortSignal;
   /** Called after each step the function completed. */
   onStep?: (out: StepOutput) => void;
@@ -76,7 +136,11 @@ const STATE_MACHINE_ARN = 'arn:aws:states:local:000000000000:stateMachine:datasy
  * signal aborts it (the in-flight step is awaited, so the checkpoint is never left mid-page).
  */
 export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResult> {
-  const fetchPage = withFunctionTimeout(opts.handler, opts.functionTimeoutMs ?? FUNCTION_TIMEOUT_MS);
+  const fetchPage = withFunctionTimeout(
+    opts.handler,
+    opts.functionTimeoutMs ?? FUNCTION_TIMEOUT_MS,
+    opts.sandbox,
+  );
   let input: Record<string, unknown> | null = opts.input;
   let executions = 0;
   let failure: ExecutorResult['failure'] = null;
