@@ -120,7 +120,11 @@ export function createHandler(options: HandlerOptions = {}) {
   };
 
   return Object.assign(handler, {
-    /** Closes the database connection (local runs and tests; Lambda just freezes the container). */
+    /**
+     * Closes the database connection (local runs and tests; Lambda just freezes the container).
+     * The next invocation builds anew, cold: the local executor resets a timed-out invocation's
+     * sandbox with it, as Lambda replaces that sandbox.
+     */
     async close() {
       const ready = await built?.catch(() => undefined);
       built = undefined;

@@ -68,17 +68,43 @@ export function invocationLane(payload: unknown): string {
 }
 
 /**
+ * An invocation outlived its timeout and still had not stopped after its sandbox was reset. Lambda
+ * would have killed it; in-process it keeps running, so no further invocation is started beside
+ * it and the execution fails with this error instead of waiting for it without end.
+ */
+export class OverrunningInvocationError extends Error {
+  override readonly name = 'OverrunningInvocationError';
+}
+
+export interface SandboxOptions {
+  /**
+   * What Lambda does to the sandbox of a timed-out invocation, as far as it can be done
+   * in-process: close what the handler holds (its database connection), so the invocation's
+   * pending calls fail, and the next invocation starts cold with new clients.
+   */
+  reset?: () => Promise<void>;
+  /** How long, from the timeout, the next invocation waits for the overrunning one to stop. @default 20_000 */
+  settleMs?: number;
+}
+
+/**
  * The function as Lambda runs it: an invocation that outlives `timeoutMs` fails with
- * `Sandbox.Timedout`. Lambda would kill that sandbox; in-process it cannot be killed, so the next
- * invocation in the same lane (`laneOf`: the same chain, or Plan) first waits for it to settle:
- * two invocations never touch one checkpoint row at once, and the other chains go on meanwhile.
+ * `Sandbox.Timedout`, and its sandbox is reset (`sandbox.reset`). In-process the invocation itself
+ * cannot be killed, so the next invocation in the same lane (`laneOf`: the same chain, or Plan)
+ * first waits for it to stop (two invocations never touch one checkpoint row at once; the other
+ * chains go on meanwhile), at most `sandbox.settleMs`: one that does not stop by then fails the
+ * next invocation of its lane with OverrunningInvocationError, which names the wait, instead of
+ * stalling the run. The reset closes the handler's clients, which every chain shares in-process:
+ * their steps in flight fail with a transient database error and are retried.
  */
 export function withFunctionTimeout<O>(
   handler: (payload: unknown) => Promise<O>,
   timeoutMs: number,
+  sandbox: SandboxOptions = {},
   laneOf: (payload: unknown) => string = invocationLane,
 ): (payload: unknown) => Promise<O> {
-  const overrunning = new Map<string, Promise<unknown>>();
+  const settleMs = sandbox.settleMs ?? 20_000;
+  const overrunning = new Map<string, Promise<void>>();
   return async (payload) => {
     const lane = laneOf(payload);
     await overrunning.get(lane);
@@ -86,15 +112,22 @@ export function withFunctionTimeout<O>(
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const settled = invocation.catch(() => undefined);
-        overrunning.set(lane, settled);
-        void settled.then(() => {
-          if (overrunning.get(lane) === settled) overrunning.delete(lane);
-        });
+        // First the timeout, then the reset: the reset makes the invocation fail too, and the
+        // task must fail as Lambda reports it, with Sandbox.Timedout.
         reject(
           new SandboxTimedoutError(
             `Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds (the function timeout)`,
           ),
+        );
+        const stop = stopped(invocation, sandbox.reset, timeoutMs, settleMs);
+        overrunning.set(lane, stop);
+        // The next invocation of the lane reports a failure; until then it must not count as
+        // unhandled. A lane whose invocation stopped is free again.
+        stop.then(
+          () => {
+            if (overrunning.get(lane) === stop) overrunning.delete(lane);
+          },
+          () => undefined,
         );
       }, timeoutMs);
     });
@@ -106,6 +139,33 @@ export function withFunctionTimeout<O>(
   };
 }
 
+/** Resolves once the timed-out invocation has settled and its sandbox is reset; rejects after settleMs. */
+async function stopped(
+  invocation: Promise<unknown>,
+  reset: (() => Promise<void>) | undefined,
+  timeoutMs: number,
+  settleMs: number,
+): Promise<void> {
+  const settled = Promise.all([invocation.catch(() => undefined), reset?.().catch(() => undefined)]);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), settleMs);
+  });
+  try {
+    if ((await Promise.race([settled.then(() => true), late])) === false) {
+      throw new OverrunningInvocationError(
+        `A fetch-page invocation outlived its ${(timeoutMs / 1000).toFixed(0)} s function timeout and had not stopped ` +
+          `${(settleMs / 1000).toFixed(0)} s later, although its sandbox was reset (its database connection closed): ` +
+          'something in the step waits without a bound. Lambda would have killed it; a local run cannot, and starts no ' +
+          "invocation beside it. The run's log names the last step it started. Fix that wait, then run again: the run " +
+          'resumes from the checkpoint.',
+      );
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface ExecutorOptions {
   definition: Record<string, unknown>;
   /** The fetch-page function, called for every Plan and FetchPage task. */
@@ -115,6 +175,8 @@ export interface ExecutorOptions {
   timeScale: number;
   /** @default FUNCTION_TIMEOUT_MS */
   functionTimeoutMs?: number;
+  /** What a function timeout does to the handler's sandbox (see withFunctionTimeout). */
+  sandbox?: SandboxOptions;
   signal?: AbortSignal;
   /** Called after each page step (FetchPage) the function completed, whichever chain it drove. */
   onStep?: (out: StepOutput) => void;
@@ -204,7 +266,7 @@ export class ScaledChainWaits {
  */
 export async function runExecutions(opts: ExecutorOptions): Promise<ExecutorResult> {
   const functionTimeoutMs = opts.functionTimeoutMs ?? FUNCTION_TIMEOUT_MS;
-  const invoke = withFunctionTimeout(opts.handler, functionTimeoutMs);
+  const invoke = withFunctionTimeout(opts.handler, functionTimeoutMs, opts.sandbox);
   const taskTimeoutSeconds = Number(findState(opts.definition, FETCH_PAGE_STATE)?.TimeoutSeconds ?? 60);
   const scaled = opts.timeScale !== 1;
   const sleep = opts.sleep ?? realSleep;

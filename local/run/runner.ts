@@ -250,6 +250,9 @@ async function execute(
       input: { sourceId: options.sourceId, ...(parentExecutionId ? { parentExecutionId } : {}) },
       timeScale: options.timeScale,
       ...(io.functionTimeoutMs ? { functionTimeoutMs: io.functionTimeoutMs } : {}),
+      // Lambda discards a timed-out sandbox: its connection goes with it, and the next invocation
+      // starts cold. close() does that here; the handler builds anew on its next call.
+      sandbox: { reset: () => handler.close() },
       ...(io.signal ? { signal: io.signal } : {}),
       onStep: () => {
         invocations++;

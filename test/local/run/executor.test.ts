@@ -5,6 +5,7 @@ import {
   type ChainItem,
   type FunctionOutput,
   invocationLane,
+  OverrunningInvocationError,
   type PlanStepOutput,
   runExecutions,
   SandboxTimedoutError,
@@ -77,6 +78,46 @@ describe('the function timeout, locally', () => {
     expect(events).toEqual(['first started', 'first settled', 'second started']);
   });
 
+  it('resets the sandbox of a timed-out invocation, which lets a hung one stop', async () => {
+    // A call that waits without end on a client, as a step did on a stuck database connection:
+    // only closing the client (what Lambda's kill of the sandbox does) ends it.
+    const events: string[] = [];
+    let closeClient!: () => void;
+    let calls = 0;
+    const handler = (): Promise<StepOutput> => {
+      calls++;
+      if (calls > 1) {
+        events.push('second started');
+        return Promise.resolve(done);
+      }
+      events.push('first started');
+      return new Promise<StepOutput>((_, reject) => {
+        closeClient = () => reject(new Error('CONNECTION_DESTROYED'));
+      });
+    };
+    const reset = async () => {
+      events.push('sandbox reset');
+      closeClient();
+    };
+    const timed = withFunctionTimeout(handler, 20, { reset, settleMs: 5_000 });
+    await expect(timed({})).rejects.toThrow(SandboxTimedoutError);
+    await expect(timed({})).resolves.toBe(done);
+    expect(events).toEqual(['first started', 'sandbox reset', 'second started']);
+  });
+
+  it('fails the next invocation with OverrunningInvocationError when the timed-out one never stops', async () => {
+    let calls = 0;
+    const handler = (): Promise<StepOutput> => (++calls === 1 ? never() : Promise.resolve(done));
+    const timed = withFunctionTimeout(handler, 20, { reset: async () => {}, settleMs: 50 });
+    await expect(timed({})).rejects.toThrow(SandboxTimedoutError);
+    const error = await timed({}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OverrunningInvocationError);
+    expect((error as Error).name).toBe('OverrunningInvocationError');
+    expect((error as Error).message).toMatch(/waits without a bound/);
+    // No second invocation ran beside the first.
+    expect(calls).toBe(1);
+  });
+
   it('retries the page when the state machine names Sandbox.Timedout, as Step Functions would', async () => {
     let calls = 0;
     const handler = async (): Promise<StepOutput> => {
@@ -95,6 +136,20 @@ describe('the function timeout, locally', () => {
     });
     expect(result).toEqual({ executions: 1, failure: null, interrupted: false });
     expect(calls).toBe(2);
+  });
+
+  it('fails the execution with OverrunningInvocationError when the retry would run beside a hung invocation', async () => {
+    let calls = 0;
+    const result = await runExecutions({
+      definition: oneTask(true),
+      handler: () => (++calls === 1 ? never() : Promise.resolve(done)),
+      input: { sourceId: 'x' },
+      timeScale: 1000,
+      functionTimeoutMs: 50,
+      sandbox: { reset: async () => {}, settleMs: 100 },
+    });
+    expect(result.failure?.name).toBe('OverrunningInvocationError');
+    expect(calls).toBe(1);
   });
 
   it('fails the execution with Sandbox.Timedout when no retrier names it', async () => {

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { resolve } from 'node:path';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +18,7 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-describe('postgres.js nextWrite guard (scripts/patch-postgres.mjs)', () => {
+describe('postgres.js guards (scripts/patch-postgres.mjs)', () => {
   it('is applied to the installed postgres (npm ci runs it as postinstall)', () => {
     const root = resolve(import.meta.dirname, '../../..');
     expect(() =>
@@ -42,13 +43,14 @@ describe('postgres.js nextWrite guard (scripts/patch-postgres.mjs)', () => {
       });
       for (let i = 0; pid === null && i < 250; i++) await new Promise((r) => setTimeout(r, 20));
       expect(pid, 'the transaction did not reach its first query within 5 s').not.toBeNull();
-      await admin`select pg_terminate_backend(${pid})`;
-      const outcome = await tx.then(
+      // Handled before the kill: the transaction may fail before pg_terminate_backend answers.
+      const outcome = tx.then(
         () => 'committed',
         (error: { code?: string }) => error.code ?? String(error),
       );
+      await admin`select pg_terminate_backend(${pid})`;
       await new Promise((r) => setTimeout(r, 100));
-      expect(outcome).toMatch(/CONNECTION_CLOSED|CONNECTION_ENDED|57P01/);
+      expect(await outcome).toMatch(/CONNECTION_CLOSED|CONNECTION_ENDED|57P01/);
       expect(uncaught).toEqual([]);
       // The client reconnects for the next query.
       const [again] = await sql<{ one: number }[]>`select 1 as one`;
@@ -58,4 +60,96 @@ describe('postgres.js nextWrite guard (scripts/patch-postgres.mjs)', () => {
       await sql.end({ timeout: 5 });
     }
   });
+
+  // One connection, as the functions use (createSql's default): the pool has no second
+  // connection to hide a stuck one. porsager/postgres#1215/#1216: sql.begin sends its ROLLBACK on
+  // the closed connection, which queued it behind the query in flight and never wrote it (or
+  // queued it between the socket's 'error' and 'close' events); after the reconnect, the first
+  // query failed with the dead backend's 57P01 and every later one waited without end for the
+  // ROLLBACK's answer (the PostgreSQL-restart stall, #10).
+  it.each([
+    ['the server ends the session (57P01, as a restart does)', 'terminate'],
+    ['the connection is reset (RST)', 'reset'],
+  ] as const)(
+    'leaves nothing of the session to the next queries of a one-connection client when %s',
+    async (_, cut) => {
+      const proxy = await startProxy(testDb.url);
+      const sql = createSql(cut === 'reset' ? proxy.url : testDb.url);
+      try {
+        let pid: number | null = null;
+        const tx = sql.begin(async (t) => {
+          const [row] = await t<{ pid: number }[]>`select pg_backend_pid() as pid`;
+          pid = row?.pid ?? 0;
+          await t`select pg_sleep(2)`;
+        });
+        const outcome = tx.then(
+          () => 'committed',
+          (error: { code?: string }) => error.code ?? String(error),
+        );
+        for (let i = 0; pid === null && i < 250; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(pid, 'the transaction did not reach its first query within 5 s').not.toBeNull();
+        if (cut === 'reset') proxy.reset();
+        else await admin`select pg_terminate_backend(${pid})`;
+        expect(await outcome).toMatch(/CONNECTION_CLOSED|ECONNRESET|57P01/);
+        for (let i = 0; i < 3; i++) {
+          const answer = await within(5_000, sql<{ n: number }[]>`select ${i}::int as n`);
+          expect(answer, `query ${i} after the reconnect`).toEqual([{ n: i }]);
+        }
+      } finally {
+        await sql.end({ timeout: 5 });
+        await proxy.close();
+      }
+    },
+  );
 });
+
+/** A TCP proxy to the database of `url` whose reset() cuts the client side of its connections with an RST. */
+async function startProxy(url: string) {
+  const target = new URL(url);
+  const clients = new Set<Socket>();
+  const server = createServer((client) => {
+    clients.add(client);
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    client.pipe(upstream).pipe(client);
+    const end = () => {
+      clients.delete(client);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const proxied = new URL(url);
+  proxied.hostname = '127.0.0.1';
+  proxied.port = String(port);
+  return {
+    url: proxied.toString(),
+    reset: () => {
+      for (const c of clients) c.resetAndDestroy();
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** The query's rows, its error's message, or 'no answer' when it has not settled within ms. */
+async function within(ms: number, query: Promise<unknown>): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(`no answer within ${ms} ms`), ms);
+  });
+  try {
+    return await Promise.race([
+      query.then(
+        (rows) => [...(rows as unknown[])],
+        (error: Error) => `failed: ${error.message}`,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
