@@ -38,7 +38,7 @@ export function stepConfig(
 
 /**
  * Events per second the pacing allows, before any page is fetched: one page per request, one
- * request per max(minimum spacing, window / limit) plus the simulator's latency, all scaled.
+ * request per max(minimum spacing, window / limit, the simulator's latency / chains), all scaled.
  * This is what the first ETA comes from; a rate measured over the first seconds is mostly
  * start-up and gave a 37-minute ETA for a 22-minute run. null when nothing bounds the pace.
  */
@@ -54,8 +54,8 @@ export function plannedEventsPerSecond(options: PacingOptions, pageSize: number)
       : latency > options.minSpacingMs
         ? Math.min(MAX_CHAINS, Math.ceil(latency / Math.max(intervalMs, 1)) + 1)
         : 1;
-  const perRequestMs =
-    (chains > 1 ? Math.max(intervalMs, latency / chains) : intervalMs + latency) / options.timeScale;
+  // A chain sends its next request when the previous answer is in and the interval has passed.
+  const perRequestMs = Math.max(intervalMs, latency / chains) / options.timeScale;
   if (perRequestMs <= 0) return null;
   return (pageSize * 1000) / perRequestMs;
 }

@@ -34,15 +34,15 @@ describe('the step configuration of a local run', () => {
 });
 
 describe('the planned rate behind the first ETA', () => {
-  it('follows the slower of the spacing and the window share, plus latency, scaled', () => {
+  it('follows the slowest of the spacing, the window share and the latency per chain, scaled', () => {
     // 10 per 20 s is one request per 2 s; the 2.2 s spacing is slower: 5000 events per 2.2 s.
     expect(plannedEventsPerSecond(pacing, 5000)).toBeCloseTo(5000 / 2.2, 6);
     // 10 per 60 s: one request per 6 s.
     expect(plannedEventsPerSecond({ ...pacing, windowSeconds: 60 }, 5000)).toBeCloseTo(5000 / 6, 6);
-    // One chain pays the latency on top of the spacing...
+    // One chain waits for each answer: the latency, when it is longer than the spacing...
     expect(
       plannedEventsPerSecond({ ...pacing, latencyMs: 3500, timeScale: 10, chains: 1 }, 5000),
-    ).toBeCloseTo(5000 / 0.57, 6);
+    ).toBeCloseTo(5000 / 0.35, 6);
     // ...chains overlap it (auto plans them when the latency exceeds the spacing).
     expect(plannedEventsPerSecond({ ...pacing, latencyMs: 3500, timeScale: 10 }, 5000)).toBeCloseTo(
       5000 / 0.22,
