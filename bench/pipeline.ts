@@ -67,6 +67,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       reset: true,
       json: false,
       maxIterations: 1000,
+      // One chain: the figure is the page path's own throughput, comparable across versions.
+      chains: 1,
       minSpacingMs: 0,
       dataDir: data.dir,
       progress: 'none',
