@@ -2,7 +2,7 @@ import type { Sql } from 'postgres';
 import { createPlan, fallbackToOneChain, finishRange, listChains, renewSourceLease } from './db/chains.ts';
 import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './db/checkpoints.ts';
 import { createDb } from './db/client.ts';
-import { recordPacerAnswer, reservePacerSlot } from './db/pacer.ts';
+import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from './db/pacer.ts';
 import { persistPage } from './db/persist.ts';
 import type { StepStore } from './step.ts';
 
@@ -19,6 +19,7 @@ export function createStore(sql: Sql, options: { pacerKey?: string } = {}): Step
           pacer: {
             reserve: (args) => reservePacerSlot(db, { key, ...args }),
             answered: (args) => recordPacerAnswer(db, { key, ...args }),
+            release: (args) => releasePacerSlot(db, { key, ...args }),
           },
         }
       : {}),

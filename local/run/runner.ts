@@ -134,10 +134,11 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
     );
 
     let afterRows = await listChains(db, options.sourceId);
-    // An aborted execution never reaches the step that hands the lease back; without this, a
-    // deployed run (or one on another host) would be refused until the TTL runs out.
+    // An aborted or failed execution may not reach the step that hands every lease back (a chain
+    // that failed frees its own rows; the others keep theirs); without this, a deployed run (or
+    // one on another host) would be refused until the TTL runs out.
     const ours = `local:${hostname()}:${process.pid}:`;
-    if (result.interrupted) {
+    if (result.interrupted || result.failure) {
       for (const row of afterRows) {
         if (row.leaseOwner?.startsWith(ours))
           await releaseLease(db, { sourceId: row.sourceId, owner: row.leaseOwner });

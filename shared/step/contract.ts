@@ -318,6 +318,8 @@ export interface SharedPacerPort {
     rateLimit: RateLimitInfo | null;
     retryAfterSeconds?: number | null;
   }): Promise<void>;
+  /** A reservation that will not be sent. */
+  release(args: { startAtMs: number }): Promise<void>;
 }
 
 export interface UpstreamClient {

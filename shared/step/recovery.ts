@@ -23,6 +23,8 @@ import type { Checkpoint, SharedPacerPort, StepConfig, StepDeps } from './contra
 /** Full-jitter backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"): base and cap. */
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 8000;
+/** Requests with a built cursor answered 502 before the cursor counts as refused. */
+const BUILT_502_ATTEMPTS = 3;
 
 export type Fetched =
   | { kind: 'page'; result: FetchPageResult; cursorUsed: string | null; requests: number }
@@ -160,8 +162,11 @@ export async function fetchWithRecovery(
   let attempt = 0;
   let backoffUntil = 0;
   let lastFault: UpstreamUnavailableError | null = null;
+  let builtFaults = 0;
+  let lateSlots = 0;
   for (;;) {
-    if (pacer.windowSpent()) {
+    // With the shared pacer the window is its business: this invocation's view counts only its own requests.
+    if (!shared && pacer.windowSpent()) {
       const back = pacer.windowBackAtMs(clock.now());
       return { kind: 'window-spent', ...back, requests };
     }
@@ -198,6 +203,12 @@ export async function fetchWithRecovery(
         safetyMarginMs: config.safetyMarginMs,
       });
       if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };
+      // The reservation came back after its own instant (a slow lock or connection): sending
+      // now could be closer than the spacing to the next slot. Give it back and ask again.
+      if (clock.now() > slot.startAtMs + config.safetyMarginMs / 2 && lateSlots++ < 3) {
+        await shared.release({ startAtMs: slot.startAtMs });
+        continue;
+      }
       reservedStartMs = slot.startAtMs;
       startAt = Math.max(startAt, slot.startAtMs);
     }
@@ -256,7 +267,18 @@ export async function fetchWithRecovery(
           error instanceof CursorInvalidError ||
           (error instanceof UpstreamUnavailableError && error.status === 502));
       if (cursorRefused && builtStart && stage === 'stored') {
-        return { kind: 'built-refused', error: error as Error, requests };
+        // A 400 is the service's verdict on the built cursor. A 502 may be the load balancer's
+        // passing fault: only one that repeats (three in all) counts as a refusal.
+        const passing = error instanceof UpstreamUnavailableError && ++builtFaults < BUILT_502_ATTEMPTS;
+        if (!passing) return { kind: 'built-refused', error: error as Error, requests };
+        lastFault = error as UpstreamUnavailableError;
+        backoffUntil =
+          clock.now() + Math.floor(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt));
+        logger.warn('502 on a built cursor: trying it again before calling it refused', {
+          sourceId: cp.sourceId,
+          attempt: builtFaults,
+        });
+        continue;
       }
       if (cursorRefused) {
         const nextStage = advanceStage(stage);

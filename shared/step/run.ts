@@ -67,16 +67,32 @@ export async function runStep(
   const carry = { perChainCap: input.state.perChainCap, parentExecutionId: input.state.parentExecutionId };
   const output = (c: Checkpoint, o: OutputFields) => outputOf(c, sourceId, chain, { ...carry, ...o });
 
+  let handover = handoverFrom;
   if (chain > 0) {
     // The source's own row is the source's lease: a chain keeps it alive while chain 0 may be idle.
-    await store.renewSourceLease({ sourceId, owner, nowMs: clock.now(), ttlMs: config.leaseTtlMs });
+    try {
+      await store.renewSourceLease({ sourceId, owner, nowMs: clock.now(), ttlMs: config.leaseTtlMs });
+    } catch (error) {
+      // The last open range ended while this chain waited for a retry: its lease went with the
+      // completion. Nothing is left for it, and that is no failure.
+      const head = (await store.listChains(sourceId)).find((r) => r.chain === 0);
+      if (head?.status !== 'complete') throw error;
+      await store.releaseLease({ sourceId: key, owner });
+      logger.info('source already complete', { sourceId, chain });
+      return output(head, { done: true, waitSeconds: 0, iteration, page: emptyPage() });
+    }
+    // Holding the source's lease is what keeps other executions out; a chain row still leased
+    // to an earlier execution of this source (one that failed, or was killed between its Plan
+    // and this chain's first page) is taken over. Its stale writes fail on the version.
+    const row = (await store.listChains(sourceId)).find((r) => r.chain === chain);
+    if (row?.leaseOwner && row.leaseOwner !== owner) handover = row.leaseOwner;
   }
   let cp = await store.acquireLease({
     sourceId: key,
     owner,
     nowMs: clock.now(),
     ttlMs: config.leaseTtlMs,
-    handoverFrom,
+    handoverFrom: handover,
   });
   if (chain > 0 && cp.chainOf !== sourceId) {
     throw new ConfigError(
@@ -267,6 +283,8 @@ export async function runStep(
     if (rangeDone) {
       const first = normalised.events[0];
       const last = normalised.events.at(-1);
+      // What one page spans here: a range left over that is shorter than two of them is not
+      // worth the request a take-over costs. Local, so it follows skewed timestamps.
       const pageSpanMs = first && last ? Math.max(1, first.occurredAtMs - last.occurredAtMs) : 1;
       const taken = await takeOverOrEnd(deps, config, {
         sourceId,
@@ -304,8 +322,7 @@ export async function runStep(
       await store
         .recordFailure({ sourceId, error: `${error.name}: ${error.message}` })
         .catch(() => undefined);
-      await store.releaseLease({ sourceId: key, owner }).catch(() => undefined);
-      if (key !== sourceId) await store.releaseLease({ sourceId, owner }).catch(() => undefined);
+      await releaseAll(store, sourceId, owner);
     } else {
       await coolDown(deps, config, pacer, deadlineMs);
     }
@@ -389,6 +406,15 @@ function outputOf(cp: Checkpoint, sourceId: string, chain: number, o: OutputFiel
     ...(o.perChainCap !== undefined ? { perChainCap: o.perChainCap } : {}),
     ...(o.parentExecutionId ? { parentExecutionId: o.parentExecutionId } : {}),
   });
+}
+
+/** Frees every row of the source (its own and its chains') that `owner` holds. */
+async function releaseAll(store: StepDeps['store'], sourceId: string, owner: string): Promise<void> {
+  const rows = await store.listChains(sourceId).catch(() => []);
+  const held = rows.filter((r) => r.leaseOwner === owner).map((r) => r.sourceId);
+  for (const key of new Set([...held, sourceId])) {
+    await store.releaseLease({ sourceId: key, owner }).catch(() => undefined);
+  }
 }
 
 /**

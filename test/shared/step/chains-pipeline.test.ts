@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDataset } from '#local/simulator/index.ts';
+import { decodeCursor } from '#shared/cursor.ts';
 import { listChains } from '#shared/db/chains.ts';
 import { createDb } from '#shared/db/client.ts';
-import { LeaseHeldError } from '#shared/errors.ts';
-import { type PlanOutput, runPlan, runStep, type StepDeps, type StepOutput } from '#shared/step.ts';
+import { DataSyncError, LeaseHeldError, UpstreamUnavailableError } from '#shared/errors.ts';
+import { type PlanOutput, runPlan, runStep, type StepDeps, type StepOutput, ZERO_ID } from '#shared/step.ts';
 import type { SimulatorOptionsInput } from '../../../local/simulator/index.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '../../support/pipeline.ts';
 
@@ -34,12 +35,21 @@ function depsOf(
   return f.deps({ config: { pageSize: PAGE, chains, maxIterationsPerExecution: 1000, ...config } });
 }
 
-/** One chain's Map iteration: FetchPage until done or its cap. */
+/** One chain's Map iteration: FetchPage until done or its cap; a transient error is retried, as the state machine's Retry does. */
 async function driveChain(deps: StepDeps, executionId: string, item: PlanOutput['chains'][number]) {
   const outs: StepOutput[] = [];
   let state: Record<string, unknown> = { ...item };
+  let failures = 0;
   for (;;) {
-    const out = await runStep(deps, { executionId, state });
+    let out: StepOutput;
+    try {
+      out = await runStep(deps, { executionId, state });
+      failures = 0;
+    } catch (error) {
+      if (!(error instanceof DataSyncError && error.transient) || ++failures > 10) throw error;
+      await new Promise((r) => setTimeout(r, 20));
+      continue;
+    }
     outs.push(out);
     if (out.done || out.iteration >= item.perChainCap) return outs;
     state = out;
@@ -207,6 +217,62 @@ describe('cursor chains, end to end through the step', () => {
     await expect(
       runStep(deps, { executionId: 'exec-2', state: { sourceId: 'default', chain: 1 } }),
     ).rejects.toBeInstanceOf(LeaseHeldError);
+  });
+
+  it('takes a passing 502 on a built cursor for what it is: retried, no fallback', async () => {
+    const f = await fixture(20_000);
+    const base = depsOf(f, 3);
+    // The load balancer's 502 on the first request of every built cursor, then the answer.
+    const failed = new Set<number>();
+    const deps: StepDeps = {
+      ...base,
+      upstream: {
+        fetchEvents: async (params) => {
+          const c = params.cursor ? decodeCursor(params.cursor) : null;
+          if (c && c.id === ZERO_ID && !failed.has(c.ts)) {
+            failed.add(c.ts);
+            throw new UpstreamUnavailableError('502 Bad Gateway from the load balancer', 502);
+          }
+          return base.upstream.fetchEvents(params);
+        },
+      },
+    };
+    const plans = await runChains(deps);
+    expect(failed.size).toBeGreaterThanOrEqual(2);
+    expect(plans.at(-1)?.mode).toBe('chains');
+    const rows = await expectExact(f, 20_000);
+    expect(rows.find((r) => r.chain === 0)?.chainMode).toBe('chains');
+  });
+
+  it('a chain retried after the last range completed the source ends quietly', async () => {
+    const f = await fixture(20_000);
+    const deps = depsOf(f, 3);
+    await runChains(deps);
+    // The Step Functions retry of a chain whose hand-over failed, arriving after the completion.
+    const out = await runStep(deps, {
+      executionId: 'exec-1',
+      state: { sourceId: 'default', chain: 2, perChainCap: 10 },
+    });
+    expect(out.done).toBe(true);
+    await expectExact(f, 20_000);
+  });
+
+  it('a restart after a failed execution takes over the chain rows the failed one still leased', async () => {
+    const f = await fixture(20_000);
+    const deps = depsOf(f, 3);
+    const plan = await runPlan(deps, {
+      executionId: 'exec-1',
+      action: 'plan',
+      state: { sourceId: 'default' },
+    });
+    // Every chain reads one page, then the execution dies without freeing anything but the
+    // source (what a fatal error in one chain does).
+    for (const item of plan.chains) await runStep(deps, { executionId: 'exec-1', state: { ...item } });
+    await deps.store.releaseLease({ sourceId: 'default', owner: 'exec-1' });
+    const rows = await listChains(createDb(f.sql), 'default');
+    expect(rows.filter((r) => r.leaseOwner === 'exec-1').length).toBe(2);
+    await runChains(deps, 'exec-2');
+    await expectExact(f, 20_000);
   });
 
   it('auto plans chains when the upstream is slower than the spacing', async () => {
