@@ -65,6 +65,10 @@ export interface JsonSummary {
   requests: number;
   rateLimited: number;
   executions: number;
+  invocations?: number;
+  chains?: number;
+  chainMode?: string | null;
+  chainNote?: string | null;
   seconds: number;
   expectedEvents: number | null;
   verified: boolean;
