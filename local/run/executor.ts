@@ -9,7 +9,7 @@ import {
   WAIT_STATE,
 } from '#infra/state-machine.ts';
 import { FETCH_PAGE_TIMEOUT_MS } from '#shared/config.ts';
-import type { StepOutput } from '#shared/step.ts';
+import type { ChainItem, PlanOutput, StepOutput } from '#shared/step.ts';
 import './node20.ts';
 
 /** The fetch-page function's timeout, the one the stack gives it. */
@@ -23,25 +23,11 @@ export class SandboxTimedoutError extends Error {
   override readonly name = 'Sandbox.Timedout';
 }
 
-/**
- * One Map item as Plan builds it: the whole input of a chain's first FetchPage. Declared here as
- * far as this module reads it; the step's contract (shared/step/contract.ts) owns the schema.
- */
-export interface ChainItem {
-  sourceId: string;
-  chain: number;
-  iteration: 0;
-  perChainCap: number;
-  parentExecutionId?: string | null | undefined;
-}
+/** One Map item as Plan builds it: the whole input of a chain's first FetchPage. */
+export type { ChainItem };
 
 /** Plan's output as far as the state machine and this module read it. */
-export interface PlanStepOutput {
-  sourceId: string;
-  done: boolean;
-  round: number;
-  chains: ChainItem[];
-}
+export type PlanStepOutput = Pick<PlanOutput, 'sourceId' | 'done' | 'round' | 'chains'>;
 
 /** What one invocation returns: a page of one chain (FetchPage), or the plan (Plan). */
 export type FunctionOutput = StepOutput | PlanStepOutput;
