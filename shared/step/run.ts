@@ -126,16 +126,16 @@ export async function runStep(
   // sit in a billed function for long; send a long remainder back to the Wait state instead.
   const due = cp.nextRequestAtMs ?? 0;
   const early = due - clock.now();
-  if (early > config.maxInTaskSleepMs) {
-    const { waitSeconds } = waitSecondsFor(due, clock.now());
-    return output(cp, {
+  // Not due yet: back to the Wait state, at least one second (it comes back early, not late).
+  const notYetDue = (notBeforeMs: number) =>
+    output(cp, {
       done: false,
-      waitSeconds: Math.max(1, waitSeconds),
+      waitSeconds: Math.max(1, waitSecondsFor(notBeforeMs, clock.now()).waitSeconds),
       iteration,
       page: emptyPage(),
       skipped: 'not-yet-due',
     });
-  }
+  if (early > config.maxInTaskSleepMs) return notYetDue(due);
 
   // The remainder is slept by the pacer, which also spaces every retry that follows.
   // A source read by several chains (or that was, before a fallback) paces every request through
@@ -150,16 +150,7 @@ export async function runStep(
       builtStart,
       ...(shared ? { shared } : {}),
     });
-    if (fetched.kind === 'not-due') {
-      const { waitSeconds } = waitSecondsFor(fetched.notBeforeMs, clock.now());
-      return output(cp, {
-        done: false,
-        waitSeconds: Math.max(1, waitSeconds),
-        iteration,
-        page: emptyPage(),
-        skipped: 'not-yet-due',
-      });
-    }
+    if (fetched.kind === 'not-due') return notYetDue(fetched.notBeforeMs);
     if (fetched.kind === 'built-refused') {
       const reason = `the upstream refused a cursor built from an instant (${fetched.error.name}: ${fetched.error.message.slice(0, 200)})`;
       return await fallBack(deps, { sourceId, chain, owner, reason }, (c) =>
