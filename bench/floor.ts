@@ -13,6 +13,8 @@ import {
   round1,
   round3,
   tempDataDir,
+  windowConfigs,
+  windowLabel,
 } from './lib.ts';
 
 /**
@@ -39,12 +41,6 @@ import {
  * figure measures pacing and not the CPU. 12 configurations x ~60-130 s fit in 20 minutes.
  * KEEP=1 keeps the runs' data directory (the step's per-page log lines) for inspection.
  */
-interface Config {
-  windowSeconds: number;
-  windowMode: 'fixed' | 'sliding';
-  latencyMs: number;
-}
-
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const { values } = parseArgs({
     args,
@@ -66,17 +62,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     throw new Error(`--min-spacing-ms must be a whole number >= 0, got "${values['min-spacing-ms']}"`);
   const chains = values.chains === 'auto' ? 'auto' : positiveInt(values.chains, '--chains');
   const limit = 10;
-  const all: Config[] = [];
-  for (const latencyMs of [0, 3500])
-    for (const windowMode of ['fixed', 'sliding'] as const)
-      for (const windowSeconds of [20, 30, 60]) all.push({ windowSeconds, windowMode, latencyMs });
   // --only 20:fixed:0,60:sliding:3500 picks configurations (for trying a change quickly).
-  const wanted = values.only?.split(',').map((s) => s.trim());
-  const configs = wanted ? all.filter((c) => wanted.includes(label(c))) : all;
-  if (configs.length === 0)
-    throw new Error(
-      `--only matched no configuration; use window:mode:latency, e.g. ${all.map(label).join(',')}`,
-    );
+  const configs = windowConfigs(values.only);
 
   const target = await openTarget('dsi_bench_floor');
   const data = await tempDataDir('floor');
@@ -124,7 +111,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       );
       if (summary.status !== 'complete' || !summary.verified) {
         throw new Error(
-          `floor: ${label(c)} ended ${summary.status} (verified ${summary.verified}, ${summary.events} events, ` +
+          `floor: ${windowLabel(c)} ended ${summary.status} (verified ${summary.verified}, ${summary.events} events, ` +
             `${summary.error ? `${summary.error.name}: ${summary.error.message}` : 'no error'}); see ${data.dir}/logs/${sourceId}.log`,
         );
       }
@@ -133,7 +120,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       const stored = logs.reduce((n, l) => n + l.page.inserted, 0);
       if (logs.length < pages || stored !== pages * pageSize)
         throw new Error(
-          `floor: expected at least ${pages} page log lines storing ${pages * pageSize} events for ${label(c)}, found ${logs.length} storing ${stored}`,
+          `floor: expected at least ${pages} page log lines storing ${pages * pageSize} events for ${windowLabel(c)}, found ${logs.length} storing ${stored}`,
         );
       // From the first request's start (the Plan task's, when it made one) to the last page stored.
       const planStart = await readPlanRequestStart(logFile);
@@ -160,7 +147,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       const designBound = Math.max(floorSeconds, spacingSeconds);
       const [boundBy, boundSeconds] = Object.entries(bounds).reduce((a, b) => (b[1] > a[1] ? b : a));
       const entry = {
-        config: label(c),
+        config: windowLabel(c),
         windowSeconds: c.windowSeconds,
         windowMode: c.windowMode,
         latencyMs: c.latencyMs,
@@ -181,7 +168,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       };
       results.push(entry);
       console.log(
-        `  ${label(c).padEnd(16)} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs floor ${entry.floorSeconds} s = ` +
+        `  ${windowLabel(c).padEnd(16)} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs floor ${entry.floorSeconds} s = ` +
           `${entry.ratio.toFixed(3)} x, ${summary.rateLimited} x 429 in ${summary.requests} requests, ${summary.chains} chain(s); ` +
           `max(rate limit, spacing) ${round1(designBound)} s: ${entry.ratioToDesignBound.toFixed(3)} x; ` +
           `tightest lower bound: ${boundBy} (${round1(boundSeconds)} s), ${entry.ratioToBound.toFixed(3)} x of it`,
@@ -201,10 +188,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     await target.drop();
     if (!process.env.KEEP) await data.remove();
   }
-}
-
-function label(c: Config): string {
-  return `${c.windowSeconds}:${c.windowMode}:${c.latencyMs}`;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

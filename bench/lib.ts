@@ -128,3 +128,32 @@ export function round1(x: number): number {
 export function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
+
+/** One rate-limit configuration of the pacing benchmarks (floor, pacer). */
+export interface WindowConfig {
+  windowSeconds: number;
+  windowMode: 'fixed' | 'sliding';
+  latencyMs: number;
+}
+
+export function windowLabel(c: WindowConfig): string {
+  return `${c.windowSeconds}:${c.windowMode}:${c.latencyMs}`;
+}
+
+/**
+ * The 12 configurations (W = 20, 30, 60 s; fixed and sliding; no latency and 3.5 s), or those
+ * `--only 20:fixed:0,60:sliding:3500` names.
+ */
+export function windowConfigs(only: string | undefined): WindowConfig[] {
+  const all: WindowConfig[] = [];
+  for (const latencyMs of [0, 3500])
+    for (const windowMode of ['fixed', 'sliding'] as const)
+      for (const windowSeconds of [20, 30, 60]) all.push({ windowSeconds, windowMode, latencyMs });
+  const wanted = only?.split(',').map((s) => s.trim());
+  const configs = wanted ? all.filter((c) => wanted.includes(windowLabel(c))) : all;
+  if (configs.length === 0)
+    throw new Error(
+      `--only matched no configuration; use window:mode:latency, e.g. ${all.map(windowLabel).join(',')}`,
+    );
+  return configs;
+}

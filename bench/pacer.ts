@@ -7,7 +7,15 @@ import { runMigrations } from '#shared/db/migrate.ts';
 import { getPacerState } from '#shared/db/pacer.ts';
 import { windowEstimateMs } from '#shared/pacer-model.ts';
 import { runChains } from '#test/shared/pacer-sim.ts';
-import { openTarget, positiveInt, postgresVersion, round1, round3 } from './lib.ts';
+import {
+  openTarget,
+  positiveInt,
+  postgresVersion,
+  round1,
+  round3,
+  windowConfigs,
+  windowLabel,
+} from './lib.ts';
 
 /**
  * How close the shared pacer (shared/db/pacer.ts) paces N concurrent chains to the rate limit:
@@ -21,12 +29,6 @@ import { openTarget, positiveInt, postgresVersion, round1, round3 } from './lib.
  * so that its bound takes --target-seconds; pages hold 100 events (the simulator's latency is
  * set so that such a page still takes L) so that the figure measures pacing, not the CPU.
  */
-interface Config {
-  windowSeconds: number;
-  windowMode: 'fixed' | 'sliding';
-  latencyMs: number;
-}
-
 const LIMIT = 10;
 const ROWS = 100;
 
@@ -47,16 +49,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const targetSeconds = positiveInt(values['target-seconds'], '--target-seconds');
   const minSpacingMs = positiveInt(values['min-spacing-ms'], '--min-spacing-ms');
   const marginMs = positiveInt(values['margin-ms'], '--margin-ms');
-  const all: Config[] = [];
-  for (const latencyMs of [0, 3500])
-    for (const windowMode of ['fixed', 'sliding'] as const)
-      for (const windowSeconds of [20, 30, 60]) all.push({ windowSeconds, windowMode, latencyMs });
-  const wanted = values.only?.split(',').map((s) => s.trim());
-  const configs = wanted ? all.filter((c) => wanted.includes(label(c))) : all;
-  if (configs.length === 0)
-    throw new Error(
-      `--only matched no configuration; use window:mode:latency, e.g. ${all.map(label).join(',')}`,
-    );
+  // --only 20:fixed:0,60:sliding:3500 picks configurations (for trying a change quickly).
+  const configs = windowConfigs(values.only);
 
   const target = await openTarget('dsi_bench_pacer');
   const sql = createSql(target.url, { max: 12, applicationName: 'datasync-bench' });
@@ -109,7 +103,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             minGap = Math.min(minGap, out.records[i]!.reservedAtMs - out.records[i - 1]!.reservedAtMs);
           const windowMs = windowEstimateMs(state);
           const entry = {
-            config: label(c),
+            config: windowLabel(c),
             chains,
             timeScale: round3(timeScale),
             elapsedSeconds: round3(out.elapsedMs / 1000),
@@ -126,7 +120,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
           };
           results.push(entry);
           console.log(
-            `  ${label(c).padEnd(16)} N=${chains} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs bound ` +
+            `  ${windowLabel(c).padEnd(16)} N=${chains} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs bound ` +
               `${entry.boundSeconds} s = ${entry.ratio.toFixed(3)} x, ${out.rateLimited} x 429 in ${out.records.length}, ` +
               `min gap ${entry.minReservedGapUnscaledMs} ms, W est ${entry.windowEstimateUnscaledMs} ms, ` +
               `header delay ${entry.headerDelayUnscaledMs} ms (probe ${entry.probe})`,
@@ -141,10 +135,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     await sql.end({ timeout: 5 });
     await target.drop();
   }
-}
-
-function label(c: Config): string {
-  return `${c.windowSeconds}:${c.windowMode}:${c.latencyMs}`;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
