@@ -5,8 +5,8 @@ import { DEFAULT_API_KEY, startSimulator } from '#local/simulator/index.ts';
 import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { getPacerState } from '#shared/db/pacer.ts';
-import { windowEstimateMs } from '#shared/pacer-model.ts';
-import { runChains } from '#test/shared/pacer-sim.ts';
+import { windowEstimateMs } from '#shared/pacing/shared-pacer.ts';
+import { runChains } from './pacer-sim.ts';
 import {
   openTarget,
   positiveInt,

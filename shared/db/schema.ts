@@ -138,7 +138,7 @@ export const rejectedEvents = pgTable(
 /**
  * The shared request pacer (shared/db/pacer.ts): one row per upstream key. Every request of
  * every cursor chain reserves its start here under the row's lock. `state` is the pure model's
- * state (shared/pacer-model.ts: reserved starts, learned window, header delay, probe); the
+ * state (shared/pacing/shared-pacer.ts: reserved starts, learned window, header delay, probe); the
  * other columns repeat what an operator wants to read without parsing it.
  */
 export const pacers = pgTable('pacers', {

@@ -1,5 +1,5 @@
 import { InvocationDeadlineError } from '../errors.ts';
-import { planNextRequest } from '../pacing.ts';
+import { planNextRequest } from '../pacing/headers.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import { chainsWanted, planRanges } from './chains.ts';
 import {

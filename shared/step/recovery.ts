@@ -9,7 +9,7 @@ import {
   type RateLimitInfo,
   UpstreamUnavailableError,
 } from '../errors.ts';
-import { planNextRequest } from '../pacing.ts';
+import { planNextRequest } from '../pacing/headers.ts';
 import type { FetchPageResult } from '../upstream/types.ts';
 import type { Checkpoint, SharedPacerPort, StepConfig, StepDeps } from './contract.ts';
 

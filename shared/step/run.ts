@@ -1,7 +1,7 @@
 import { configDefaults } from '../config.ts';
 import { decodeCursor } from '../cursor.ts';
 import { ConfigError, DataSyncError, UpstreamProtocolError } from '../errors.ts';
-import { planNextRequest, waitSecondsFor } from '../pacing.ts';
+import { planNextRequest, waitSecondsFor } from '../pacing/headers.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import type { NormalisedEvent } from '../upstream/types.ts';
 import { chainKey } from './chains.ts';

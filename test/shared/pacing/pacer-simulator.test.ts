@@ -4,7 +4,7 @@ import { DEFAULT_API_KEY, startSimulator } from '#local/simulator/index.ts';
 import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
-import { runChains } from './pacer-sim.ts';
+import { runChains } from '#bench/pacer-sim.ts';
 
 /*
  * End to end: N concurrent loops, each reserve -> sleep until the reserved start -> GET from the

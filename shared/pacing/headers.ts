@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { configDefaults } from './config.ts';
-import { ConfigError, type RateLimitInfo } from './errors.ts';
+import { configDefaults } from '../config.ts';
+import { ConfigError, type RateLimitInfo } from '../errors.ts';
 
 /**
  * Request pacing from the rate-limit headers. Pure: no clock, no I/O.

@@ -7,7 +7,7 @@ import {
   emptyPacerState,
   type PacerReason,
   type PacerState,
-} from '#shared/pacer-model.ts';
+} from '#shared/pacing/shared-pacer.ts';
 import { parseRateLimit } from '#shared/upstream/client.ts';
 
 /*

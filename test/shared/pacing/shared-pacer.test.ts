@@ -7,8 +7,8 @@ import {
   type PacerState,
   releaseReservation,
   windowEstimateMs,
-} from '#shared/pacer-model.ts';
-import { boundMs, minGapMs, simulate } from './pacer-sim.ts';
+} from '#shared/pacing/shared-pacer.ts';
+import { boundMs, minGapMs, simulate } from '#bench/pacer-sim.ts';
 
 const T0 = 1_000_000;
 const OPTS = { minSpacingMs: 2200, maxAheadMs: 120_000, safetyMarginMs: 250 };

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, type RateLimitInfo } from '#shared/errors.ts';
-import { DEFAULT_SAFETY_MARGIN_MS, planNextRequest, waitSecondsFor } from '#shared/pacing.ts';
+import { DEFAULT_SAFETY_MARGIN_MS, planNextRequest, waitSecondsFor } from '#shared/pacing/headers.ts';
 
 /*
  * The pacing is checked against simulated servers that tell the truth in their headers, as the

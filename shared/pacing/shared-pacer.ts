@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError, type RateLimitInfo } from './errors.ts';
+import { ConfigError, type RateLimitInfo } from '../errors.ts';
 
 /*
  * The shared request pacer's decisions. Pure: no clock, no I/O; shared/db/pacer.ts keeps the
