@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { StepOutput } from '#shared/step.ts';
+import type { StepOutput } from '#shared/step/index.ts';
 import { runChildScript } from './child.ts';
 import { openTarget, positiveInt, postgresVersion, round1 } from './lib.ts';
 

@@ -1,5 +1,5 @@
 import { RateLimiter } from '#local/simulator/rate-limiter.ts';
-import type { DbLike } from '#shared/db/client.ts';
+import type { Db } from '#shared/db/client.ts';
 import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from '#shared/db/pacer.ts';
 import {
   applyAnswer,
@@ -169,7 +169,7 @@ export interface ChainsRun {
  * simulator's cache never answers it without its latency.
  */
 export async function runChains(opts: {
-  db: DbLike;
+  db: Db;
   key: string;
   eventsUrl: string;
   apiKey: string;

@@ -2,11 +2,10 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_API_KEY, startSimulator } from '#local/simulator/index.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { getPacerState } from '#shared/db/pacer.ts';
 import { windowEstimateMs } from '#shared/pacing/shared-pacer.ts';
-import { runChains } from './pacer-sim.ts';
 import {
   openTarget,
   positiveInt,
@@ -16,6 +15,7 @@ import {
   windowConfigs,
   windowLabel,
 } from './lib.ts';
+import { runChains } from './pacer-sim.ts';
 
 /**
  * How close the shared pacer (shared/db/pacer.ts) paces N concurrent chains to the rate limit:
@@ -86,7 +86,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         const key = `bench-${process.pid}-${run++}`;
         try {
           const out = await runChains({
-            db: sql,
+            db: createDb(sql),
             key,
             eventsUrl: `${sim.url}/events?limit=${ROWS}`,
             apiKey: DEFAULT_API_KEY,
@@ -96,7 +96,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
             safetyMarginMs: marginMs,
             maxAheadMs: (c.windowSeconds * 1000) / timeScale,
           });
-          const state = await getPacerState(sql, key);
+          const state = await getPacerState(createDb(sql), key);
           const boundMs = boundUnscaled / timeScale;
           let minGap = Number.POSITIVE_INFINITY;
           for (let i = 1; i < out.records.length; i++)

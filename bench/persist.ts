@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Sql } from 'postgres';
 import { acquireLease } from '#shared/db/checkpoints.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { EVENT_COPY_COLUMNS, encodeEventsBinary } from '#shared/db/copy-binary.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
@@ -51,7 +51,7 @@ export async function run(args: string[]): Promise<BenchResult> {
     const copyLimit = `copy ${limitTable} (${EVENT_COPY_COLUMNS}) from stdin (format binary)`;
     const sourceId = `bench-${suffix}`;
     const owner = 'bench';
-    let cp = await acquireLease(sql, { sourceId, owner, nowMs: Date.now(), ttlMs: 3_600_000 });
+    let cp = await acquireLease(createDb(sql), { sourceId, owner, nowMs: Date.now(), ttlMs: 3_600_000 });
     const gen = new EventGenerator(Date.UTC(2025, 11, 1));
     console.log(
       `persist: ${pages} pages x ${pageSize} events into ${target.label} (PostgreSQL ${serverVersion}), source ${sourceId}; ` +
@@ -70,7 +70,7 @@ export async function run(args: string[]): Promise<BenchResult> {
       const last = events.at(-1) as NormalisedEvent;
       const persist = async (): Promise<void> => {
         const t0 = performance.now();
-        const r = await persistPage(sql, {
+        const r = await persistPage(createDb(sql), {
           sourceId,
           expectedVersion: cp.version,
           owner,

@@ -1,13 +1,7 @@
 import { z } from 'zod';
-import { MAX_CHAINS, stepSettingsSchema } from '#shared/config.ts';
+import { MAX_CHAINS, MAX_ITERATIONS_PER_EXECUTION, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
-
-/**
- * One Task+Choice+Wait iteration writes about 9 history events and a Standard execution fails at
- * 25,000: 2000 iterations leave about 7,000 events for retries, which each add events too.
- */
-export const MAX_ITERATIONS_PER_EXECUTION = 2000;
 
 const CHAINS_FIX = `must be auto (chains only when the upstream's latency exceeds the spacing) or a whole number of chains from 1 to ${MAX_CHAINS}`;
 

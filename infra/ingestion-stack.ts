@@ -17,7 +17,13 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
-import { configToEnv, FETCH_PAGE_TIMEOUT_MS, stepSettingsSchema } from '#shared/config.ts';
+import {
+  configDefaults,
+  configToEnv,
+  DEPLOYED_MIGRATIONS_DIR,
+  FETCH_PAGE_TIMEOUT_MS,
+  stepSettingsSchema,
+} from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
 import {
@@ -193,7 +199,9 @@ export class IngestionStack extends Stack {
       );
     }
     const logRetention = props.logRetention;
-    const maxIterationsPerExecution = checkMaxIterationsPerExecution(props.maxIterationsPerExecution ?? 1000);
+    const maxIterationsPerExecution = checkMaxIterationsPerExecution(
+      props.maxIterationsPerExecution ?? configDefaults.maxIterationsPerExecution,
+    );
     const fetchPageTimeout = props.fetchPageTimeout ?? Duration.millis(FETCH_PAGE_TIMEOUT_MS);
 
     this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
@@ -268,7 +276,7 @@ export class IngestionStack extends Stack {
       ...lambdaPlacement,
       environment: {
         DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
-        MIGRATIONS_DIR: '/var/task/drizzle',
+        MIGRATIONS_DIR: DEPLOYED_MIGRATIONS_DIR,
         ...databaseTlsEnv,
       },
       afterBundling: (_inputDir, outputDir) => [`cp -R "${migrationsDir}" "${outputDir}/drizzle"`],

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '#shared/errors.ts';
-import { sourceIdSchema } from '#shared/step.ts';
+import { sourceIdSchema } from '#shared/step/index.ts';
 
 export const USAGE = `Usage: npm run ingest -- <start|status|stop> [options]
 

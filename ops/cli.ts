@@ -8,13 +8,13 @@ import { type CheckpointView, formatStatus, ingestionStatus, startIngestion, sto
  * rows become the same view the status function returns (chains, summed counters).
  */
 async function checkpointReader(url: string) {
-  const { createSql } = await import('#shared/db/client.ts');
+  const { createDb, createSql } = await import('#shared/db/client.ts');
   const { listChains } = await import('#shared/db/chains.ts');
-  const { statusView } = await import('#functions/status/view.ts');
+  const { statusView } = await import('#shared/status/view.ts');
   const sql = createSql(url, { applicationName: 'datasync-ingest-cli' });
   return {
     read: async (sourceId: string): Promise<CheckpointView | null> =>
-      statusView(await listChains(sql, sourceId), Date.now()),
+      statusView(await listChains(createDb(sql), sourceId), Date.now()),
     close: () => sql.end({ timeout: 5 }),
   };
 }

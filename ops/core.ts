@@ -11,8 +11,8 @@ import {
   StopExecutionCommand,
 } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import type { ChainView } from '#functions/status/view.ts';
 import { DataSyncError } from '#shared/errors.ts';
+import type { ChainView } from '#shared/status/view.ts';
 
 /** An execution for this source is already RUNNING: starting another would only fail on the lease. */
 export class ExecutionRunningError extends DataSyncError {

@@ -1,7 +1,7 @@
 import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
-import { statusResponseSchema } from '#functions/status/view.ts';
 import { DataSyncError } from '#shared/errors.ts';
+import { statusResponseSchema } from '#shared/status/view.ts';
 import type { CheckpointView } from './core.ts';
 
 /** The status function answered with an error, or with something that is not a status. */

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.ts';
 import { httpUrlSchema, postgresUrlSchema } from './url.ts';
@@ -16,13 +17,43 @@ const wholeMs = (min: number, max: number) =>
     .min(min)
     .max(max);
 
+/*
+ * The bounds, each declared once here: the settings schema below, the stack's context, the
+ * local runner's options and their help texts all read them from these constants.
+ */
+
 /** No more chains than the rate limit's requests per window (10 on the live service). */
 export const MAX_CHAINS = 10;
 
+/** Events per request: the API caps a page at 5000. */
+export const MAX_PAGE_SIZE = 5000;
+
+/**
+ * FetchPage invocations one execution may run. One Task+Choice+Wait iteration writes about 9
+ * history events and a Standard execution fails at 25,000: 2000 iterations leave about 7,000
+ * events for retries, which each add events too.
+ */
+export const MAX_ITERATIONS_PER_EXECUTION = 2000;
+
+/** Where the stack's bundling copies drizzle/ in the migrate function's package (its env MIGRATIONS_DIR). */
+export const DEPLOYED_MIGRATIONS_DIR = '/var/task/drizzle';
+/**
+ * drizzle/ of this checkout, for local runs and tests. A bundle without import.meta (the
+ * deployed function, which passes MIGRATIONS_DIR) falls back to the working directory.
+ */
+export const MIGRATIONS_DIR = import.meta.dirname
+  ? resolve(import.meta.dirname, '../drizzle')
+  : resolve(process.cwd(), 'drizzle');
+
 /** The step's tunables: how it paces, retries and recovers. Defaults are the production values. */
 export const stepSettingsSchema = z.object({
-  /** Events per request; the API caps it at 5000. */
-  pageSize: z.number({ error: 'must be a whole number' }).int().min(1).max(5000).default(5000),
+  /** Events per request. */
+  pageSize: z
+    .number({ error: 'must be a whole number' })
+    .int()
+    .min(1)
+    .max(MAX_PAGE_SIZE)
+    .default(MAX_PAGE_SIZE),
   /** Floor between two request starts, retries and cursor recovery included. */
   minSpacingMs: wholeMs(0, 600_000).default(2200),
   /** Longest a request (with its body) may take before it counts as a transient fault. */
@@ -56,15 +87,12 @@ export const stepSettingsSchema = z.object({
       error: `must be auto or a whole number from 1 to ${MAX_CHAINS}`,
     })
     .default('auto'),
-  /**
-   * FetchPage invocations one execution may run before it continues as new, over all its
-   * chains (each iteration writes about 9 history events; Standard executions stop at 25,000).
-   */
+  /** FetchPage invocations one execution may run before it continues as new, over all its chains. */
   maxIterationsPerExecution: z
     .number({ error: 'must be a whole number' })
     .int()
     .min(1)
-    .max(2000)
+    .max(MAX_ITERATIONS_PER_EXECUTION)
     .default(1000),
 });
 export type StepSettings = z.infer<typeof stepSettingsSchema>;

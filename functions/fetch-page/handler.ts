@@ -7,6 +7,7 @@ import { ZodError, z } from 'zod';
 import { openDatabase } from '#shared/aws/database.ts';
 import { parseApiKeySecret, SecretCache } from '#shared/aws/secrets.ts';
 import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfig } from '#shared/config.ts';
+import { createStore } from '#shared/db/store.ts';
 import { ConfigError, DataSyncError } from '#shared/errors.ts';
 import {
   type Clock,
@@ -16,8 +17,7 @@ import {
   type StepLogger,
   type StepMetrics,
   type StepOutput,
-} from '#shared/step.ts';
-import { createStore } from '#shared/store.ts';
+} from '#shared/step/index.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 
 export interface HandlerOptions {

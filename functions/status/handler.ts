@@ -5,9 +5,10 @@ import { openDatabase } from '#shared/aws/database.ts';
 import { SecretCache } from '#shared/aws/secrets.ts';
 import { loadDatabaseConfig } from '#shared/config.ts';
 import { listChains } from '#shared/db/chains.ts';
+import { createDb, type Db } from '#shared/db/client.ts';
 import { ConfigError } from '#shared/errors.ts';
-import type { Checkpoint } from '#shared/step.ts';
-import { type StatusResponse, statusRequestSchema, statusView } from './view.ts';
+import { type StatusResponse, statusRequestSchema, statusView } from '#shared/status/view.ts';
+import type { Checkpoint } from '#shared/step/index.ts';
 
 /**
  * The status function: the checkpoint rows of one source (its own and its chains'), read inside
@@ -19,7 +20,7 @@ export function createStatusHandler(
     env?: NodeJS.ProcessEnv;
     secretsManager?: SecretsManagerClient;
     /** The source's rows (tests); default: read from the database. */
-    readRows?: (sql: Sql, sourceId: string) => Promise<Checkpoint[]>;
+    readRows?: (db: Db, sourceId: string) => Promise<Checkpoint[]>;
     /** Epoch ms, for which leases still hold. */
     now?: () => number;
   } = {},
@@ -45,7 +46,7 @@ export function createStatusHandler(
       sql = undefined; // a failed cold start is retried on the next invocation
       throw error;
     });
-    const rows = await readRows(await sql, request.data.sourceId);
+    const rows = await readRows(createDb(await sql), request.data.sourceId);
     return { checkpoint: statusView(rows, now()) };
   };
 

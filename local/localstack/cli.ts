@@ -7,7 +7,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { parseArgs } from 'node:util';
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { DataSyncError } from '#shared/errors.ts';
 import { formatStatus, ingestionStatus } from '../../ops/core.ts';
 import {
@@ -77,7 +77,7 @@ async function main(argv: string[]): Promise<number> {
       region: 'us-east-1',
       credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
     }),
-    readCheckpoint: (sourceId) => getCheckpoint(sql, sourceId),
+    readCheckpoint: (sourceId) => getCheckpoint(createDb(sql), sourceId),
     out: (t) => process.stdout.write(t),
     now: () => Date.now(),
     sleep: (ms) => new Promise((r) => setTimeout(r, ms)),

@@ -9,7 +9,7 @@ import {
   WAIT_STATE,
 } from '#infra/state-machine.ts';
 import { FETCH_PAGE_TIMEOUT_MS } from '#shared/config.ts';
-import type { ChainItem, PlanOutput, StepOutput } from '#shared/step.ts';
+import type { ChainItem, PlanOutput, StepOutput } from '#shared/step/index.ts';
 import './node20.ts';
 
 /** The fetch-page function's timeout, the one the stack gives it. */

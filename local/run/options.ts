@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { configDefaults, stepSettingsSchema } from '#shared/config.ts';
-import { sourceIdSchema } from '#shared/step.ts';
+import { configDefaults, MAX_ITERATIONS_PER_EXECUTION, stepSettingsSchema } from '#shared/config.ts';
+import { sourceIdSchema } from '#shared/step/index.ts';
 import { isHttpUrl, isPostgresUrl } from '#shared/url.ts';
 import { DEFAULT_LATENCY, LIVE_LATENCY_MS } from '../simulator/index.ts';
 
@@ -43,9 +43,9 @@ export const localRunOptionsSchema = z.object({
   sourceId: sourceIdSchema,
   reset: z.boolean(),
   json: z.boolean(),
-  /** Continue as a new execution after this many iterations (the stack's default is 1000). */
+  /** Continue as a new execution after this many iterations. */
   maxIterations: stepSettingsSchema.shape.maxIterationsPerExecution.unwrap(),
-  /** Cursor chains: auto (more than one only when the latency exceeds the spacing) or 1-10. */
+  /** Cursor chains: auto (more than one only when the latency exceeds the spacing) or 1 to MAX_CHAINS. */
   chains: stepSettingsSchema.shape.chains.unwrap(),
   minSpacingMs: stepSettingsSchema.shape.minSpacingMs.unwrap(),
   dataDir: z.string().min(1),
@@ -76,7 +76,7 @@ Database (default: an embedded PostgreSQL in <data-dir>/postgres, kept between r
 Run:
   --source S             source id (default "default")
   --reset                delete the source's rows and checkpoint first (asks nothing)
-  --max-iterations N     continue as a new execution after N pages over all chains (default 1000, at most 2000)
+  --max-iterations N     continue as a new execution after N pages over all chains (default ${configDefaults.maxIterationsPerExecution}, at most ${MAX_ITERATIONS_PER_EXECUTION})
   --chains N|auto        cursor chains reading the source at once, each over its own range (default auto:
                          more than one only when the upstream's latency exceeds the spacing)
   --min-spacing-ms MS    minimum spacing between requests before scaling (default 2200)
@@ -176,7 +176,7 @@ export function parseLocalRunArgs(
     sourceId: str('source') ?? 'default',
     reset: values.reset === true,
     json: values.json === true,
-    maxIterations: num('max-iterations', 1000),
+    maxIterations: num('max-iterations', configDefaults.maxIterationsPerExecution),
     chains: str('chains') === 'auto' || str('chains') === null ? 'auto' : num('chains', 1),
     minSpacingMs: num('min-spacing-ms', configDefaults.minSpacingMs),
     dataDir: str('data-dir') ?? '.local',

@@ -1,5 +1,5 @@
+import type { Checkpoint } from '#shared/step/index.ts';
 import { byChain, sourceHeader, sourceTotals } from '#shared/step/totals.ts';
-import type { Checkpoint } from '#shared/step.ts';
 
 /** One cursor chain on the progress line. */
 export interface ChainProgress {
@@ -44,7 +44,7 @@ export function progressFromRows(
 ): Pick<ProgressSnapshot, 'stored' | 'pages' | 'rejected' | 'rateLimited' | 'chains' | 'mode'> {
   const totals = sourceTotals(rows);
   return {
-    stored: totals.eventsInserted,
+    stored: totals.inserted,
     pages: totals.pages,
     rejected: totals.rejected,
     rateLimited: totals.rateLimited,

@@ -117,7 +117,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       const t = sourceTotals(beforeRows);
       const chains = beforeRows.length > 1 ? ` over ${beforeRows.length} chains` : '';
       io.out(
-        `resuming source "${options.sourceId}" from its checkpoint: ${t.eventsInserted.toLocaleString('en-US')} events, ${t.pages} pages${chains}\n`,
+        `resuming source "${options.sourceId}" from its checkpoint: ${t.inserted.toLocaleString('en-US')} events, ${t.pages} pages${chains}\n`,
       );
     }
     io.out(`logs: ${log.file}\n`);
@@ -221,7 +221,7 @@ async function execute(
   const progress = createProgressReporter({ mode: io.progressMode, write: io.out });
   const before = sourceHeader(beforeRows);
   const total = before?.totalReported ?? expectedEvents;
-  const startStored = sourceTotals(beforeRows).eventsInserted;
+  const startStored = sourceTotals(beforeRows).inserted;
   const plannedRate = plannedEventsPerSecond(options, pageSize);
   // The chains' rows, read on the ticker: every chain's counters, whichever step ran last.
   let rows = beforeRows;
@@ -315,7 +315,7 @@ function otherDataSet(cp: Checkpoint, rows: Checkpoint[], dataset: Dataset): str
   if (cp.totalReported !== null && cp.totalReported !== dataset.total) {
     return `a ${n(cp.totalReported)}-event data set`;
   }
-  const inserted = sourceTotals(rows).eventsInserted;
+  const inserted = sourceTotals(rows).inserted;
   if (cp.status === 'complete' && inserted !== dataset.expectedValidCount()) {
     return `${n(inserted)} valid events of another data set`;
   }
@@ -382,7 +382,7 @@ function conclude(
     sourceId: options.sourceId,
     events: counts.events,
     distinctIds: counts.distinctIds,
-    duplicatesSkipped: totals.duplicatesSkipped,
+    duplicatesSkipped: totals.duplicates,
     rejected: counts.rejectedRows,
     pages: totals.pages,
     requests: totals.requests,

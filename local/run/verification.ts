@@ -44,8 +44,8 @@ export function verificationProblem(
   if (counts.events !== counts.distinctIds) {
     return `${counts.events - counts.distinctIds} event ids are stored more than once`;
   }
-  if (counts.events !== totals.eventsInserted) {
-    return `${counts.events} events are stored and ${of} ${totals.eventsInserted}`;
+  if (counts.events !== totals.inserted) {
+    return `${counts.events} events are stored and ${of} ${totals.inserted}`;
   }
   if (counts.rejectedRows !== totals.rejected) {
     return `${counts.rejectedRows} rejected rows are stored and ${of} ${totals.rejected}`;

@@ -1,11 +1,18 @@
 import { and, asc, eq, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { chainKey, ZERO_ID } from '../step/chains.ts';
-import type { Checkpoint, CreatePlanArgs, FinishRangeArgs, FinishRangeResult } from '../step/contract.ts';
+import {
+  CHAIN_MODES,
+  type Checkpoint,
+  type CreatePlanArgs,
+  type FinishRangeArgs,
+  type FinishRangeResult,
+} from '../step/contract.ts';
 import { type CheckpointRow, toCheckpoint } from './checkpoints.ts';
-import { type DbLike, toDb } from './client.ts';
-import { checkpointConflict, leaseHeld, withDbErrors } from './errors.ts';
-import { CHAIN_MODES, checkpoints } from './schema.ts';
+import type { Db } from './client.ts';
+import { withDbErrors } from './connection-errors.ts';
+import { checkpointConflict, leaseHeld } from './errors.ts';
+import { checkpoints } from './schema.ts';
 
 /*
  * A source's cursor chains (issue #14): chain 0 is the source's own checkpoint row and the
@@ -15,15 +22,14 @@ import { CHAIN_MODES, checkpoints } from './schema.ts';
  * instead of deadlocking. persistPage locks a single row, so it cannot close a cycle either.
  */
 
-type Tx = Parameters<Parameters<ReturnType<typeof toDb>['transaction']>[0]>[0];
+type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 
 const ofSource = (sourceId: string) =>
   or(eq(checkpoints.sourceId, sourceId), eq(checkpoints.chainOf, sourceId));
 
 /** The source row then its chain rows, by chain. */
-export async function listChains(dbLike: DbLike, sourceId: string): Promise<Checkpoint[]> {
-  const db = toDb(dbLike);
-  return withDbErrors(db, async () => {
+export async function listChains(db: Db, sourceId: string): Promise<Checkpoint[]> {
+  return withDbErrors(db.$client, async () => {
     const rows = await db
       .select()
       .from(checkpoints)
@@ -100,10 +106,9 @@ const createPlanSchema = z
  * after continue-as-new, a retried Plan task) keeps its plan, and the current chains are
  * returned. The source row's version is not bumped: no chain is running before the plan.
  */
-export async function createPlan(dbLike: DbLike, args: CreatePlanArgs): Promise<Checkpoint[]> {
+export async function createPlan(db: Db, args: CreatePlanArgs): Promise<Checkpoint[]> {
   const plan = createPlanSchema.parse(args);
-  const db = toDb(dbLike);
-  return withDbErrors(db, () =>
+  return withDbErrors(db.$client, () =>
     db.transaction(async (tx) => {
       const rows = await lockSource(tx, plan.sourceId);
       const source = rows?.[0];
@@ -175,11 +180,10 @@ function leftOf(row: CheckpointRow, oldest: Date | null, nowMs: number): { lo: n
  * Called again for a source that is complete already, it changes nothing and says so
  * (sourceComplete: true): two chains that end at the same time both learn the source is done.
  */
-export async function finishRange(dbLike: DbLike, args: FinishRangeArgs): Promise<FinishRangeResult> {
-  const db = toDb(dbLike);
+export async function finishRange(db: Db, args: FinishRangeArgs): Promise<FinishRangeResult> {
   const { sourceId, chain, owner, minSplitMs } = args;
   const key = chainKey(sourceId, chain);
-  return withDbErrors(db, () =>
+  return withDbErrors(db.$client, () =>
     db.transaction(async (tx) => {
       const rows = await lockSource(tx, sourceId);
       const source = rows?.[0];
@@ -274,11 +278,10 @@ export async function finishRange(dbLike: DbLike, args: FinishRangeArgs): Promis
  * row must be leased by `owner`. Idempotent (already in fallback, or complete: nothing changes).
  */
 export async function fallbackToOneChain(
-  dbLike: DbLike,
+  db: Db,
   args: { sourceId: string; owner: string; reason: string },
 ): Promise<Checkpoint[]> {
-  const db = toDb(dbLike);
-  return withDbErrors(db, () =>
+  return withDbErrors(db.$client, () =>
     db.transaction(async (tx) => {
       const rows = await lockSource(tx, args.sourceId);
       const source = rows?.[0];
@@ -325,12 +328,11 @@ export async function fallbackToOneChain(
  * someone else holds it (or nobody: the source was completed or taken over).
  */
 export async function renewSourceLease(
-  dbLike: DbLike,
+  db: Db,
   args: { sourceId: string; owner: string; nowMs: number; ttlMs: number },
 ): Promise<Checkpoint> {
-  const db = toDb(dbLike);
   const until = new Date(args.nowMs + args.ttlMs);
-  return withDbErrors(db, async () => {
+  return withDbErrors(db.$client, async () => {
     const [row] = await db
       .update(checkpoints)
       .set({

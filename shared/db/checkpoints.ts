@@ -1,9 +1,10 @@
 import { and, asc, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import type { Checkpoint } from '../step/contract.ts';
-import { type DbLike, toDb } from './client.ts';
-import { checkpointConflict, leaseHeld, withDbErrors } from './errors.ts';
-import { CHAIN_MODES, CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
+import { CHAIN_MODES, type Checkpoint } from '../step/contract.ts';
+import type { Db } from './client.ts';
+import { withDbErrors } from './connection-errors.ts';
+import { checkpointConflict, leaseHeld } from './errors.ts';
+import { CHECKPOINT_STATUSES, checkpoints, events, rejectedEvents } from './schema.ts';
 
 /*
  * The checkpoint repository: every read and single-row write of a checkpoint goes through
@@ -122,13 +123,12 @@ const now = sql<Date>`now()`;
  * returned version for its own write.
  */
 export async function acquireLease(
-  dbLike: DbLike,
+  db: Db,
   args: { sourceId: string; owner: string; nowMs: number; ttlMs: number; handoverFrom?: string | null },
 ): Promise<Checkpoint> {
-  const db = toDb(dbLike);
   const { sourceId, owner, nowMs, ttlMs } = args;
   const handoverFrom = args.handoverFrom ?? null;
-  return withDbErrors(db, async () => {
+  return withDbErrors(db.$client, async () => {
     await db.insert(checkpoints).values({ sourceId }).onConflictDoNothing();
     const [row] = await db
       .update(checkpoints)
@@ -160,7 +160,7 @@ export async function acquireLease(
 
 /** A 429: nothing advances, but the request, the 429 and when to try again are recorded. */
 export async function recordRateLimited(
-  dbLike: DbLike,
+  db: Db,
   args: {
     sourceId: string;
     expectedVersion: number;
@@ -169,8 +169,7 @@ export async function recordRateLimited(
     requestsMade?: number;
   },
 ): Promise<Checkpoint> {
-  const db = toDb(dbLike);
-  return withDbErrors(db, async () => {
+  return withDbErrors(db.$client, async () => {
     const [row] = await db
       .update(checkpoints)
       .set({
@@ -196,12 +195,8 @@ export async function recordRateLimited(
 }
 
 /** A fatal error ended the execution: the status and the message are left for the operator. */
-export async function recordFailure(
-  dbLike: DbLike,
-  args: { sourceId: string; error: string },
-): Promise<void> {
-  const db = toDb(dbLike);
-  await withDbErrors(db, async () => {
+export async function recordFailure(db: Db, args: { sourceId: string; error: string }): Promise<void> {
+  await withDbErrors(db.$client, async () => {
     await db
       .insert(checkpoints)
       .values({ sourceId: args.sourceId, status: 'failed', lastError: storable(args.error) })
@@ -213,9 +208,8 @@ export async function recordFailure(
 }
 
 /** Frees the source if `owner` holds it; a lease someone else took over is left alone. */
-export async function releaseLease(dbLike: DbLike, args: { sourceId: string; owner: string }): Promise<void> {
-  const db = toDb(dbLike);
-  await withDbErrors(db, async () => {
+export async function releaseLease(db: Db, args: { sourceId: string; owner: string }): Promise<void> {
+  await withDbErrors(db.$client, async () => {
     await db
       .update(checkpoints)
       .set({ leaseOwner: null, leaseExpiresAt: null, updatedAt: now })
@@ -225,11 +219,10 @@ export async function releaseLease(dbLike: DbLike, args: { sourceId: string; own
 
 /** Forgets a source entirely (its events, rejects, checkpoint and chain rows) in one transaction. */
 export async function resetSource(
-  dbLike: DbLike,
+  db: Db,
   sourceId: string,
 ): Promise<{ events: number; rejected: number; checkpoints: number }> {
-  const db = toDb(dbLike);
-  return withDbErrors(db, () =>
+  return withDbErrors(db.$client, () =>
     db.transaction(async (tx) => {
       // Lock the checkpoints first (the source row, then its chains in chain order, as every
       // chain operation does) so a concurrent persistPage cannot slip rows in between.
@@ -253,9 +246,8 @@ export async function resetSource(
   );
 }
 
-export async function getCheckpoint(dbLike: DbLike, sourceId: string): Promise<Checkpoint | null> {
-  const db = toDb(dbLike);
-  return withDbErrors(db, async () => {
+export async function getCheckpoint(db: Db, sourceId: string): Promise<Checkpoint | null> {
+  return withDbErrors(db.$client, async () => {
     const [row] = await db.select().from(checkpoints).where(eq(checkpoints.sourceId, sourceId));
     return row ? toCheckpoint(row) : null;
   });

@@ -4,15 +4,14 @@ import postgres, { type Sql } from 'postgres';
 import { z } from 'zod';
 import { type DatabaseSsl, databaseSslSchema } from '../config.ts';
 import { isPostgresUrl } from '../url.ts';
-import { invalidConnection } from './errors.ts';
+import { invalidConnection } from './connection-errors.ts';
 import * as schema from './schema.ts';
 
+/**
+ * What every repository function takes: the drizzle instance, with the postgres.js client it
+ * belongs to as `$client` (the raw-SQL paths: COPY, the pacer's row lock, error translation).
+ */
 export type Db = PostgresJsDatabase<typeof schema> & { $client: Sql };
-/** What the checkpoint functions accept: the drizzle instance, or the postgres.js client it belongs to. */
-export type DbLike = Db | Sql;
-
-// Callers have always imported it from here.
-export { DatabaseUnavailableError } from './errors.ts';
 
 // How a connection uses TLS (env DATABASE_SSL): defined with the other settings in shared/config.ts.
 export { type DatabaseSsl, databaseSslSchema };
@@ -182,8 +181,3 @@ export function createDb(sql: Sql): Db {
 }
 
 const drizzleOf = new WeakMap<Sql, Db>();
-
-/** The drizzle instance to query with, from whichever form a caller holds. */
-export function toDb(db: DbLike): Db {
-  return typeof db === 'function' ? createDb(db) : db;
-}

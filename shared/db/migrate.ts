@@ -1,17 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Sql } from 'postgres';
 import { z } from 'zod';
-import { journalMalformed, journalUnreadable, migrationUnreadable, withDbErrors } from './errors.ts';
-
-/**
- * The committed migrations (drizzle/ at the repository root). The Lambda bundle copies them
- * elsewhere and passes that folder explicitly; a bundle without import.meta falls back to cwd.
- */
-export const DEFAULT_MIGRATIONS_FOLDER = import.meta.dirname
-  ? resolve(import.meta.dirname, '../../drizzle')
-  : resolve('drizzle');
+import { MIGRATIONS_DIR } from '../config.ts';
+import { withDbErrors } from './connection-errors.ts';
+import { journalMalformed, journalUnreadable, migrationUnreadable } from './errors.ts';
 
 /** Any constant works as long as every runner uses the same one: "dsi-migr" in ASCII. */
 const MIGRATION_LOCK_KEY = 0x6473_692d_6d69_6772n;
@@ -38,7 +32,7 @@ export async function runMigrations(
   sql: Sql,
   opts: { migrationsFolder?: string } = {},
 ): Promise<{ applied: number }> {
-  const migrations = await readMigrations(opts.migrationsFolder ?? DEFAULT_MIGRATIONS_FOLDER);
+  const migrations = await readMigrations(opts.migrationsFolder ?? MIGRATIONS_DIR);
   return withDbErrors(sql, () =>
     sql.begin(async (tx) => {
       // Schema changes on a big table may legitimately take longer than the client's default.

@@ -1,4 +1,4 @@
-import type { Sql, TransactionSql } from 'postgres';
+import type { TransactionSql } from 'postgres';
 import type { RateLimitInfo } from '../errors.ts';
 import {
   type AnswerInput,
@@ -11,8 +11,8 @@ import {
   releaseReservation,
   windowEstimateMs,
 } from '../pacing/shared-pacer.ts';
-import type { DbLike } from './client.ts';
-import { withDbErrors } from './errors.ts';
+import type { Db } from './client.ts';
+import { withDbErrors } from './connection-errors.ts';
 
 /*
  * The shared request pacer's row (table `pacers`, one row per upstream key). Thin: each call is
@@ -61,7 +61,7 @@ export interface ReleasePacerSlotInput {
 }
 
 /** Reserves the start of the next upstream request across every chain. */
-export async function reservePacerSlot(db: DbLike, input: ReservePacerSlotInput): Promise<PacerSlot> {
+export async function reservePacerSlot(db: Db, input: ReservePacerSlotInput): Promise<PacerSlot> {
   return withPacerRow(db, input.key, (state) => {
     const d = decideReservation(state, input);
     return { state: d.state, result: { startAtMs: d.startAtMs, reserved: d.reserved, reason: d.reason } };
@@ -69,7 +69,7 @@ export async function reservePacerSlot(db: DbLike, input: ReservePacerSlotInput)
 }
 
 /** Records an answer (429 and 5xx included: without headers, the request still counted). */
-export async function recordPacerAnswer(db: DbLike, input: RecordPacerAnswerInput): Promise<void> {
+export async function recordPacerAnswer(db: Db, input: RecordPacerAnswerInput): Promise<void> {
   const answer: AnswerInput = {
     requestStartMs: input.requestStartMs,
     reservedStartMs: input.reservedStartMs ?? null,
@@ -81,7 +81,7 @@ export async function recordPacerAnswer(db: DbLike, input: RecordPacerAnswerInpu
 }
 
 /** Gives back a reservation that was never sent (the invocation gave up before its request). */
-export async function releasePacerSlot(db: DbLike, input: ReleasePacerSlotInput): Promise<void> {
+export async function releasePacerSlot(db: Db, input: ReleasePacerSlotInput): Promise<void> {
   await withPacerRow(db, input.key, (state) => ({
     state: releaseReservation(state, input.startAtMs),
     result: undefined,
@@ -89,16 +89,12 @@ export async function releasePacerSlot(db: DbLike, input: ReleasePacerSlotInput)
 }
 
 /** The stored state (for status output and tests); the empty state when the key was never used. */
-export async function getPacerState(db: DbLike, key: string): Promise<PacerState> {
-  const sql = clientOf(db);
-  return withDbErrors(db, async () => {
+export async function getPacerState(db: Db, key: string): Promise<PacerState> {
+  const sql = db.$client;
+  return withDbErrors(sql, async () => {
     const rows = await sql<{ state: string }[]>`select state::text as state from pacers where key = ${key}`;
     return rows[0] ? readState(rows[0].state) : emptyPacerState();
   });
-}
-
-function clientOf(db: DbLike): Sql {
-  return typeof db === 'function' ? db : db.$client;
 }
 
 function readState(text: string): PacerState {
@@ -108,12 +104,12 @@ function readState(text: string): PacerState {
 }
 
 async function withPacerRow<T>(
-  db: DbLike,
+  db: Db,
   key: string,
   step: (state: PacerState) => { state: PacerState; result: T },
 ): Promise<T> {
-  const sql = clientOf(db);
-  return withDbErrors(db, async () => {
+  const sql = db.$client;
+  return withDbErrors(sql, async () => {
     const out = await sql.begin(async (tx: TransactionSql) => {
       // state::text: a drizzle instance on the same client changes the json parser.
       await tx`insert into pacers (key, state) values (${key}, ${JSON.stringify(emptyPacerState())}::jsonb)

@@ -1,17 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { Sql, TransactionSql } from 'postgres';
+import type { TransactionSql } from 'postgres';
 import { z } from 'zod';
 import type { PersistPageInput, PersistPageResult } from '../step/contract.ts';
 import type { NormalisedEvent, RejectedEvent } from '../upstream/types.ts';
 import { checkpointFromDriverRow, storable } from './checkpoints.ts';
+import type { Db } from './client.ts';
+import { withDbErrors } from './connection-errors.ts';
 import { copyIn, EVENT_COPY_COLUMNS, encodeEventsBinary } from './copy-binary.ts';
-import {
-  CopyRefusedError,
-  checkpointConflict,
-  NotEncodableError,
-  pageRejected,
-  withDbErrors,
-} from './errors.ts';
+import { CopyRefusedError, checkpointConflict, NotEncodableError, pageRejected } from './errors.ts';
 
 // The port types live in the step's contract; this module implements the write they describe.
 export type { PersistPageInput, PersistPageResult } from '../step/contract.ts';
@@ -89,7 +85,8 @@ const ADVANCE = `
  * what the database inserted, `duplicates` the rest of the valid events (already stored, or
  * repeated within the page).
  */
-export async function persistPage(sql: Sql, input: PersistPageInput): Promise<PersistPageResult> {
+export async function persistPage(db: Db, input: PersistPageInput): Promise<PersistPageResult> {
+  const sql = db.$client;
   countsSchema.parse(input);
   const distinct = distinctById(input.events);
   const eventsSourceId = input.eventsSourceId ?? input.sourceId;

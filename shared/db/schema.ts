@@ -14,6 +14,7 @@ import {
   uuid,
 } from 'drizzle-orm/pg-core';
 import type { RateLimitInfo } from '../errors.ts';
+import { CHAIN_MODES } from '../step/contract.ts';
 
 /*
  * The database schema. drizzle-kit generates the SQL migrations in drizzle/ from this file
@@ -42,7 +43,6 @@ export const events = pgTable('events', {
 
 export const CHECKPOINT_STATUSES = ['running', 'complete', 'failed'] as const;
 /** How a source is read: one chain, several chains over ranges of instants, or back to one after a refusal. */
-export const CHAIN_MODES = ['single', 'chains', 'fallback'] as const;
 
 /**
  * The resumable state of one cursor chain: where it is, what it did, and who may move it. A

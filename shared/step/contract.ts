@@ -6,7 +6,7 @@ import type { FetchPageResult, NormalisedEvent, RejectedEvent } from '../upstrea
 /*
  * The step's contract: what goes in and out of one invocation, and the ports it drives. The
  * database layer, the upstream client and the handler implement these; the algorithm
- * (run.ts, recovery.ts) depends on nothing else, so tests can put a fault at any seam.
+ * (page.ts, plan.ts, recovery.ts) depends on nothing else, so tests can put a fault at any seam.
  */
 
 /** Source ids end up in logs, metrics and execution names: keep them to a safe alphabet. */
@@ -60,13 +60,50 @@ export const stepInputSchema = z.preprocess(
   }),
 );
 export type StepInput = z.infer<typeof stepInputSchema>;
+/** A parsed input the front door (index.ts) routes to the Plan task. */
+export type PlanInput = StepInput & { action: 'plan' };
+/** A parsed input the front door routes to one page of `state.chain`. */
+export type PageInput = StepInput & { action: 'page' };
 
-const countsSchema = z.object({
-  received: z.number().int().nonnegative(),
-  inserted: z.number().int().nonnegative(),
-  duplicates: z.number().int().nonnegative(),
-  rejected: z.number().int().nonnegative(),
+/** What the step knows about the invocation running it. */
+export interface StepInvocation {
+  /**
+   * When the function will be stopped (epoch ms on the step's clock): the handler passes
+   * `now + context.getRemainingTimeInMillis()`. No request runs past it minus the write's
+   * headroom. @default no deadline
+   */
+  deadlineMs?: number;
+}
+
+const count = z.number().int().nonnegative();
+
+/**
+ * The counters of a source, a chain or a run, under one set of names everywhere inside the
+ * code. The documented outputs keep their own field names at their boundary: the status view's
+ * `eventsInserted` and the local run's summary `duplicatesSkipped` are `inserted` and
+ * `duplicates` here.
+ */
+export const totalsSchema = z.object({
+  pages: count,
+  inserted: count,
+  duplicates: count,
+  rejected: count,
+  requests: count,
+  rateLimited: count,
 });
+export type Totals = z.infer<typeof totalsSchema>;
+
+/** What the step's outputs carry of a row's totals (the state machine passes them on). */
+export const stepTotalsSchema = totalsSchema.pick({
+  pages: true,
+  inserted: true,
+  duplicates: true,
+  rejected: true,
+});
+export type StepTotals = z.infer<typeof stepTotalsSchema>;
+
+/** One page's counters: what the upstream sent and what became of it. */
+const pageCountsSchema = z.object({ received: count, inserted: count, duplicates: count, rejected: count });
 
 export const stepOutputSchema = z.object({
   sourceId: z.string(),
@@ -75,13 +112,8 @@ export const stepOutputSchema = z.object({
   /** Whole seconds for the Wait state's SecondsPath. */
   waitSeconds: z.number().int().nonnegative(),
   nextCursor: z.string().nullable(),
-  page: countsSchema,
-  totals: z.object({
-    pages: z.number().int().nonnegative(),
-    inserted: z.number().int().nonnegative(),
-    duplicates: z.number().int().nonnegative(),
-    rejected: z.number().int().nonnegative(),
-  }),
+  page: pageCountsSchema,
+  totals: stepTotalsSchema,
   /** Invocations within this execution (the state machine continues as new past a threshold). */
   iteration: z.number().int().positive(),
   /** Why this invocation did not advance, when it did not. */
@@ -113,12 +145,7 @@ export const planOutputSchema = z.object({
   mode: z.enum(CHAIN_MODES),
   chains: z.array(chainItemSchema),
   parentExecutionId: z.string().min(1).nullish(),
-  totals: z.object({
-    pages: z.number().int().nonnegative(),
-    inserted: z.number().int().nonnegative(),
-    duplicates: z.number().int().nonnegative(),
-    rejected: z.number().int().nonnegative(),
-  }),
+  totals: stepTotalsSchema,
 });
 export type PlanOutput = z.infer<typeof planOutputSchema>;
 
@@ -331,12 +358,14 @@ export interface UpstreamClient {
   }): Promise<FetchPageResult>;
 }
 
-/** The step's settings: any not given takes its default from shared/config.ts. */
-export type StepConfigInput = Partial<StepSettings> & {
+/**
+ * The step's settings, resolved: the handler passes the config it parsed (shared/config.ts
+ * applied the defaults), tests spread `configDefaults` under their own.
+ */
+export type StepConfig = StepSettings & {
   /** Random source for backoff jitter; injectable for deterministic tests. */
   random?: () => number;
 };
-export type StepConfig = StepSettings & { random?: () => number };
 
 export interface StepDeps {
   store: StepStore;
@@ -344,5 +373,5 @@ export interface StepDeps {
   clock: Clock;
   logger: StepLogger;
   metrics: StepMetrics;
-  config: StepConfigInput;
+  config: StepConfig;
 }

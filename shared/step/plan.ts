@@ -1,19 +1,21 @@
 import { InvocationDeadlineError } from '../errors.ts';
 import { planNextRequest } from '../pacing/headers.ts';
+import { RequestPacer } from '../pacing/request-pacer.ts';
 import { normalisePage } from '../upstream/normalise.ts';
 import { chainsWanted, planRanges } from './chains.ts';
 import {
   type ChainMode,
   type Checkpoint,
   type CreatePlanArgs,
+  type PlanInput,
   type PlanOutput,
   planOutputSchema,
   type StepConfig,
   type StepDeps,
-  stepInputSchema,
+  type StepInvocation,
 } from './contract.ts';
-import { fetchWithRecovery, RequestPacer } from './recovery.ts';
-import { resolveConfig, type StepInvocation } from './run.ts';
+import { fetchWithRecovery } from './recovery.ts';
+import { sourceTotals, stepTotals } from './totals.ts';
 
 /**
  * The Plan task: which chains the state machine's Map runs now. The first time a source is
@@ -21,17 +23,15 @@ import { resolveConfig, type StepInvocation } from './run.ts';
  * upstream's latency; from these come the number of chains and their ranges. The page itself is
  * not stored (chain 0 reads it again): one request of the run's ~600, and a plan that needs no
  * write on the hot path. Later rounds (after a Map, or in a continued execution) list the
- * chains that still have a range to read.
+ * chains that still have a range to read. The input is parsed by the front door (index.ts).
  */
 export async function runPlan(
   deps: StepDeps,
-  rawInput: unknown,
+  input: PlanInput,
   invocation: StepInvocation = {},
 ): Promise<PlanOutput> {
   const deadlineMs = invocation.deadlineMs ?? Number.POSITIVE_INFINITY;
-  const input = stepInputSchema.parse(rawInput);
-  const { store, clock, logger } = deps;
-  const config = resolveConfig(deps.config);
+  const { store, clock, logger, config } = deps;
   const { sourceId, round } = input.state;
   const owner = input.executionId;
   const parentExecutionId = input.state.parentExecutionId ?? null;
@@ -202,7 +202,6 @@ function planOutput(
   config: StepConfig,
 ): PlanOutput {
   const perChainCap = Math.max(1, Math.floor(config.maxIterationsPerExecution / Math.max(1, open.length)));
-  const sum = (f: (c: Checkpoint) => number) => rows.reduce((n, r) => n + f(r), 0);
   return planOutputSchema.parse({
     sourceId,
     done,
@@ -216,11 +215,6 @@ function planOutput(
       ...(parentExecutionId ? { parentExecutionId } : {}),
     })),
     ...(parentExecutionId ? { parentExecutionId } : {}),
-    totals: {
-      pages: sum((r) => r.pages),
-      inserted: sum((r) => r.eventsInserted),
-      duplicates: sum((r) => r.duplicatesSkipped),
-      rejected: sum((r) => r.rejected),
-    },
+    totals: stepTotals(sourceTotals(rows)),
   });
 }

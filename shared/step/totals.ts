@@ -1,4 +1,4 @@
-import type { Checkpoint } from './contract.ts';
+import type { Checkpoint, StepTotals, Totals } from './contract.ts';
 
 /*
  * A source read by several cursor chains has one checkpoint row per chain: its own row (chain 0,
@@ -7,36 +7,36 @@ import type { Checkpoint } from './contract.ts';
  * verification, summaries) sums the rows. Pure: the views are tested on plain rows.
  */
 
-/** The counters of a source: the sum over its rows. */
-export interface SourceTotals {
-  pages: number;
-  eventsInserted: number;
-  duplicatesSkipped: number;
-  rejected: number;
-  requests: number;
-  rateLimited: number;
+type Counters = Pick<
+  Checkpoint,
+  'pages' | 'eventsInserted' | 'duplicatesSkipped' | 'rejected' | 'requests' | 'rateLimited'
+>;
+
+/** One row's counters (the checkpoint's columns) as totals. */
+export function totalsOf(row: Counters): Totals {
+  return {
+    pages: row.pages,
+    inserted: row.eventsInserted,
+    duplicates: row.duplicatesSkipped,
+    rejected: row.rejected,
+    requests: row.requests,
+    rateLimited: row.rateLimited,
+  };
 }
 
-type Counters = Pick<Checkpoint, keyof SourceTotals>;
-
-export function sourceTotals(rows: readonly Counters[]): SourceTotals {
-  const totals: SourceTotals = {
-    pages: 0,
-    eventsInserted: 0,
-    duplicatesSkipped: 0,
-    rejected: 0,
-    requests: 0,
-    rateLimited: 0,
-  };
+/** The counters of a source: the sum over its rows. */
+export function sourceTotals(rows: readonly Counters[]): Totals {
+  const totals: Totals = { pages: 0, inserted: 0, duplicates: 0, rejected: 0, requests: 0, rateLimited: 0 };
   for (const r of rows) {
-    totals.pages += r.pages;
-    totals.eventsInserted += r.eventsInserted;
-    totals.duplicatesSkipped += r.duplicatesSkipped;
-    totals.rejected += r.rejected;
-    totals.requests += r.requests;
-    totals.rateLimited += r.rateLimited;
+    const t = totalsOf(r);
+    for (const key of Object.keys(totals) as (keyof Totals)[]) totals[key] += t[key];
   }
   return totals;
+}
+
+/** The step's share of totals. */
+export function stepTotals(t: Totals): StepTotals {
+  return { pages: t.pages, inserted: t.inserted, duplicates: t.duplicates, rejected: t.rejected };
 }
 
 /**

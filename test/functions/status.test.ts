@@ -3,9 +3,9 @@ import { mockClient } from 'aws-sdk-client-mock';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStatusHandler } from '#functions/status/handler.ts';
-import { statusResponseSchema } from '#functions/status/view.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { ConfigError } from '#shared/errors.ts';
+import { statusResponseSchema } from '#shared/status/view.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 
 let db: TestDatabase;

@@ -8,7 +8,7 @@ import {
 } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { statusView } from '#functions/status/view.ts';
+import { statusView } from '#shared/status/view.ts';
 import { T0, threeChains } from '#test/support/chains.ts';
 import {
   ExecutionRunningError,

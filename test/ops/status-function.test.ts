@@ -1,7 +1,7 @@
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { StatusResponse } from '#functions/status/view.ts';
+import type { StatusResponse } from '#shared/status/view.ts';
 import { parseIngestArgs } from '../../ops/args.ts';
 import { formatStatus } from '../../ops/core.ts';
 import { StatusFunctionError, statusFunctionReader } from '../../ops/status-function.ts';

@@ -1,11 +1,12 @@
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { configDefaults } from '#shared/config.ts';
 import { decodeCursor } from '#shared/cursor.ts';
 import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
+import { createStore } from '#shared/db/store.ts';
 import { UpstreamProtocolError } from '#shared/errors.ts';
-import type { StepDeps } from '#shared/step.ts';
-import { createStore } from '#shared/store.ts';
+import type { StepDeps } from '#shared/step/index.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { INVALID_UTF8_REASON } from '#shared/upstream/normalise.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
@@ -90,6 +91,7 @@ function depsFor(server: HostileServer): StepDeps {
     logger: { info: () => {}, warn: () => {}, error: () => {} },
     metrics: { add: () => {} },
     config: {
+      ...configDefaults,
       pageSize: 5000,
       minSpacingMs: 0,
       retryBudgetMs: 2_000,

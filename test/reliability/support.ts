@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import { DataSyncError } from '#shared/errors.ts';
-import { runStep, type StepDeps, type StepOutput } from '#shared/step.ts';
+import type { StepDeps, StepOutput } from '#shared/step/index.ts';
+import { stepPage } from '#test/support/step.ts';
 
 /** `full` under `npm run test:reliability`; the reduced default keeps `npm test` short. */
 export const SCALE: 'full' | 'reduced' = process.env.RELIABILITY_SCALE === 'full' ? 'full' : 'reduced';
@@ -118,7 +119,7 @@ export async function driveToDone(
   for (let i = 0; i < maxSteps; i++) {
     let out: StepOutput;
     try {
-      out = await runStep(deps, { executionId: opts.executionId, state });
+      out = await stepPage(deps, { executionId: opts.executionId, state });
       consecutiveFailures = 0;
     } catch (error) {
       const transient =

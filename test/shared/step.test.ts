@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { createDb } from '#shared/db/client.ts';
+import { createStore } from '#shared/db/store.ts';
 import {
   AuthError,
   CheckpointConflictError,
@@ -12,10 +13,10 @@ import {
   LeaseHeldError,
   UpstreamUnavailableError,
 } from '#shared/errors.ts';
-import { runStep, type StepDeps, type StepOutput, type StepStore } from '#shared/step.ts';
-import { createStore } from '#shared/store.ts';
+import type { StepDeps, StepOutput, StepStore } from '#shared/step/index.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '#test/support/pipeline.ts';
+import { stepPage } from '#test/support/step.ts';
 
 async function counts(f: PipelineFixture, sourceId = 'default') {
   const [e] = await f.sql<{ n: number; d: number }[]>`
@@ -58,7 +59,7 @@ describe('runStep against a 60,000-event simulator and a real PostgreSQL', () =>
 
   it('returns done at once for a complete source, without a request', async () => {
     const before = f.sim.stats().requests;
-    const out = await runStep(f.deps(), { executionId: 'exec-again', state: { sourceId: 'default' } });
+    const out = await stepPage(f.deps(), { executionId: 'exec-again', state: { sourceId: 'default' } });
     expect(out).toMatchObject({ done: true, page: { received: 0 }, totals: { inserted: 60_000 } });
     expect(f.sim.stats().requests).toBe(before);
   });
@@ -87,9 +88,9 @@ describe('crashes at every seam resume with exact counts', () => {
       },
     };
     const state = { sourceId: 'before-commit' };
-    const first = await runStep(f.deps({ store: crashing }), { executionId: 'e1', state });
+    const first = await stepPage(f.deps({ store: crashing }), { executionId: 'e1', state });
     expect(first.page.inserted).toBe(5000);
-    await expect(runStep(f.deps({ store: crashing }), { executionId: 'e1', state: first })).rejects.toThrow(
+    await expect(stepPage(f.deps({ store: crashing }), { executionId: 'e1', state: first })).rejects.toThrow(
       'simulated crash before commit',
     );
     const mid = await counts(f, 'before-commit');
@@ -121,7 +122,7 @@ describe('crashes at every seam resume with exact counts', () => {
       },
     };
     await expect(
-      runStep(f.deps({ store: crashing }), { executionId: 'e2', state: { sourceId: 'after-commit' } }),
+      stepPage(f.deps({ store: crashing }), { executionId: 'e2', state: { sourceId: 'after-commit' } }),
     ).rejects.toThrow('simulated crash after commit');
     // The state machine retries with the same state: the checkpoint already moved on.
     const outputs = await f.runToDone('e2', { sourceId: 'after-commit', deps: f.deps({ store: crashing }) });
@@ -146,7 +147,7 @@ describe('crashes at every seam resume with exact counts', () => {
         return real.persistPage(args);
       },
     };
-    await runStep(f.deps({ store: capturing }), { executionId: 'e3', state: { sourceId: 'twice' } });
+    await stepPage(f.deps({ store: capturing }), { executionId: 'e3', state: { sourceId: 'twice' } });
     expect(captured).not.toBeNull();
     await expect(real.persistPage(captured!)).rejects.toBeInstanceOf(CheckpointConflictError);
     const c = await counts(f, 'twice');
@@ -165,8 +166,8 @@ describe('concurrency and leases', () => {
   it('two invocations of one execution racing on a source: exactly one advances', async () => {
     const state = { sourceId: 'race' };
     const results = await Promise.allSettled([
-      runStep(f.deps(), { executionId: 'same', state }),
-      runStep(f.deps(), { executionId: 'same', state }),
+      stepPage(f.deps(), { executionId: 'same', state }),
+      stepPage(f.deps(), { executionId: 'same', state }),
     ]);
     const ok = results.filter((r) => r.status === 'fulfilled');
     const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
@@ -179,8 +180,8 @@ describe('concurrency and leases', () => {
   });
 
   it("a different execution's live lease is refused with LeaseHeldError naming the holder", async () => {
-    await runStep(f.deps(), { executionId: 'holder', state: { sourceId: 'leased' } });
-    const err = await runStep(f.deps(), { executionId: 'intruder', state: { sourceId: 'leased' } }).catch(
+    await stepPage(f.deps(), { executionId: 'holder', state: { sourceId: 'leased' } });
+    const err = await stepPage(f.deps(), { executionId: 'intruder', state: { sourceId: 'leased' } }).catch(
       (e) => e,
     );
     expect(err).toBeInstanceOf(LeaseHeldError);
@@ -188,7 +189,7 @@ describe('concurrency and leases', () => {
     const c = await counts(f, 'leased');
     expect(c.cp?.pages).toBe(1);
     // the explicit handover from a finished parent is accepted
-    const child = await runStep(f.deps(), {
+    const child = await stepPage(f.deps(), {
       executionId: 'child',
       state: { sourceId: 'leased', parentExecutionId: 'holder' },
     });
@@ -200,12 +201,12 @@ describe('rate limiting, cursors and auth', () => {
   it('a 429 does not advance, records the headers and asks the Wait state for the server’s delay', async () => {
     const f = await createPipelineFixture({ events: 20_000, rateLimit: 2, windowSeconds: 60 });
     try {
-      const first = await runStep(f.deps(), { executionId: 'r', state: { sourceId: 'rl' } });
+      const first = await stepPage(f.deps(), { executionId: 'r', state: { sourceId: 'rl' } });
       expect(first.page.inserted).toBe(5000);
       // another client of the same key spends the window
       await fetch(`${f.sim.url}/events?limit=1`, { headers: { 'X-API-Key': f.sim.options.apiKey } });
       const before = await counts(f, 'rl');
-      const second = await runStep(f.deps({ config: { maxInTaskSleepMs: 0 } }), {
+      const second = await stepPage(f.deps({ config: { maxInTaskSleepMs: 0 } }), {
         executionId: 'r',
         state: first,
       });
@@ -226,7 +227,7 @@ describe('rate limiting, cursors and auth', () => {
     const f = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
     try {
       const t0 = Date.now();
-      await runStep(f.deps({ config: { safetyMarginMs: 30_000 } }), {
+      await stepPage(f.deps({ config: { safetyMarginMs: 30_000 } }), {
         executionId: 'm',
         state: { sourceId: 'm1' },
       });
@@ -239,7 +240,7 @@ describe('rate limiting, cursors and auth', () => {
       const f2 = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
       try {
         const t2 = Date.now();
-        await runStep(f2.deps(), { executionId: 'm', state: { sourceId: 'm2' } });
+        await stepPage(f2.deps(), { executionId: 'm', state: { sourceId: 'm2' } });
         const t3 = Date.now();
         const byDefault = (await counts(f2, 'm2')).cp!.nextRequestAtMs!;
         expect(byDefault).toBeGreaterThanOrEqual(t2 + 59_000 + 250);
@@ -256,9 +257,9 @@ describe('rate limiting, cursors and auth', () => {
     const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
     try {
       const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
-      const first = await runStep(deps, { executionId: 'c', state: { sourceId: 'ttl' } });
+      const first = await stepPage(deps, { executionId: 'c', state: { sourceId: 'ttl' } });
       await new Promise((r) => setTimeout(r, 1_300));
-      const second = await runStep(deps, { executionId: 'c', state: first });
+      const second = await stepPage(deps, { executionId: 'c', state: first });
       expect(second.page.inserted).toBe(5000);
       // The step saw the stored cursor had expired and refreshed it before asking: no 400 at all.
       expect(f.sim.stats().byStatus['400']).toBeUndefined();
@@ -277,8 +278,8 @@ describe('rate limiting, cursors and auth', () => {
       const deps = f.deps({
         config: { cursorRefreshMarginMs: 200, minSpacingMs: 1_500, maxInTaskSleepMs: 3_000 },
       });
-      const first = await runStep(deps, { executionId: 'c2', state: { sourceId: 'sleep' } });
-      const second = await runStep(deps, { executionId: 'c2', state: first });
+      const first = await stepPage(deps, { executionId: 'c2', state: { sourceId: 'sleep' } });
+      const second = await stepPage(deps, { executionId: 'c2', state: first });
       expect(second.page.inserted).toBe(5000);
       expect(f.sim.stats().byStatus['400']).toBeUndefined();
       expect(
@@ -297,10 +298,10 @@ describe('rate limiting, cursors and auth', () => {
     });
     try {
       const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
-      const first = await runStep(deps, { executionId: 'x', state: { sourceId: 'stuck' } });
+      const first = await stepPage(deps, { executionId: 'x', state: { sourceId: 'stuck' } });
       const before = await counts(f, 'stuck');
       await new Promise((r) => setTimeout(r, 1_300));
-      const err = await runStep(deps, { executionId: 'x', state: first }).catch((e) => e);
+      const err = await stepPage(deps, { executionId: 'x', state: first }).catch((e) => e);
       expect(err).toBeInstanceOf(CursorRejectedError);
       expect(err.message).toContain('"stuck"');
       expect(err.message).toContain(`id=${before.cp?.positionId}`);
@@ -323,7 +324,7 @@ describe('rate limiting, cursors and auth', () => {
   it('a wrong API key fails with AuthError on the first call, with no retry and no progress recorded', async () => {
     const f = await createPipelineFixture({ events: 10_000 });
     try {
-      const err = await runStep(f.deps({ apiKey: 'wrong-key' }), {
+      const err = await stepPage(f.deps({ apiKey: 'wrong-key' }), {
         executionId: 'a',
         state: { sourceId: 'auth' },
       }).catch((e) => e);
@@ -429,7 +430,7 @@ async function driveLikeTheStateMachine(deps: StepDeps, executionId: string, sou
   for (let i = 0; i < 500; i++) {
     let out: StepOutput;
     try {
-      out = await runStep(deps, { executionId, state });
+      out = await stepPage(deps, { executionId, state });
     } catch (error) {
       if (error instanceof DataSyncError && error.transient) {
         transientRetries++;
@@ -533,10 +534,10 @@ describe('cursor recovery is paced like any request', () => {
           },
         },
       };
-      const first = await runStep(deps, { executionId: 'p', state: { sourceId: 'recover' } });
+      const first = await stepPage(deps, { executionId: 'p', state: { sourceId: 'recover' } });
       await new Promise((r) => setTimeout(r, 1_300));
       starts.length = 0;
-      const err = await runStep(deps, { executionId: 'p', state: first }).catch((e) => e);
+      const err = await stepPage(deps, { executionId: 'p', state: first }).catch((e) => e);
       expect(err).toBeInstanceOf(CursorRejectedError);
       // the refreshed cursor (refused), then the rebuilt one (refused)
       expect(starts).toHaveLength(2);
@@ -552,7 +553,7 @@ describe('the invocation deadline', () => {
     const f = await createPipelineFixture({ events: 10_000, latencyMs: 4_000 });
     try {
       const deps = f.deps({ config: { writeHeadroomMs: 1_000, minAttemptMs: 500, retryBudgetMs: 30_000 } });
-      const err = await runStep(
+      const err = await stepPage(
         deps,
         { executionId: 'd', state: { sourceId: 'deadline' } },
         {
@@ -579,7 +580,7 @@ describe('the invocation deadline', () => {
     const f = await createPipelineFixture({ events: 10_000 });
     try {
       const deps = f.deps({ config: { writeHeadroomMs: 2_000, minAttemptMs: 1_000 } });
-      const err = await runStep(
+      const err = await stepPage(
         deps,
         { executionId: 'd', state: { sourceId: 'late' } },
         {
@@ -593,7 +594,7 @@ describe('the invocation deadline', () => {
       // Transient: the source is not marked failed, and the same execution may go on.
       const c = await counts(f, 'late');
       expect(c.cp).toMatchObject({ status: 'running', lastError: null, pages: 0 });
-      const next = await runStep(deps, { executionId: 'd', state: { sourceId: 'late' } });
+      const next = await stepPage(deps, { executionId: 'd', state: { sourceId: 'late' } });
       expect(next.page.inserted).toBe(5000);
     } finally {
       await f.close();

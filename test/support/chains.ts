@@ -1,4 +1,4 @@
-import type { Checkpoint } from '#shared/step.ts';
+import type { Checkpoint } from '#shared/step/index.ts';
 
 /*
  * A source read by three chains, as plain checkpoint rows (the views are pure functions of the

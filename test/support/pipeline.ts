@@ -1,8 +1,9 @@
 import type { Sql } from 'postgres';
+import { configDefaults } from '#shared/config.ts';
 import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
-import { type Clock, runStep, type StepDeps, type StepOutput, type StepStore } from '#shared/step.ts';
-import { createStore } from '#shared/store.ts';
+import { createStore } from '#shared/db/store.ts';
+import type { Clock, StepDeps, StepOutput, StepStore } from '#shared/step/index.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import {
   type RunningSimulator,
@@ -10,6 +11,7 @@ import {
   startSimulator,
 } from '../../local/simulator/index.ts';
 import { createTestDatabase, type TestDatabase } from './db.ts';
+import { stepPage } from './step.ts';
 
 export const realClock: Clock = {
   now: () => Date.now(),
@@ -58,6 +60,7 @@ export async function createPipelineFixture(sim: SimulatorOptionsInput = {}): Pr
     logger: { info: log('info'), warn: log('warn'), error: log('error') },
     metrics: { add: () => {} },
     config: {
+      ...configDefaults,
       pageSize: 5000,
       minSpacingMs: 0,
       retryBudgetMs: 5_000,
@@ -78,7 +81,7 @@ export async function createPipelineFixture(sim: SimulatorOptionsInput = {}): Pr
       const outputs: StepOutput[] = [];
       let state: Record<string, unknown> = { sourceId: opts.sourceId ?? 'default' };
       for (let i = 0; i < (opts.maxSteps ?? 1000); i++) {
-        const out = await runStep(d, { executionId, state });
+        const out = await stepPage(d, { executionId, state });
         outputs.push(out);
         if (out.done) return outputs;
         state = out;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { datasetFor, resolveSimulatorOptions } from '#local/simulator/index.ts';
 import { acquireLease } from '#shared/db/checkpoints.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 import { lastJson, lines, readSource, runCli, startCli, waitForSource } from './support.ts';
@@ -126,7 +126,7 @@ describe('npm run local: crash, interrupt and resume', () => {
       const sql = createSql(db.url);
       try {
         await runMigrations(sql);
-        await acquireLease(sql, {
+        await acquireLease(createDb(sql), {
           sourceId: 'expired',
           owner: `local:${hostname()}:${deadPid}:${'0'.repeat(8)}`,
           nowMs: Date.now() - 60_000,

@@ -12,7 +12,7 @@ import {
   ScaledChainWaits,
   withFunctionTimeout,
 } from '#local/run/executor.ts';
-import type { StepOutput } from '#shared/step.ts';
+import type { StepOutput } from '#shared/step/index.ts';
 
 // The local runner enforces the function timeout as Lambda does: an invocation that overruns
 // fails the task with Sandbox.Timedout, which the state machine's retriers can name.

@@ -88,7 +88,7 @@ async function page(
 ) {
   const cp = await row(sourceId, chain);
   const event = normalisedEvent({ occurredAtMs: ts });
-  return persistPage(sql, {
+  return persistPage(createDb(sql), {
     sourceId: chainKey(sourceId, chain),
     eventsSourceId: sourceId,
     expectedVersion: expectedVersion ?? cp.version,
@@ -485,7 +485,7 @@ describe('persistPage on chains', () => {
     const sourceId = await planned();
     const cp = await row(sourceId, 1);
     const event = normalisedEvent({ occurredAtMs: B });
-    const result = await persistPage(sql, {
+    const result = await persistPage(createDb(sql), {
       sourceId: chainKey(sourceId, 1),
       eventsSourceId: sourceId,
       expectedVersion: cp.version,

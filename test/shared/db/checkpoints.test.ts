@@ -183,7 +183,7 @@ describe('resetSource', () => {
   it("deletes the source's events, rejects and checkpoint, and nothing of other sources", async () => {
     for (const sourceId of ['reset-me', 'keep-me']) {
       const cp = await acquireLease(db, { sourceId, owner: 'exec', nowMs: T0, ttlMs: TTL });
-      await persistPage(sql, {
+      await persistPage(createDb(sql), {
         sourceId,
         expectedVersion: cp.version,
         owner: 'exec',

@@ -2,8 +2,9 @@ import { eq } from 'drizzle-orm';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLease, getCheckpoint } from '#shared/db/checkpoints.ts';
-import { createDb, createSql, DatabaseUnavailableError } from '#shared/db/client.ts';
-import { describeDbError, withDbErrors } from '#shared/db/errors.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
+import { describeDbError, withDbErrors } from '#shared/db/connection-errors.ts';
+import { DatabaseUnavailableError } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
 import { checkpoints, events } from '#shared/db/schema.ts';
@@ -49,7 +50,7 @@ describe('createSql / createDb on one client', () => {
       nowMs: 1_767_225_600_123,
       ttlMs: 1000,
     });
-    const persisted = await persistPage(sql, {
+    const persisted = await persistPage(createDb(sql), {
       sourceId: 'mixed',
       expectedVersion: cp.version,
       owner: 'x',
@@ -142,7 +143,7 @@ describe('unreachable database', () => {
     const url = 'postgres://someone:s3cret-pw@127.0.0.1:1/ingest';
     const c = createSql(url, { connectTimeoutSeconds: 2 });
     try {
-      const error = await getCheckpoint(c, 'default').catch((e: unknown) => e);
+      const error = await getCheckpoint(createDb(c), 'default').catch((e: unknown) => e);
       expect(error).toBeInstanceOf(DatabaseUnavailableError);
       const message = (error as Error).message;
       expect(message).toContain('127.0.0.1:1');

@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIGRATIONS_DIR } from '#shared/config.ts';
 import { createSql } from '#shared/db/client.ts';
-import { DEFAULT_MIGRATIONS_FOLDER, runMigrations } from '#shared/db/migrate.ts';
+import { runMigrations } from '#shared/db/migrate.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 
@@ -23,9 +24,7 @@ afterAll(async () => {
 async function journalEntries(): Promise<
   { idx: number; version: string; when: number; tag: string; breakpoints: boolean }[]
 > {
-  const journal = JSON.parse(
-    await readFile(join(DEFAULT_MIGRATIONS_FOLDER, 'meta', '_journal.json'), 'utf8'),
-  );
+  const journal = JSON.parse(await readFile(join(MIGRATIONS_DIR, 'meta', '_journal.json'), 'utf8'));
   return journal.entries;
 }
 
@@ -75,7 +74,7 @@ describe('runMigrations', () => {
     const sql = createSql(old.url);
     try {
       await mkdir(join(onlyInit, 'meta'));
-      await copyFile(join(DEFAULT_MIGRATIONS_FOLDER, '0000_init.sql'), join(onlyInit, '0000_init.sql'));
+      await copyFile(join(MIGRATIONS_DIR, '0000_init.sql'), join(onlyInit, '0000_init.sql'));
       await writeFile(join(onlyInit, 'meta', '_journal.json'), JSON.stringify({ entries: [init] }));
       expect(await runMigrations(sql, { migrationsFolder: onlyInit })).toEqual({ applied: 1 });
       await sql`insert into checkpoints (source_id, cursor, position_ts, position_id, pages, events_inserted,
@@ -192,6 +191,6 @@ describe('runMigrations', () => {
   });
 
   it('resolves the default folder to the committed drizzle/ migrations', () => {
-    expect(DEFAULT_MIGRATIONS_FOLDER.endsWith('/drizzle')).toBe(true);
+    expect(MIGRATIONS_DIR.endsWith('/drizzle')).toBe(true);
   });
 });

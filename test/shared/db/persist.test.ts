@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLease, type Checkpoint, getCheckpoint } from '#shared/db/checkpoints.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { PageRejectedByDatabaseError } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { type PersistPageInput, persistPage } from '#shared/db/persist.ts';
@@ -29,7 +29,7 @@ const event = normalisedEvent;
 
 async function freshSource(owner = 'exec-1'): Promise<{ sourceId: string; cp: Checkpoint }> {
   const sourceId = `src-${++sourceSeq}`;
-  const cp = await acquireLease(sql, { sourceId, owner, nowMs: Date.now(), ttlMs: 600_000 });
+  const cp = await acquireLease(createDb(sql), { sourceId, owner, nowMs: Date.now(), ttlMs: 600_000 });
   return { sourceId, cp };
 }
 
@@ -74,7 +74,10 @@ describe('persistPage', () => {
   it('inserts the page exactly and advances the checkpoint by its numbers', async () => {
     const { sourceId, cp } = await freshSource();
     const events = Array.from({ length: 250 }, (_, i) => event({ occurredAtMs: T0 + i }));
-    const r = await persistPage(sql, input(sourceId, cp, events, { requestsMade: 3, rateLimitedSeen: 1 }));
+    const r = await persistPage(
+      createDb(sql),
+      input(sourceId, cp, events, { requestsMade: 3, rateLimitedSeen: 1 }),
+    );
     expect(r).toMatchObject({
       inserted: 250,
       duplicates: 0,
@@ -99,14 +102,14 @@ describe('persistPage', () => {
       completedAtMs: null,
       version: cp.version + 1,
     });
-    expect(await getCheckpoint(sql, sourceId)).toEqual(r.checkpoint);
+    expect(await getCheckpoint(createDb(sql), sourceId)).toEqual(r.checkpoint);
   });
 
   it('counts a page committed twice as duplicates and never inserts twice', async () => {
     const { sourceId, cp } = await freshSource();
     const events = Array.from({ length: 100 }, () => event());
-    const first = await persistPage(sql, input(sourceId, cp, events));
-    const second = await persistPage(sql, input(sourceId, first.checkpoint, events));
+    const first = await persistPage(createDb(sql), input(sourceId, cp, events));
+    const second = await persistPage(createDb(sql), input(sourceId, first.checkpoint, events));
     expect(first.writePath).toBe('copy');
     // Every id is stored already: the COPY is refused, the INSERT ... ON CONFLICT path counts them.
     expect(second).toMatchObject({ inserted: 0, duplicates: 100, writePath: 'insert' });
@@ -118,11 +121,11 @@ describe('persistPage', () => {
     const { sourceId, cp } = await freshSource();
     const a = event();
     const b = event();
-    const first = await persistPage(sql, input(sourceId, cp, [a, b]));
+    const first = await persistPage(createDb(sql), input(sourceId, cp, [a, b]));
     const c = event();
     // c twice within the page, a again from the previous page: 1 new row, 3 duplicates.
     const r = await persistPage(
-      sql,
+      createDb(sql),
       input(sourceId, first.checkpoint, [c, a, { ...c, name: 'second copy' }, a]),
     );
     expect(r).toMatchObject({ inserted: 1, duplicates: 3, writePath: 'insert' });
@@ -135,7 +138,10 @@ describe('persistPage', () => {
     const { sourceId, cp } = await freshSource();
     const a = event();
     const b = event();
-    const r = await persistPage(sql, input(sourceId, cp, [a, b, { ...a, name: 'later copy' }, b, a]));
+    const r = await persistPage(
+      createDb(sql),
+      input(sourceId, cp, [a, b, { ...a, name: 'later copy' }, b, a]),
+    );
     expect(r).toMatchObject({ inserted: 2, duplicates: 3, writePath: 'copy' });
     expect(r.checkpoint).toMatchObject({ eventsInserted: 2, duplicatesSkipped: 3 });
     const [row] = await sql<{ name: string }[]>`select name from events where id = ${a.id}`;
@@ -148,9 +154,9 @@ describe('persistPage', () => {
     const shared = Array.from({ length: 40 }, () => event());
     const onlyMine = Array.from({ length: 60 }, () => event());
     // The other source committed its page first; ours meets 40 stored ids and falls back.
-    await persistPage(sql, { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
+    await persistPage(createDb(sql), { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
     const r = await persistPage(
-      sql,
+      createDb(sql),
       input(mine.sourceId, mine.cp, [...onlyMine.slice(0, 30), ...shared, ...onlyMine.slice(30)]),
     );
     expect(r).toMatchObject({ inserted: 60, duplicates: 40, writePath: 'insert' });
@@ -160,29 +166,29 @@ describe('persistPage', () => {
 
   it('reports writePath none and moves the checkpoint for a page without valid events', async () => {
     const { sourceId, cp } = await freshSource();
-    const r = await persistPage(sql, input(sourceId, cp, []));
+    const r = await persistPage(createDb(sql), input(sourceId, cp, []));
     expect(r).toMatchObject({ inserted: 0, duplicates: 0, writePath: 'none' });
     expect(r.checkpoint.pages).toBe(cp.pages + 1);
   });
 
   it('rolls everything back on a stale expectedVersion and throws CheckpointConflictError', async () => {
     const { sourceId, cp } = await freshSource();
-    const moved = await persistPage(sql, input(sourceId, cp, [event()]));
+    const moved = await persistPage(createDb(sql), input(sourceId, cp, [event()]));
     const stale = input(sourceId, cp, [event(), event()], {
       rejects: [{ raw: { id: 'x', timestamp: 'garbage' }, reason: 'timestamp: unparseable' }],
     });
-    const error = await persistPage(sql, stale).catch((e: unknown) => e);
+    const error = await persistPage(createDb(sql), stale).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(CheckpointConflictError);
     expect((error as Error).message).toContain(`expected version ${cp.version}`);
     expect((error as Error).message).toContain(`found version ${moved.version}`);
     expect(await count('events', sourceId)).toBe(1);
     expect(await count('rejected_events', sourceId)).toBe(0);
-    expect(await getCheckpoint(sql, sourceId)).toEqual(moved.checkpoint);
+    expect(await getCheckpoint(createDb(sql), sourceId)).toEqual(moved.checkpoint);
   });
 
   it('refuses a writer that no longer holds the lease', async () => {
     const { sourceId, cp } = await freshSource();
-    const error = await persistPage(sql, input(sourceId, cp, [event()], { owner: 'exec-2' })).catch(
+    const error = await persistPage(createDb(sql), input(sourceId, cp, [event()], { owner: 'exec-2' })).catch(
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(CheckpointConflictError);
@@ -195,8 +201,8 @@ describe('persistPage', () => {
     const pageA = Array.from({ length: 500 }, () => event());
     const pageB = Array.from({ length: 500 }, () => event());
     const results = await Promise.allSettled([
-      persistPage(sql, input(sourceId, cp, pageA)),
-      persistPage(sql, input(sourceId, cp, pageB)),
+      persistPage(createDb(sql), input(sourceId, cp, pageA)),
+      persistPage(createDb(sql), input(sourceId, cp, pageB)),
     ]);
     const won = results.filter((r) => r.status === 'fulfilled');
     const lost = results.filter((r) => r.status === 'rejected');
@@ -204,7 +210,7 @@ describe('persistPage', () => {
     expect(lost).toHaveLength(1);
     expect((lost[0] as PromiseRejectedResult).reason).toBeInstanceOf(CheckpointConflictError);
     expect(await count('events', sourceId)).toBe(500);
-    const after = await getCheckpoint(sql, sourceId);
+    const after = await getCheckpoint(createDb(sql), sourceId);
     expect(after).toMatchObject({ pages: 1, eventsInserted: 500, version: cp.version + 1 });
   });
 
@@ -212,7 +218,7 @@ describe('persistPage', () => {
     const { sourceId, cp } = await freshSource();
     const before = Date.now();
     const r = await persistPage(
-      sql,
+      createDb(sql),
       input(sourceId, cp, [event()], {
         next: {
           cursor: null,
@@ -231,7 +237,7 @@ describe('persistPage', () => {
     // The lease goes back in the same commit: a crash right after it leaves no stale lease.
     expect(r.checkpoint.leaseOwner).toBeNull();
     expect(r.checkpoint.leaseExpiresAtMs).toBeNull();
-    expect((await getCheckpoint(sql, sourceId))?.leaseOwner).toBeNull();
+    expect((await getCheckpoint(createDb(sql), sourceId))?.leaseOwner).toBeNull();
     // Absent values keep what was known before instead of erasing it.
     expect(r.checkpoint.totalReported).toBeNull();
     expect(r.checkpoint.positionTs).toBe(T0);
@@ -246,12 +252,12 @@ describe('persistPage', () => {
       { raw: 'not an object', reason: 'event: not an object (string)' },
       { raw: { id: 'a1', timestamp: null }, reason: 'timestamp: missing' },
     ];
-    const first = await persistPage(sql, input(sourceId, cp, [event()], { rejects }));
+    const first = await persistPage(createDb(sql), input(sourceId, cp, [event()], { rejects }));
     expect(first.rejectsInserted).toBe(3);
     expect(first.checkpoint.rejected).toBe(3);
     // The same rejects served again on the next page are not stored again.
     const second = await persistPage(
-      sql,
+      createDb(sql),
       input(sourceId, first.checkpoint, [], { rejects: rejects.slice(0, 2) }),
     );
     expect(second.rejectsInserted).toBe(0);
@@ -279,13 +285,15 @@ describe('persistPage', () => {
   it('fails the whole page with a clear error when the database refuses a row, storing nothing', async () => {
     const { sourceId, cp } = await freshSource();
     const bad = event({ name: 'has a NUL \u0000 inside' });
-    const error = await persistPage(sql, input(sourceId, cp, [event(), bad])).catch((e: unknown) => e);
+    const error = await persistPage(createDb(sql), input(sourceId, cp, [event(), bad])).catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(PageRejectedByDatabaseError);
     expect((error as PageRejectedByDatabaseError).transient).toBe(false);
     expect((error as Error).message).toMatch(/events/);
     expect((error as Error).message).toMatch(/normalisation/);
     expect(await count('events', sourceId)).toBe(0);
-    expect(await getCheckpoint(sql, sourceId)).toEqual(cp);
+    expect(await getCheckpoint(createDb(sql), sourceId)).toEqual(cp);
   });
 
   it('round-trips hostile strings, unicode, huge and deep properties and instants exactly', async () => {
@@ -324,7 +332,7 @@ describe('persistPage', () => {
       event({ properties: ['array', 'top'] }),
       event({ properties: 'str' }),
     );
-    const r = await persistPage(sql, input(sourceId, cp, events));
+    const r = await persistPage(createDb(sql), input(sourceId, cp, events));
     expect(r.inserted).toBe(events.length);
     const rows = await sql<
       {
@@ -363,7 +371,7 @@ describe('persistPage', () => {
       seed: 42,
     });
     const events = instants.map((ms) => event({ occurredAtMs: ms }));
-    await persistPage(sql, input(sourceId, cp, events));
+    await persistPage(createDb(sql), input(sourceId, cp, events));
     const rows = await sql<{ id: string; ms: number }[]>`
       select id, (extract(epoch from occurred_at) * 1000)::float8 as ms from events where source_id = ${sourceId}`;
     const got = new Map(rows.map((row) => [row.id, row.ms]));

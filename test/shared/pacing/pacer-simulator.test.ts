@@ -1,10 +1,10 @@
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runChains } from '#bench/pacer-sim.ts';
 import { DEFAULT_API_KEY, startSimulator } from '#local/simulator/index.ts';
-import { createSql } from '#shared/db/client.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
-import { runChains } from '#bench/pacer-sim.ts';
 
 /*
  * End to end: N concurrent loops, each reserve -> sleep until the reserved start -> GET from the
@@ -47,7 +47,7 @@ describe('N chains through the shared pacer against the simulator', () => {
     try {
       const minSpacingMs = 2200 / SCALE;
       const out = await runChains({
-        db: sql,
+        db: createDb(sql),
         key: `e2e-${c.chains}-${c.windowMode}-${c.latencyMs}`,
         eventsUrl: `${sim.url}/events?limit=${ROWS}`,
         apiKey: DEFAULT_API_KEY,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { boundMs, minGapMs, simulate } from '#bench/pacer-sim.ts';
 import { ConfigError } from '#shared/errors.ts';
 import {
   applyAnswer,
@@ -8,7 +9,6 @@ import {
   releaseReservation,
   windowEstimateMs,
 } from '#shared/pacing/shared-pacer.ts';
-import { boundMs, minGapMs, simulate } from '#bench/pacer-sim.ts';
 
 const T0 = 1_000_000;
 const OPTS = { minSpacingMs: 2200, maxAheadMs: 120_000, safetyMarginMs: 250 };

@@ -4,7 +4,8 @@ import { decodeCursor } from '#shared/cursor.ts';
 import { listChains } from '#shared/db/chains.ts';
 import { createDb } from '#shared/db/client.ts';
 import { DataSyncError, LeaseHeldError, UpstreamUnavailableError } from '#shared/errors.ts';
-import { type PlanOutput, runPlan, runStep, type StepDeps, type StepOutput, ZERO_ID } from '#shared/step.ts';
+import { type PlanOutput, type StepDeps, type StepOutput, ZERO_ID } from '#shared/step/index.ts';
+import { stepPage, stepPlan } from '#test/support/step.ts';
 import type { SimulatorOptionsInput } from '../../../local/simulator/index.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '../../support/pipeline.ts';
 
@@ -43,7 +44,7 @@ async function driveChain(deps: StepDeps, executionId: string, item: PlanOutput[
   for (;;) {
     let out: StepOutput;
     try {
-      out = await runStep(deps, { executionId, state });
+      out = await stepPage(deps, { executionId, state });
       failures = 0;
     } catch (error) {
       if (!(error instanceof DataSyncError && error.transient) || ++failures > 10) throw error;
@@ -61,7 +62,7 @@ async function driveChain(deps: StepDeps, executionId: string, item: PlanOutput[
 async function runChains(deps: StepDeps, executionId = 'exec-1', sourceId = 'default') {
   const plans: PlanOutput[] = [];
   for (let round = 0; round < 50; round++) {
-    const plan = await runPlan(deps, {
+    const plan = await stepPlan(deps, {
       executionId,
       action: 'plan',
       state: { sourceId, round: Math.min(round, 1) },
@@ -204,18 +205,18 @@ describe('cursor chains, end to end through the step', () => {
   it('a second execution for the same source is refused while the first holds it', async () => {
     const f = await fixture(20_000);
     const deps = depsOf(f, 3);
-    const plan = await runPlan(deps, {
+    const plan = await stepPlan(deps, {
       executionId: 'exec-1',
       action: 'plan',
       state: { sourceId: 'default' },
     });
     expect(plan.chains.length).toBe(3);
     await expect(
-      runPlan(deps, { executionId: 'exec-2', action: 'plan', state: { sourceId: 'default' } }),
+      stepPlan(deps, { executionId: 'exec-2', action: 'plan', state: { sourceId: 'default' } }),
     ).rejects.toBeInstanceOf(LeaseHeldError);
     // Nor can it drive one of the first execution's chains.
     await expect(
-      runStep(deps, { executionId: 'exec-2', state: { sourceId: 'default', chain: 1 } }),
+      stepPage(deps, { executionId: 'exec-2', state: { sourceId: 'default', chain: 1 } }),
     ).rejects.toBeInstanceOf(LeaseHeldError);
   });
 
@@ -249,7 +250,7 @@ describe('cursor chains, end to end through the step', () => {
     const deps = depsOf(f, 3);
     await runChains(deps);
     // The Step Functions retry of a chain whose hand-over failed, arriving after the completion.
-    const out = await runStep(deps, {
+    const out = await stepPage(deps, {
       executionId: 'exec-1',
       state: { sourceId: 'default', chain: 2, perChainCap: 10 },
     });
@@ -260,14 +261,14 @@ describe('cursor chains, end to end through the step', () => {
   it('a restart after a failed execution takes over the chain rows the failed one still leased', async () => {
     const f = await fixture(20_000);
     const deps = depsOf(f, 3);
-    const plan = await runPlan(deps, {
+    const plan = await stepPlan(deps, {
       executionId: 'exec-1',
       action: 'plan',
       state: { sourceId: 'default' },
     });
     // Every chain reads one page, then the execution dies without freeing anything but the
     // source (what a fatal error in one chain does).
-    for (const item of plan.chains) await runStep(deps, { executionId: 'exec-1', state: { ...item } });
+    for (const item of plan.chains) await stepPage(deps, { executionId: 'exec-1', state: { ...item } });
     await deps.store.releaseLease({ sourceId: 'default', owner: 'exec-1' });
     const rows = await listChains(createDb(f.sql), 'default');
     expect(rows.filter((r) => r.leaseOwner === 'exec-1').length).toBe(2);

@@ -6,8 +6,8 @@ describe('source totals over cursor chains', () => {
   it("sums every counter over the source's own row and its chain rows", () => {
     expect(sourceTotals(threeChains())).toEqual({
       pages: 120 + 98 + 42,
-      eventsInserted: 600_000 + 489_998 + 210_000,
-      duplicatesSkipped: 0 + 2 + 5,
+      inserted: 600_000 + 489_998 + 210_000,
+      duplicates: 0 + 2 + 5,
       rejected: 3 + 1 + 0,
       requests: 121 + 99 + 43,
       rateLimited: 0 + 1 + 0,
@@ -25,13 +25,13 @@ describe('source totals over cursor chains', () => {
     });
     expect(sourceTotals([one])).toEqual({
       pages: 7,
-      eventsInserted: 35_000,
-      duplicatesSkipped: 1,
+      inserted: 35_000,
+      duplicates: 1,
       rejected: 2,
       requests: 9,
       rateLimited: 1,
     });
-    expect(sourceTotals([]).eventsInserted).toBe(0);
+    expect(sourceTotals([]).inserted).toBe(0);
   });
 
   it('finds the header and puts the rows in chain order whatever order they come in', () => {

@@ -7,7 +7,7 @@
 import { openDatabase } from '#shared/aws/database.ts';
 import type { SecretCache } from '#shared/aws/secrets.ts';
 import type { DatabaseSsl } from '#shared/db/client.ts';
-import { withDbErrors } from '#shared/db/errors.ts';
+import { withDbErrors } from '#shared/db/connection-errors.ts';
 
 interface ProbeCase {
   name: string;

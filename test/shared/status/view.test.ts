@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createStatusHandler } from '#functions/status/handler.ts';
-import { statusResponseSchema, statusView } from '#functions/status/view.ts';
+import { statusResponseSchema, statusView } from '#shared/status/view.ts';
 import { DAY, OWNER, row, T0, threeChains } from '#test/support/chains.ts';
 
 describe('the status view of a source read by several chains', () => {

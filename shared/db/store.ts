@@ -1,14 +1,15 @@
 import type { Sql } from 'postgres';
-import { createPlan, fallbackToOneChain, finishRange, listChains, renewSourceLease } from './db/chains.ts';
-import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './db/checkpoints.ts';
-import { createDb } from './db/client.ts';
-import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from './db/pacer.ts';
-import { persistPage } from './db/persist.ts';
-import type { StepStore } from './step.ts';
+import type { StepStore } from '../step/contract.ts';
+import { createPlan, fallbackToOneChain, finishRange, listChains, renewSourceLease } from './chains.ts';
+import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './checkpoints.ts';
+import { createDb } from './client.ts';
+import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from './pacer.ts';
+import { persistPage } from './persist.ts';
 
 /**
- * The step's view of the database, bound to one postgres.js client. `pacerKey` names the
- * upstream (its URL): every chain of every source that reads it shares that pacer row.
+ * The step's view of the database, bound to one postgres.js client: the one place that builds
+ * the step's `Db` and binds every repository function to it. `pacerKey` names the upstream (its
+ * URL): every chain of every source that reads it shares that pacer row.
  */
 export function createStore(sql: Sql, options: { pacerKey?: string } = {}): StepStore {
   const db = createDb(sql);
@@ -25,7 +26,7 @@ export function createStore(sql: Sql, options: { pacerKey?: string } = {}): Step
       : {}),
     acquireLease: (args) => acquireLease(db, args),
     recordRateLimited: (args) => recordRateLimited(db, args),
-    persistPage: (args) => persistPage(sql, args),
+    persistPage: (args) => persistPage(db, args),
     releaseLease: (args) => releaseLease(db, args),
     recordFailure: (args) => recordFailure(db, args),
     listChains: (sourceId) => listChains(db, sourceId),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { byChain, sourceHeader, sourceTotals } from '#shared/step/totals.ts';
-import { type Checkpoint, sourceIdSchema } from '#shared/step.ts';
+import { CHAIN_MODES, type Checkpoint, sourceIdSchema } from '../step/contract.ts';
+import { byChain, sourceHeader, sourceTotals } from '../step/totals.ts';
 
 /** The status function's input: which source to describe. */
 export const statusRequestSchema = z.object({ sourceId: sourceIdSchema.default('default') }).loose();
@@ -21,8 +21,6 @@ export const chainViewSchema = z.object({
   leased: z.boolean(),
 });
 export type ChainView = z.infer<typeof chainViewSchema>;
-
-export const CHAIN_MODES = ['single', 'chains', 'fallback'] as const;
 
 /**
  * What the status function returns: the checkpoint's view of a source. Shared by the function and
@@ -77,7 +75,7 @@ export function statusView(rows: readonly Checkpoint[], nowMs: number): StatusVi
     .map((c) => c.nextRequestAtMs as number);
   return {
     sourceId: header.sourceId,
-    eventsInserted: totals.eventsInserted,
+    eventsInserted: totals.inserted,
     pages: totals.pages,
     rejected: totals.rejected,
     totalReported:
