@@ -10,7 +10,7 @@ import { runMigrations } from '#shared/db/migrate.ts';
 import { persistPage } from '#shared/db/persist.ts';
 import type { NormalisedEvent } from '#shared/upstream/types.ts';
 import { openTarget, percentile, positiveInt, round1, round3, sum } from './lib.ts';
-import type { BenchResult } from './registry.ts';
+import type { BenchResult } from './result.ts';
 
 /**
  * 600 pages x 5000 events through the production persistPage (one transaction per page: the

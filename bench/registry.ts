@@ -4,17 +4,8 @@
  * headline figures) and add a line here; the runner prints the result as the last line of
  * output and appends a row to docs/benchmarks.md.
  */
-export interface BenchResult {
-  /** The benchmark's name, as registered. */
-  bench: string;
-  /** PostgreSQL server version, when the benchmark talked to one (goes into the machine column). */
-  postgres?: string;
-  [figure: string]: unknown;
-}
 
-export interface BenchModule {
-  run(args: string[]): Promise<BenchResult>;
-}
+import type { BenchModule } from './result.ts';
 
 export interface BenchEntry {
   description: string;

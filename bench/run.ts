@@ -1,7 +1,8 @@
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import { type BenchResult, benchmarks } from './registry.ts';
+import { benchmarks } from './registry.ts';
+import type { BenchResult } from './result.ts';
 
 /**
  * `npm run bench` runs every registered benchmark; `npm run bench -- persist [--pages 60]` runs

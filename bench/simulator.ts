@@ -11,7 +11,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startSimulator } from '#local/simulator/index.ts';
 import { runChildScript } from './child.ts';
-import type { BenchResult } from './registry.ts';
+import type { BenchResult } from './result.ts';
 
 /**
  * The registered entry: runs this file in a child process, so the CPU time it reports is the
