@@ -17,7 +17,7 @@ import { withDbErrors } from './connection-errors.ts';
 /*
  * The shared request pacer's row (table `pacers`, one row per upstream key). Thin: each call is
  * one short transaction that creates the row on first use, locks it (FOR UPDATE), lets the pure
- * model (shared/pacing/shared-pacer.ts, where the reasoning is) decide, and writes the new state back.
+ * model (shared/pacing/shared-pacer.ts; the reasoning: docs/architecture.md#pacing) decide, and writes the new state back.
  * Concurrent callers (Map iterations, separate invocations) are serialised by the row lock, so
  * two reservations can never take the same instant or break the spacing; a reservation is
  * durable as soon as the call returns.

@@ -3,35 +3,10 @@ import { configDefaults } from '../config.ts';
 import { ConfigError, type RateLimitInfo } from '../errors.ts';
 
 /**
- * Request pacing from the rate-limit headers. Pure: no clock, no I/O.
- *
- * The upstream allows 10 requests per window, the window is 20, 30 or 60 s depending on key and
- * date, and whether it is fixed or sliding is disputed. The plan therefore trusts the headers:
- *
- * - While `remaining > 0` the next request goes out after `minSpacingMs` only. A free slot now
- *   stays free until we use it (we are the only client of the key), in a fixed window (slots
- *   only come back at the boundary) and in a sliding log (slots only come back as old requests
- *   expire) alike, so using it at once can never cause a 429.
- * - When `remaining === 0` the next request waits for `X-RateLimit-Reset`: the instant a slot
- *   comes back (the window end if fixed, the oldest request's expiry if sliding).
- * - After a 429 it waits `Retry-After`.
- *
- * Why not spread the remaining budget evenly over the window (spacing = reset / remaining)?
- * In a fixed window that puts the last request exactly on the boundary, so only 9 of 10 slots
- * are used per window: about 11 % slower. Using slots as soon as they exist reaches the floor
- * (limit per window) in both window kinds: in a sliding log each request then waits for the
- * slot of the request 10 before it, so the long-run period is window/limit plus the slack below.
- * If a server meant "Reset" as the time until the whole window is empty, waiting for it is
- * still safe, only slower.
- *
- * Where the slack comes from, and why each part is needed:
- * - Reset is measured from `responseAtMs`, not the request start: the server may compute its
- *   headers at any instant between the two (a 5000-event page takes 3.5-4 s), and the response
- *   is the latest instant it can have done so. Measuring from the start would be early by up to
- *   the whole latency.
- * - The live service rounds Reset up to whole seconds, which already errs late; the safety
- *   margin covers a server that rounds to nearest and clock granularity. When the simulator's
- *   fractional `X-RateLimit-Reset-Exact` is used, the margin is the only slack.
+ * Request pacing from the rate-limit headers. Pure: no clock, no I/O. While the window has
+ * slots the next request waits only for the spacing; with none left it waits for Reset
+ * (measured from the response, plus a safety margin); after a 429, for Retry-After. Why this
+ * plan and where each part of its slack comes from: docs/architecture.md#pacing.
  */
 
 /** Added to every header-derived instant (Reset, Retry-After); the setting's default in shared/config.ts. */

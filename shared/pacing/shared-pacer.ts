@@ -3,49 +3,11 @@ import { ConfigError, type RateLimitInfo } from '../errors.ts';
 
 /*
  * The shared request pacer's decisions. Pure: no clock, no I/O; shared/db/pacer.ts keeps the
- * state in one row per upstream key and calls these functions under the row's lock.
- *
- * Several cursor chains (separate invocations, restarted at any instant) send requests to one
- * rate-limited upstream: `limit` requests per window W (20, 30 or 60 s depending on the key;
- * fixed or sliding, disputed). A page takes ~3.5 s to answer, longer than the 2.2 s spacing, so
- * requests are in flight whose answers are not known yet. Every request reserves its start here.
- *
- * The model: a sliding log over the reserved starts.
- * - Spacing: each reservation is at least `minSpacingMs` after the previous one.
- * - Window (the log): a start t is allowed when fewer than `limit` starts lie in
- *   (t - W_est - margin, t]. This is safe for a sliding log AND for a fixed window whatever its
- *   alignment (a fixed window of length W <= W_est never holds more arrivals than some interval
- *   of length W_est), and in the long run it reaches the same throughput as the headers-only
- *   plan (bursts of `limit` at the spacing, one burst per window).
- * - Headers (a safety net for what the log cannot see, e.g. requests the server counted and we
- *   did not): the newest answer's Remaining, minus the starts reserved after that request,
- *   must leave one slot; otherwise the start waits for that answer's Reset.
- * - A 429 blocks until its Retry-After.
- * - No W estimate yet (first use): one request at a time until an answer brings headers.
- *
- * W_est is learned from the headers as an UPPER bound. An answer to request X with Remaining r
- * says the server's log (or fixed window) holds n = limit - r requests, X and the n - 1 before
- * it; the oldest of them, O, frees its slot Reset seconds after the instant c_X the server
- * computed the headers. So W = (c_X + Reset) - arrival(O) <= (c_X + Reset) - start(O).
- * c_X lies somewhere between X's start and its answer. Counted from the answer (the safe
- * default) the estimate is W + latency: every window pays one latency (issue #14 item 3).
- *
- * Stopping that payment safely, "header delay" δ: an upper bound on c_X - start(X) learned by a
- * PROBE, and then c_X <= start(X) + δ. The probe is a request timed so that it cannot be refused
- * under either reading and whose Remaining tells which reading is true:
- * - at a clean point (no start in the last W_est), the first request O opens a fresh window
- *   (its answer must show Remaining = limit - 1, and Reset R_O = W - (c_O - arrival(O)));
- * - the following requests of that window use at most limit - 1 slots (one held back);
- * - the held-back slot is sent at P = start(O) + R_O + margin/2: before O's slot can have freed
- *   if the server counts from the answer (then P takes the held-back slot: allowed, Remaining 0),
- *   after it if the server counts from the arrival (then O has left the log or the fixed window
- *   has rolled: Remaining shows one more slot than the log would have without expiry);
- * - when O's slot was free at P: arrival(O) + W <= arrival(P), i.e. c_O - start(O) <= P - start(O) - R_O
- *   (up to network jitter, which the margin covers), and δ := sent(P) - sent(O) - R_O.
- * A refusal (429) forgets δ; a probe that shows O still counted leaves δ unknown until the next
- * clean point (a pause of one window), where the probe is tried again. A cold connection (the
- * opener's arrival delayed more than margin/2 beyond the probe's) makes the probe fail: safe, only slower.
- * Measured against the simulator (which decides at the request's arrival) by `npm run bench -- pacer`.
+ * state in one row per upstream key and calls these functions under the row's lock. Every
+ * request of every chain reserves its start here: a sliding log over the reserved starts keeps
+ * the spacing and at most `limit` starts per learned window; the newest headers are a safety
+ * net; a probe learns how late the server computes its headers, so that a window need not pay
+ * one latency. The model, and why each rule is safe: docs/architecture.md#pacing.
  *
  * All instants are epoch ms of ONE clock (the callers'), durations ms.
  */
