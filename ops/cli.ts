@@ -1,7 +1,9 @@
 import { SFNClient } from '@aws-sdk/client-sfn';
+import { parseIngestArgs, USAGE } from '#ops/args.ts';
+import { startIngestion, stopIngestion } from '#ops/executions.ts';
+import { formatStatus } from '#ops/format.ts';
+import { type CheckpointView, ingestionStatus } from '#ops/progress.ts';
 import { DataSyncError } from '#shared/errors.ts';
-import { parseIngestArgs, USAGE } from './args.ts';
-import { type CheckpointView, formatStatus, ingestionStatus, startIngestion, stopIngestion } from './core.ts';
 
 /**
  * Opens the database only for `status --database-url`: the rest of the CLI needs AWS alone. The
@@ -21,7 +23,7 @@ async function checkpointReader(url: string) {
 
 async function statusFunction(functionName: string, region: string | undefined) {
   const { LambdaClient } = await import('@aws-sdk/client-lambda');
-  const { statusFunctionReader } = await import('./status-function.ts');
+  const { statusFunctionReader } = await import('#ops/status-function.ts');
   const lambda = new LambdaClient(region ? { region } : {});
   return { read: statusFunctionReader(lambda, functionName), close: async () => lambda.destroy() };
 }

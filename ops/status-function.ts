@@ -2,7 +2,7 @@ import { InvokeCommand, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
 import { DataSyncError } from '#shared/errors.ts';
 import { statusResponseSchema } from '#shared/status/view.ts';
-import type { CheckpointView } from './core.ts';
+import type { CheckpointView } from './progress.ts';
 
 /** The status function answered with an error, or with something that is not a status. */
 export class StatusFunctionError extends DataSyncError {

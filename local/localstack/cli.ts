@@ -6,10 +6,11 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 import { parseArgs } from 'node:util';
 import { SFNClient } from '@aws-sdk/client-sfn';
+import { formatStatus } from '#ops/format.ts';
+import { ingestionStatus } from '#ops/progress.ts';
 import { getCheckpoint } from '#shared/db/checkpoints.ts';
 import { createDb, createSql } from '#shared/db/client.ts';
 import { DataSyncError } from '#shared/errors.ts';
-import { formatStatus, ingestionStatus } from '../../ops/core.ts';
 import {
   deploy,
   down,

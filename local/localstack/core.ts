@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SFNClient } from '@aws-sdk/client-sfn';
+import { startIngestion } from '#ops/executions.ts';
+import { type CheckpointView, ingestionStatus, type StatusReport } from '#ops/progress.ts';
 import { ConfigError } from '#shared/errors.ts';
-import { type CheckpointView, ingestionStatus, type StatusReport, startIngestion } from '../../ops/core.ts';
 import { createProgressReporter } from '../run/progress.ts';
 
 /** Where LocalStack listens (edge port) and what the compose file publishes on the host. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { parseIngestArgs } from '#ops/args.ts';
 import { ConfigError } from '#shared/errors.ts';
-import { parseIngestArgs } from '../../ops/args.ts';
 
 const ARN = 'arn:aws:states:eu-west-1:123456789012:stateMachine:datasync-ingest';
 

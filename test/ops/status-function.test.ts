@@ -1,10 +1,10 @@
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseIngestArgs } from '#ops/args.ts';
+import { formatStatus } from '#ops/format.ts';
+import { StatusFunctionError, statusFunctionReader } from '#ops/status-function.ts';
 import type { StatusResponse } from '#shared/status/view.ts';
-import { parseIngestArgs } from '../../ops/args.ts';
-import { formatStatus } from '../../ops/core.ts';
-import { StatusFunctionError, statusFunctionReader } from '../../ops/status-function.ts';
 
 const lambda = mockClient(LambdaClient);
 afterEach(() => lambda.reset());

@@ -13,6 +13,7 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import type { CheckpointView } from '#ops/progress.ts';
 import {
   COMPOSE_FILE,
   DockerUnavailableError,
@@ -27,7 +28,6 @@ import {
   stateMachineArnFromOutputs,
   up,
 } from '../../../local/localstack/core.ts';
-import type { CheckpointView } from '../../../ops/core.ts';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const ARN = 'arn:aws:states:us-east-1:000000000000:stateMachine:datasync-ingest';

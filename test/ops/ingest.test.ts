@@ -8,16 +8,16 @@ import {
 } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { statusView } from '#shared/status/view.ts';
-import { T0, threeChains } from '#test/support/chains.ts';
 import {
   ExecutionRunningError,
-  formatStatus,
-  ingestionStatus,
   NoRunningExecutionError,
   startIngestion,
   stopIngestion,
-} from '../../ops/core.ts';
+} from '#ops/executions.ts';
+import { formatStatus } from '#ops/format.ts';
+import { ingestionStatus } from '#ops/progress.ts';
+import { statusView } from '#shared/status/view.ts';
+import { T0, threeChains } from '#test/support/chains.ts';
 
 const SM = 'arn:aws:states:us-east-1:123456789012:stateMachine:datasync-ingest';
 const exec = (name: string) => `arn:aws:states:us-east-1:123456789012:execution:datasync-ingest:${name}`;

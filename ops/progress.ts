@@ -1,30 +1,12 @@
-import {
-  DescribeExecutionCommand,
-  type DescribeExecutionCommandOutput,
-  type ExecutionListItem,
-  type ExecutionStatus,
-  GetExecutionHistoryCommand,
-  type HistoryEvent,
-  ListExecutionsCommand,
-  type SFNClient,
-  StartExecutionCommand,
-  StopExecutionCommand,
-} from '@aws-sdk/client-sfn';
+import { GetExecutionHistoryCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import { DataSyncError } from '#shared/errors.ts';
 import type { ChainView } from '#shared/status/view.ts';
+import { findExecutions, type SfnDeps, type Target } from './executions.ts';
 
-/** An execution for this source is already RUNNING: starting another would only fail on the lease. */
-export class ExecutionRunningError extends DataSyncError {
-  override readonly name = 'ExecutionRunningError';
-  readonly transient = false;
-}
-
-/** `stop` found nothing to stop. */
-export class NoRunningExecutionError extends DataSyncError {
-  override readonly name = 'NoRunningExecutionError';
-  readonly transient = false;
-}
+/*
+ * `npm run ingest -- status`: a source's progress from its execution's history (the task
+ * outputs) and, when a reader is given, from its checkpoint.
+ */
 
 /** What the operator's progress view needs from the checkpoint (read by the caller's DB layer). */
 export interface CheckpointView {
@@ -48,22 +30,9 @@ export interface CheckpointView {
   chains?: ChainView[];
 }
 
-export interface IngestDeps {
-  sfn: Pick<SFNClient, 'send'>;
-  /** Epoch milliseconds. */
-  now: () => number;
+export interface IngestDeps extends SfnDeps {
   readCheckpoint?: (sourceId: string) => Promise<CheckpointView | null>;
 }
-
-export interface Target {
-  stateMachineArn: string;
-  sourceId: string;
-}
-
-/** Executions examined when looking for a source's newest one: input is only visible per execution. */
-const MAX_DESCRIBED = 100;
-
-const executionInputSchema = z.object({ sourceId: z.string().default('default') }).loose();
 
 /** The fetch-page output as far as status needs it (the state machine's output and each task's). */
 const stepOutputSchema = z
@@ -102,106 +71,6 @@ interface SourceWideOutput {
   planMode: string | null;
   /** The output says the source is complete: its totals are final. */
   done: boolean;
-}
-
-function sourceOf(input: string | undefined): string | null {
-  try {
-    const parsed = executionInputSchema.safeParse(JSON.parse(input ?? '{}'));
-    return parsed.success ? parsed.data.sourceId : null;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Executions of `sourceId`, newest first. The source lives in each execution's input, so every
- * candidate is described; continue-as-new children have generated names, so names cannot filter.
- */
-async function findExecutions(
-  deps: IngestDeps,
-  target: Target,
-  options: { status?: ExecutionStatus; limit: number },
-): Promise<DescribeExecutionCommandOutput[]> {
-  const found: DescribeExecutionCommandOutput[] = [];
-  let described = 0;
-  let nextToken: string | undefined;
-  do {
-    const page = await deps.sfn.send(
-      new ListExecutionsCommand({
-        stateMachineArn: target.stateMachineArn,
-        ...(options.status ? { statusFilter: options.status } : {}),
-        maxResults: 50,
-        nextToken,
-      }),
-    );
-    const items: ExecutionListItem[] = page.executions ?? [];
-    for (const item of items) {
-      if (described >= MAX_DESCRIBED) return found;
-      described++;
-      const execution = await deps.sfn.send(
-        new DescribeExecutionCommand({ executionArn: item.executionArn }),
-      );
-      if (sourceOf(execution.input) === target.sourceId) {
-        found.push(execution);
-        if (found.length >= options.limit) return found;
-      }
-    }
-    nextToken = page.nextToken;
-  } while (nextToken);
-  return found;
-}
-
-export interface StartResult {
-  executionArn: string;
-  name: string;
-  /** The ended execution whose lease the new one takes over, if any. */
-  parentExecutionId: string | null;
-}
-
-/**
- * Starts an execution for the source unless one is RUNNING. When the newest execution has ended
- * (failed, aborted, timed out or succeeded), its ARN goes in as `parentExecutionId`, so a lease a
- * crashed execution left behind is handed over at once instead of blocking until it expires.
- */
-export async function startIngestion(deps: IngestDeps, target: Target): Promise<StartResult> {
-  const running = await findExecutions(deps, target, { status: 'RUNNING', limit: 1 });
-  if (running[0]) {
-    throw new ExecutionRunningError(
-      `Source "${target.sourceId}" already has a RUNNING execution ${running[0].executionArn}. ` +
-        'Watch it with `npm run ingest -- status`, or stop it with `npm run ingest -- stop` before starting again.',
-    );
-  }
-  const [last] = await findExecutions(deps, target, { limit: 1 });
-  const parentExecutionId = last && last.status !== 'RUNNING' ? (last.executionArn ?? null) : null;
-  const name = `${target.sourceId}-${new Date(deps.now()).toISOString().replace(/[:.]/g, '-')}`.slice(0, 80);
-  const input: Record<string, string> = { sourceId: target.sourceId };
-  if (parentExecutionId) input.parentExecutionId = parentExecutionId;
-  const out = await deps.sfn.send(
-    new StartExecutionCommand({
-      stateMachineArn: target.stateMachineArn,
-      name,
-      input: JSON.stringify(input),
-    }),
-  );
-  return { executionArn: out.executionArn as string, name, parentExecutionId };
-}
-
-export interface StopResult {
-  executionArn: string;
-}
-
-/** Stops the source's RUNNING execution, recording who stopped it and why. */
-export async function stopIngestion(deps: IngestDeps, target: Target, cause: string): Promise<StopResult> {
-  const [running] = await findExecutions(deps, target, { status: 'RUNNING', limit: 1 });
-  if (!running?.executionArn) {
-    throw new NoRunningExecutionError(
-      `Source "${target.sourceId}" has no RUNNING execution to stop. Check the source id (--source) and the state machine ARN.`,
-    );
-  }
-  await deps.sfn.send(
-    new StopExecutionCommand({ executionArn: running.executionArn, error: 'StoppedByOperator', cause }),
-  );
-  return { executionArn: running.executionArn };
 }
 
 export interface StatusReport {
@@ -371,91 +240,4 @@ export async function ingestionStatus(deps: IngestDeps, target: Target): Promise
     checkpoint,
     etaSeconds,
   };
-}
-
-function duration(seconds: number): string {
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return h > 0 ? `${h}h ${m}m` : m > 0 ? `${m}m ${s % 60}s` : `${s}s`;
-}
-
-const count = (n: number) => n.toLocaleString('en-US');
-
-const instant = (ms: number) => new Date(ms).toISOString();
-
-/**
- * The mode line, then one line per chain: its range (newest first), where it is, what it did, and
- * whether it is done, being read (leased) or waiting for the next execution to read it.
- */
-function chainLines(c: CheckpointView): string[] {
-  // A status function deployed before chains sends none of this.
-  if (!c.chains) return [];
-  const n = c.chains.length;
-  // The note is the plan's reason for its chain count, or the reason for the fallback.
-  const head =
-    c.mode === 'fallback'
-      ? `fell back to one chain${c.note ? `: ${c.note}` : ''}`
-      : c.mode
-        ? `${n}, mode ${c.mode}${c.note ? ` (${c.note})` : ''}`
-        : 'not planned yet (the first page plans them)';
-  const lines = [`chains:     ${head}`];
-  if (n === 0 || (n === 1 && c.mode !== 'chains' && c.mode !== 'fallback')) return lines;
-  for (const chain of c.chains) {
-    const range = `${chain.hi === null ? 'newest' : instant(chain.hi)} .. ${chain.lo === null ? 'oldest' : instant(chain.lo)}`;
-    const state =
-      chain.rangeDone || c.status === 'complete'
-        ? 'done'
-        : `${chain.leased ? 'reading' : 'waiting'}${chain.position !== null ? `, at ${instant(chain.position)}` : ''}`;
-    lines.push(
-      `  chain ${chain.chain}: ${range}, ${count(chain.pages)} pages, ${count(chain.inserted)} events, ${state}`,
-    );
-  }
-  return lines;
-}
-
-/** Human-readable lines for `status`. */
-export function formatStatus(report: StatusReport): string[] {
-  const lines = [`source:     ${report.sourceId}`];
-  const e = report.execution;
-  if (!e) {
-    lines.push('execution:  none found for this source (start one with `npm run ingest -- start`)');
-  } else {
-    lines.push(`execution:  ${e.arn}`, `state:      ${e.status}`);
-    if (e.startedAtMs !== null) lines.push(`started:    ${new Date(e.startedAtMs).toISOString()}`);
-    if (e.stoppedAtMs !== null) lines.push(`stopped:    ${new Date(e.stoppedAtMs).toISOString()}`);
-    if (e.error) lines.push(`error:      ${e.error}${e.cause ? `: ${e.cause}` : ''}`);
-  }
-  const c = report.checkpoint;
-  if (c) {
-    const of = c.totalReported !== null ? ` of ${count(c.totalReported)}` : '';
-    const pct = c.totalReported ? ` (${((100 * c.eventsInserted) / c.totalReported).toFixed(1)}%)` : '';
-    lines.push(`events:     ${count(c.eventsInserted)}${of}${pct}`, `pages:      ${count(c.pages)}`);
-    lines.push(...chainLines(c));
-    lines.push(`checkpoint: ${c.status}, updated ${new Date(c.updatedAtMs).toISOString()}`);
-    if (c.lastError) lines.push(`last error: ${c.lastError}`);
-    const limit = c.lastRateLimit;
-    if (limit || c.rateLimited) {
-      const parts = [
-        ...(limit
-          ? [`${limit.remaining} of ${limit.limit} requests left, window resets in ${limit.resetSeconds}s`]
-          : []),
-        `${count(c.rateLimited ?? 0)} x 429 so far`,
-        ...(c.nextRequestAtMs ? [`next request ${new Date(c.nextRequestAtMs).toISOString()}`] : []),
-      ];
-      lines.push(`rate limit: ${parts.join('; ')}`);
-    }
-  } else if (report.totals) {
-    const asOf = report.totals.fromPlan
-      ? ' when the chains were planned (--status-function gives the live count of each chain)'
-      : '';
-    lines.push(
-      `events:     ${count(report.totals.inserted)}${asOf}`,
-      `pages:      ${count(report.totals.pages)}`,
-    );
-  }
-  if (report.eventsPerSecond !== null)
-    lines.push(`rate:       ${count(Math.round(report.eventsPerSecond))} events/s`);
-  if (report.etaSeconds !== null) lines.push(`eta:        ${duration(report.etaSeconds)}`);
-  return lines;
 }
