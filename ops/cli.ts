@@ -1,5 +1,6 @@
 import { SFNClient } from '@aws-sdk/client-sfn';
 import { parseIngestArgs, USAGE } from '#ops/args.ts';
+import { explainAwsError } from '#ops/aws-errors.ts';
 import { startIngestion, stopIngestion } from '#ops/executions.ts';
 import { formatStatus } from '#ops/format.ts';
 import { type CheckpointView, ingestionStatus } from '#ops/progress.ts';
@@ -67,13 +68,19 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// On Node 20 every AWS SDK client warns, in seven lines on stderr, that SDK releases after
+// January 2027 need Node 22. It says nothing about the command run; package.json's devEngines
+// carries the hint toward Node 22/24 instead. Set before the first client is made.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (error: unknown) => {
-    // Our errors carry the cause and the fix; anything else (AWS credentials, network) keeps its name.
-    const e = error instanceof Error ? error : new Error(String(error));
+    // Our errors carry the cause and the fix (credentials included); anything else (network) keeps its name.
+    const explained = explainAwsError(error);
+    const e = explained instanceof Error ? explained : new Error(String(explained));
     console.error(e instanceof DataSyncError ? e.message : `${e.name}: ${e.message}`);
     process.exitCode = 1;
   },
