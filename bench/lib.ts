@@ -21,7 +21,7 @@ export async function openTarget(prefix: string): Promise<{
       drop: async () => {},
     };
   }
-  const { createTestDatabase } = await import('#test/support/db.ts');
+  const { createTestDatabase } = await import('#local/throwaway-database.ts');
   const db = await createTestDatabase(prefix);
   return { url: db.url, label: `throw-away database ${db.name}`, throwAway: true, drop: () => db.drop() };
 }

@@ -86,6 +86,16 @@ describe('the module graph of every source folder', () => {
     }
   });
 
+  it('nothing outside test/ imports test/ (bench/ owns what it imports)', () => {
+    const testDir = join(ROOT, 'test');
+    const intoTests = [...repositoryGraph()]
+      .filter(([file]) => !file.startsWith(testDir))
+      .flatMap(([file, to]) =>
+        to.filter((t) => t.startsWith(testDir)).map((t) => `${relative(ROOT, file)} -> ${relative(ROOT, t)}`),
+      );
+    expect(intoTests).toEqual([]);
+  });
+
   it('the cycle finder does find a circle, type-only imports included', () => {
     const a = join(ROOT, 'shared/a.ts');
     const b = join(ROOT, 'shared/b.ts');
