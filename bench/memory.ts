@@ -105,7 +105,7 @@ async function child(args: string[]): Promise<Record<string, unknown>> {
   let rssAfterFirstPage = 0;
   try {
     for (let i = 0; i < pages; i++) {
-      // A page of chain 0 (no Plan task: the source reads as one chain, as before chains).
+      // A page of chain 0 (no Plan task: the source reads as one chain).
       const out = (await handler({
         executionId: 'bench-memory',
         state: { sourceId: 'bench-memory', iteration: i },

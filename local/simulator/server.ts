@@ -149,7 +149,7 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     }
 
     // The page is built first because its latency depends on its rows; its instants (cursor exp,
-    // cache expiry) stay those of the request's arrival, as before latency was proportional.
+    // cache expiry) stay those of the request's arrival, whatever the page's latency.
     const { rows, ...reply } = eventsPage(url, now, requestId, rate);
     const latency = faults.latencyMs(n, rows);
     if (latency > 0) {

@@ -15,7 +15,7 @@ import { checkpointConflict, leaseHeld } from './errors.ts';
 import { checkpoints } from './schema.ts';
 
 /*
- * A source's cursor chains (issue #14): chain 0 is the source's own checkpoint row and the
+ * A source's cursor chains: chain 0 is the source's own checkpoint row and the
  * source's header; chain j >= 1 is the row chainKey(sourceId, j) with chain_of = the source.
  * Each function here is one transaction that locks the source row first and then its chain
  * rows in chain order, so any two of them (and resetSource, which locks the same way) queue
