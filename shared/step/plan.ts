@@ -2,6 +2,7 @@ import { InvocationDeadlineError } from '../errors.ts';
 import { planNextRequest } from '../pacing/headers.ts';
 import { RequestPacer } from '../pacing/request-pacer.ts';
 import { normalisePage } from '../upstream/normalise.ts';
+import type { FetchPageResult } from '../upstream/types.ts';
 import { chainsWanted, planRanges } from './chains.ts';
 import {
   type ChainMode,
@@ -84,7 +85,7 @@ async function makePlan(
   owner: string,
   deadlineMs: number,
 ): Promise<Checkpoint[]> {
-  const { store, logger, clock } = deps;
+  const { store, clock } = deps;
   const sourceId = source.sourceId;
   const single = (note: string, planRequest?: CreatePlanArgs['planRequest']) =>
     store.createPlan({
@@ -114,71 +115,8 @@ async function makePlan(
       deadlineMs,
       shared ? { shared } : {},
     );
-    if (fetched.kind === 'page') {
-      const { result } = fetched;
-      const { page } = result;
-      const planRequest = {
-        nextRequestAtMs: planNextRequest({
-          lastRequestStartMs: result.startedAtMs,
-          responseAtMs: result.startedAtMs + result.latencyMs,
-          minSpacingMs: config.minSpacingMs,
-          rateLimit: result.rateLimit,
-          safetyMarginMs: config.safetyMarginMs,
-        }).notBeforeMs,
-        rateLimit: result.rateLimit,
-      };
-      const { events } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
-      const newest = events[0];
-      const oldest = events.at(-1);
-      const wanted = chainsWanted({
-        requested: config.chains,
-        latencyMs: result.latencyMs,
-        minSpacingMs: config.minSpacingMs,
-        rateLimit: result.rateLimit,
-      });
-      const planned =
-        newest && oldest
-          ? planRanges(
-              {
-                newestTs: newest.occurredAtMs,
-                oldestOnPageTs: oldest.occurredAtMs,
-                events: events.length,
-                total: page.total,
-                hasMore: page.hasMore,
-              },
-              wanted.chains,
-            )
-          : null;
-      if (!planned) {
-        const why =
-          wanted.chains < 2
-            ? wanted.why
-            : `one chain: the first page does not tell enough to split the data set (${page.hasMore ? 'no meta.total or no span' : 'it is the only page'})`;
-        logger.info('planned one chain', { sourceId, why, upstreamLatencyMs: result.latencyMs });
-        return single(why, planRequest);
-      }
-      logger.info('planned chains', {
-        sourceId,
-        why: wanted.why,
-        upstreamLatencyMs: result.latencyMs,
-        total: page.total,
-        oldest: new Date(planned.oldestTs).toISOString(),
-        ranges: planned.ranges.map((r) => ({
-          chain: r.chain,
-          hi: r.hiTs === null ? null : new Date(r.hiTs).toISOString(),
-          lo: r.loTs === null ? null : new Date(r.loTs).toISOString(),
-        })),
-      });
-      return store.createPlan({
-        sourceId,
-        owner,
-        mode: 'chains',
-        note: wanted.why,
-        oldestTs: planned.oldestTs,
-        ranges: planned.ranges,
-        planRequest,
-      });
-    }
+    if (fetched.kind === 'page')
+      return planFromFirstPage(deps, source.sourceId, fetched.result, single, owner);
     if (fetched.kind === 'built-refused') throw fetched.error;
     const notBefore = fetched.notBeforeMs;
     if (notBefore + config.minAttemptMs > deadlineMs - config.writeHeadroomMs) {
@@ -189,6 +127,82 @@ async function makePlan(
     }
     await clock.sleep(Math.max(0, notBefore - clock.now()));
   }
+}
+
+/**
+ * The plan from the first page: how many chains the upstream's latency calls for, and their
+ * ranges from the page's span and meta.total; one chain when the page does not tell enough.
+ */
+async function planFromFirstPage(
+  deps: StepDeps,
+  sourceId: string,
+  result: FetchPageResult,
+  single: (note: string, planRequest?: CreatePlanArgs['planRequest']) => Promise<Checkpoint[]>,
+  owner: string,
+): Promise<Checkpoint[]> {
+  const { store, logger, config } = deps;
+  const { page } = result;
+  const planRequest = {
+    nextRequestAtMs: planNextRequest({
+      lastRequestStartMs: result.startedAtMs,
+      responseAtMs: result.startedAtMs + result.latencyMs,
+      minSpacingMs: config.minSpacingMs,
+      rateLimit: result.rateLimit,
+      safetyMarginMs: config.safetyMarginMs,
+    }).notBeforeMs,
+    rateLimit: result.rateLimit,
+  };
+  const { events } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
+  const newest = events[0];
+  const oldest = events.at(-1);
+  const wanted = chainsWanted({
+    requested: config.chains,
+    latencyMs: result.latencyMs,
+    minSpacingMs: config.minSpacingMs,
+    rateLimit: result.rateLimit,
+  });
+  const planned =
+    newest && oldest
+      ? planRanges(
+          {
+            newestTs: newest.occurredAtMs,
+            oldestOnPageTs: oldest.occurredAtMs,
+            events: events.length,
+            total: page.total,
+            hasMore: page.hasMore,
+          },
+          wanted.chains,
+        )
+      : null;
+  if (!planned) {
+    const why =
+      wanted.chains < 2
+        ? wanted.why
+        : `one chain: the first page does not tell enough to split the data set (${page.hasMore ? 'no meta.total or no span' : 'it is the only page'})`;
+    logger.info('planned one chain', { sourceId, why, upstreamLatencyMs: result.latencyMs });
+    return single(why, planRequest);
+  }
+  logger.info('planned chains', {
+    sourceId,
+    why: wanted.why,
+    upstreamLatencyMs: result.latencyMs,
+    total: page.total,
+    oldest: new Date(planned.oldestTs).toISOString(),
+    ranges: planned.ranges.map((r) => ({
+      chain: r.chain,
+      hi: r.hiTs === null ? null : new Date(r.hiTs).toISOString(),
+      lo: r.loTs === null ? null : new Date(r.loTs).toISOString(),
+    })),
+  });
+  return store.createPlan({
+    sourceId,
+    owner,
+    mode: 'chains',
+    note: wanted.why,
+    oldestTs: planned.oldestTs,
+    ranges: planned.ranges,
+    planRequest,
+  });
 }
 
 function planOutput(
