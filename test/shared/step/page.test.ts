@@ -28,7 +28,7 @@ async function counts(f: PipelineFixture, sourceId = 'default') {
   return { rows: e!.n, distinct: e!.d, rejects: r!.n, cp };
 }
 
-describe('runStep against a 60,000-event simulator and a real PostgreSQL', () => {
+describe('runPage against a 60,000-event simulator and a real PostgreSQL', () => {
   let f: PipelineFixture;
   beforeAll(async () => {
     f = await createPipelineFixture({ events: 60_000 });
