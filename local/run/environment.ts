@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Sql } from 'postgres';
 import { createDb, createSql, type Db } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
+import { describeProbeFailure, probePostgres } from '#shared/db/probe.ts';
 import { AuthError } from '#shared/errors.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { type RunningSimulator, type SimulatorOptionsInput, startSimulator } from '../simulator/index.ts';
@@ -195,12 +196,40 @@ async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> 
 }
 
 async function checkDatabase(sql: Sql, url: string): Promise<void> {
+  const where = describeUrl(url);
+  const u = safeUrl(url);
+  const host = u ? (u.hostname || 'localhost').replace(/^\[(.*)\]$/, '$1') : null;
+  // A multi-host URL or a Unix socket (?host=/path) is left to the driver.
+  if (u && host && !u.searchParams.get('host') && !url.includes(',')) {
+    const failure = await probePostgres(host, Number(u.port || 5432), CONNECT_TIMEOUT_SECONDS * 1000);
+    if (failure) {
+      throw new Error(
+        `Cannot connect to PostgreSQL at ${where}: ${describeProbeFailure(failure)}. ${CONNECT_FIX}`,
+      );
+    }
+  }
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await sql`select 1`;
+    // postgres.js retries a connection the server closes during authentication without end: bound it.
+    await Promise.race([
+      sql`select 1`,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(Object.assign(new Error('startup timed out'), { code: 'CONNECT_TIMEOUT' })),
+          (CONNECT_TIMEOUT_SECONDS + 5) * 1000,
+        );
+      }),
+    ]);
   } catch (error) {
-    throw new Error(connectFailure(error, describeUrl(url)));
+    throw new Error(connectFailure(error, where));
+  } finally {
+    clearTimeout(timer);
   }
 }
+
+const CONNECT_FIX =
+  'Check --database-url / DATABASE_URL (host and port of a PostgreSQL server) and that the server is running, ' +
+  'or leave both unset to use the embedded PostgreSQL.';
 
 /**
  * Why a connection failed, in words: a port that accepts TCP but does not answer as PostgreSQL
@@ -209,9 +238,7 @@ async function checkDatabase(sql: Sql, url: string): Promise<void> {
 export function connectFailure(error: unknown, where: string): string {
   const code = (error as { code?: unknown }).code;
   const message = (error as Error).message ?? String(error);
-  const fix =
-    'Check --database-url / DATABASE_URL (host and port of a PostgreSQL server) and that the server is running, ' +
-    'or leave both unset to use the embedded PostgreSQL.';
+  const fix = CONNECT_FIX;
   if (code === 'CONNECT_TIMEOUT') {
     return (
       `Cannot connect to PostgreSQL at ${where}: no PostgreSQL answer within ${CONNECT_TIMEOUT_SECONDS} s ` +
@@ -228,10 +255,10 @@ export function connectFailure(error: unknown, where: string): string {
   return `Cannot connect to PostgreSQL at ${where}: ${message}. ${fix}`;
 }
 
-/** host:port/database of a URL, never its password. */
+/** host:port of a URL, never its password. */
 function describeUrl(url: string): string {
   const u = safeUrl(url);
-  return u ? `${u.hostname || 'localhost'}:${u.port || '5432'}${u.pathname}` : '<the database URL>';
+  return u ? `${u.hostname || 'localhost'}:${u.port || '5432'}` : '<the database URL>';
 }
 
 /** Rejects with InterruptedError when the signal fires first; the step goes on in the background, unheeded. */

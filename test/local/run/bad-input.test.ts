@@ -144,7 +144,7 @@ describe('npm run local with bad input', CLI_TIMEOUT, () => {
     ]);
     expect(r.code).toBe(2);
     expect(lines(r.stderr)).toEqual([
-      'error: --api-url must be an http(s) URL of the API base, e.g. https://host/api/v1',
+      'error: --api-url must be an http(s) URL of the API base, e.g. https://host/api/v1; got "htp:/nowhere"',
     ]);
     await expectNothingStored();
   });
@@ -160,11 +160,9 @@ describe('npm run local with bad input', CLI_TIMEOUT, () => {
   it('says what --events must be for a negative count, and ends --json with a failure line', async () => {
     const r = await runCli(['--events', '-5', '--database-url', db.url, '--data-dir', dataDir, '--json']);
     expect(r.code).toBe(2);
-    expect(lines(r.stderr)).toEqual(['error: --events must be a whole number from 1 to 50,000,000, got -5']);
-    expect(lastJson(r.stdout)).toEqual({
-      status: 'failed',
-      error: { name: 'UsageError', message: '--events must be a whole number from 1 to 50,000,000, got -5' },
-    });
+    const message = '--events must be a whole number from 1 to 50,000,000 (decimal digits), got "-5"';
+    expect(lines(r.stderr)).toEqual([`error: ${message}`]);
+    expect(lastJson(r.stdout)).toEqual({ status: 'failed', error: { name: 'UsageError', message } });
   });
 
   it('says a data dir that cannot be written is not writable', async () => {
