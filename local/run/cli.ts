@@ -22,7 +22,8 @@ const wantsJson = argv.includes('--json');
 
 function fail(name: string, message: string, code: number): number {
   process.stderr.write(`error: ${message}\n`);
-  if (wantsJson) process.stdout.write(`${JSON.stringify({ status: 'failed', error: { name, message } })}\n`);
+  const status = code === 130 ? 'interrupted' : 'failed';
+  if (wantsJson) process.stdout.write(`${JSON.stringify({ status, error: { name, message } })}\n`);
   return code;
 }
 
