@@ -254,14 +254,19 @@ async function execute(
   // The chains' rows, read on the ticker: every chain's counters, whichever step ran last.
   let rows = beforeRows;
   let invocations = 0;
+  // The first time this run is seen to have stored a page: the measured rate counts from there.
+  let firstPage: { at: number; stored: number } | null = null;
   const snapshot = () => {
     const p = progressFromRows(rows);
+    const now = Date.now();
+    if (firstPage === null && p.stored > startStored) firstPage = { at: now, stored: p.stored };
     return {
       ...p,
       total: total ?? null,
-      elapsedMs: Date.now() - started,
+      elapsedMs: now - started,
       storedThisRun: p.stored - startStored,
       plannedRate,
+      sinceFirstPage: firstPage ? { ms: now - firstPage.at, stored: p.stored - firstPage.stored } : null,
     };
   };
   const refresh = poller(env.db, options.sourceId, (r) => {
