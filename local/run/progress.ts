@@ -119,7 +119,7 @@ export function describeProgress(p: ProgressSnapshot, width = 24): { bar: string
   const of = p.total ? `/${p.total.toLocaleString('en-US')}` : '';
   const chains = describeChains(p.chains, p.mode);
   const stats =
-    `${p.stored.toLocaleString('en-US')}${of} events, ${p.pages} pages, ${chains ? `${chains}, ` : ''}${Math.round(rate).toLocaleString('en-US')} ev/s, ` +
+    `${p.stored.toLocaleString('en-US')}${of} events, ${p.pages} page${p.pages === 1 ? '' : 's'}, ${chains ? `${chains}, ` : ''}${Math.round(rate).toLocaleString('en-US')} ev/s, ` +
     `${p.rateLimited} x 429, ${p.rejected} rejects, elapsed ${formatDuration(p.elapsedMs)}, ETA ${eta}`;
   return {
     bar: `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct} ${stats}`,

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { type LocalRunOptions, parseLocalRunArgs, UsageError } from '#local/run/options.ts';
+import { describeProgress } from '#local/run/progress.ts';
 import { resumeCommandOf } from '#local/run/resume.ts';
+import { SIMULATOR_USAGE } from '#local/simulator/options.ts';
 
 /** parseLocalRunArgs with an empty environment: what a fresh shell would give. */
 function parse(argv: string[], env: NodeJS.ProcessEnv = {}): LocalRunOptions {
@@ -146,5 +148,29 @@ describe('the resume command', () => {
   it('is the plain command for the main job', () => {
     expect(resumeCommandOf([])).toBe('npm run local');
     expect(resumeCommandOf(['--events', '100000'])).toBe('npm run local -- --events 100000');
+  });
+});
+
+describe('help texts', () => {
+  it('keeps every simulator option apart from its help (a long flag gets a line of its own)', () => {
+    for (const line of SIMULATOR_USAGE.split('\n').slice(1)) {
+      if (!line.startsWith('  --')) continue;
+      // The flag and its arguments, then at least two spaces, or the end of the line.
+      expect(line).toMatch(/^ {2}--\S+(?: \S+)?(?: {2,}\S.*)?$/);
+    }
+    expect(SIMULATOR_USAGE).toContain('--built-cursors by-ts|by-ts-id|refuse|refuse-502|ignore\n');
+  });
+
+  it('shows a progress line of one page as "1 page"', () => {
+    const one = describeProgress({
+      stored: 5000,
+      total: 10_000,
+      pages: 1,
+      rejected: 0,
+      rateLimited: 0,
+      elapsedMs: 1000,
+      storedThisRun: 5000,
+    });
+    expect(one.line).toContain('events, 1 page, ');
   });
 });
