@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSimulator } from '#local/simulator/index.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
-import { lastJson, lines, readSource, runCli } from './support.ts';
+import { lastJson, lines, readSource, runCli, startCli, waitForSource } from './support.ts';
 
 // Sources in one database never cost each other data: the same ids live in two sources, and a
 // run for another data set than the stored one is refused until --reset or --source says so.
@@ -107,5 +108,52 @@ describe('sources side by side', CLI_TIMEOUT, () => {
     );
     expect(r.stderr).toContain('add --reset to ingest it anew');
     expect(r.stderr).not.toContain('another source');
+  });
+});
+
+describe('an interrupted run against an API with a key and a database with a password', CLI_TIMEOUT, () => {
+  it('prints a resume command that names the key and the password without their values', async () => {
+    const key = 'sk-live-do-not-print';
+    const simulator = await startSimulator({
+      port: 0,
+      events: 60_000,
+      apiKey: key,
+      latencyMs: 0,
+      rateLimit: 1,
+      windowSeconds: 2,
+    });
+    const url = new URL(db.url);
+    if (!url.password) url.password = 'db-secret-do-not-print';
+    const password = url.password;
+    try {
+      const cli = startCli([
+        '--api-url',
+        simulator.url,
+        '--api-key',
+        key,
+        '--database-url',
+        url.toString(),
+        '--data-dir',
+        dataDir,
+        '--source',
+        'secrets',
+        '--progress',
+        'lines',
+      ]);
+      await waitForSource(db.url, 'secrets', (st) => (st.checkpoint?.pages ?? 0) >= 1, cli);
+      cli.child.kill('SIGINT');
+      const r = await cli.done;
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(130);
+      const printed = `${r.stdout}\n${r.stderr}`;
+      expect(printed).not.toContain(key);
+      expect(printed).not.toContain(password);
+      expect(r.stdout).toContain(`--api-key "$DATASYNC_API_KEY"`);
+      expect(r.stdout).toContain(`:<password>@${url.host}`);
+      expect(r.stdout).toMatch(
+        /run `npm run local -- --api-url .* --source secrets --progress lines` to resume from there/,
+      );
+    } finally {
+      await simulator.close();
+    }
   });
 });
