@@ -15,7 +15,7 @@ import { runExecutions } from './executor.ts';
 import type { LocalRunOptions } from './options.ts';
 import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
-import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
+import { conflictsOf, countStored, type StoredCounts, verificationProblem } from './verification.ts';
 
 export interface LocalRunSummary {
   status: 'complete' | 'failed' | 'interrupted';
@@ -25,6 +25,8 @@ export interface LocalRunSummary {
   distinctIds: number;
   duplicatesSkipped: number;
   rejected: number;
+  /** Conflicting duplicates: ids sent again with other content (event_conflicts); any fails verification. */
+  conflicts: number;
   pages: number;
   requests: number;
   rateLimited: number;
@@ -384,6 +386,7 @@ function conclude(
     distinctIds: counts.distinctIds,
     duplicatesSkipped: totals.duplicates,
     rejected: counts.rejectedRows,
+    conflicts: conflictsOf(rows),
     pages: totals.pages,
     requests: totals.requests,
     rateLimited: totals.rateLimited,
