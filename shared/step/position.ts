@@ -72,7 +72,7 @@ export function checkStreamPosition(
     const inARow = (cp.emptyPagesInARow ?? 0) + 1;
     if (inARow >= MAX_EMPTY_PAGES_IN_A_ROW) {
       throw stop(
-        `came with the ${inARow}th empty page in a row that says hasMore (at most ${MAX_EMPTY_PAGES_IN_A_ROW - 1} are followed, MAX_EMPTY_PAGES_IN_A_ROW)`,
+        `came with empty page number ${inARow} in a row that says hasMore (at most ${MAX_EMPTY_PAGES_IN_A_ROW - 1} are followed, MAX_EMPTY_PAGES_IN_A_ROW)`,
       );
     }
   }

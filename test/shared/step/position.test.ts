@@ -68,7 +68,7 @@ describe('checkStreamPosition: the stream moves strictly down', () => {
       emptyPage: true,
     });
     const e = stop(() => checkStreamPosition(at(TS, ID, MAX_EMPTY_PAGES_IN_A_ROW - 1), page(0), down, 's'));
-    expect(e.message).toContain(`came with the ${MAX_EMPTY_PAGES_IN_A_ROW}th empty page in a row`);
+    expect(e.message).toContain(`came with empty page number ${MAX_EMPTY_PAGES_IN_A_ROW} in a row`);
     // A page with a row is no empty page, whatever the count.
     expect(checkStreamPosition(at(TS, ID, MAX_EMPTY_PAGES_IN_A_ROW - 1), page(1), down, 's').emptyPage).toBe(
       false,
