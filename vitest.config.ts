@@ -36,8 +36,10 @@ const UNIT = [
   'test/shared/status/view.test.ts',
   'test/shared/step/chains-plan.test.ts',
   'test/shared/step/chains.test.ts',
+  'test/shared/step/position.test.ts',
   'test/shared/step/totals.test.ts',
   'test/shared/upstream/captures.test.ts',
+  'test/shared/upstream/hostile-values.test.ts',
   'test/shared/upstream/normalise.test.ts',
   'test/shared/upstream/schemas.test.ts',
 ];

@@ -121,7 +121,7 @@ function printSummary(s: LocalRunSummary): void {
   const lines = [
     `status: ${s.status}${s.alreadyComplete ? ' (already complete before this run)' : ''}`,
     `events stored: ${n(s.events)} (distinct ids ${n(s.distinctIds)})${s.expectedEvents !== null ? `, upstream holds ${n(s.expectedEvents)} valid` : ''}`,
-    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}`,
+    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}${s.conflicts > 0 ? `, conflicting duplicates: ${n(s.conflicts)} (table event_conflicts)` : ''}`,
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
     `chains: ${describeChainMode(s)}`,
   ];
@@ -159,6 +159,7 @@ function jsonSummary(s: LocalRunSummary) {
     distinctIds: s.distinctIds,
     duplicatesSkipped: s.duplicatesSkipped,
     rejected: s.rejected,
+    conflicts: s.conflicts,
     pages: s.pages,
     requests: s.requests,
     rateLimited: s.rateLimited,

@@ -17,7 +17,7 @@ import { InterruptedError } from './interrupted.ts';
 import { type LocalRunOptions, variantSourceId } from './options.ts';
 import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
-import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
+import { conflictsOf, countStored, type StoredCounts, verificationProblem } from './verification.ts';
 
 export interface LocalRunSummary {
   status: 'complete' | 'failed' | 'interrupted';
@@ -27,6 +27,8 @@ export interface LocalRunSummary {
   distinctIds: number;
   duplicatesSkipped: number;
   rejected: number;
+  /** Conflicting duplicates: ids sent again with other content (event_conflicts); any fails verification. */
+  conflicts: number;
   pages: number;
   requests: number;
   rateLimited: number;
@@ -406,6 +408,7 @@ function conclude(
     distinctIds: counts.distinctIds,
     duplicatesSkipped: totals.duplicates,
     rejected: counts.rejectedRows,
+    conflicts: conflictsOf(rows),
     pages: totals.pages,
     requests: totals.requests,
     rateLimited: totals.rateLimited,

@@ -50,8 +50,21 @@ export function verificationProblem(
   if (counts.rejectedRows !== totals.rejected) {
     return `${counts.rejectedRows} rejected rows are stored and ${of} ${totals.rejected}`;
   }
+  // The upstream contradicted itself: the stored copy of those ids may be the wrong one.
+  const conflicts = conflictsOf(rows);
+  if (conflicts > 0) {
+    return (
+      `${conflicts} conflicting duplicate${conflicts === 1 ? '' : 's'}: event ids sent again with other content ` +
+      '(the first copy is stored; each other copy and the fields that differ are in table event_conflicts)'
+    );
+  }
   if (expectedEvents !== null && counts.events !== expectedEvents) {
     return `${counts.events} events are stored and the upstream holds ${expectedEvents} valid ones`;
   }
   return null;
+}
+
+/** Conflicting duplicates met by a source's rows (table event_conflicts, counted on each checkpoint row). */
+export function conflictsOf(rows: readonly Pick<Checkpoint, 'conflicts'>[]): number {
+  return rows.reduce((sum, r) => sum + (r.conflicts ?? 0), 0);
 }

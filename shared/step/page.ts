@@ -15,6 +15,7 @@ import {
   type StepOutput,
   stepOutputSchema,
 } from './contract.ts';
+import { checkStreamPosition } from './position.ts';
 import { type Fetched, fetchWithRecovery } from './recovery.ts';
 import { stepTotals, totalsOf } from './totals.ts';
 
@@ -268,7 +269,7 @@ async function storePage(
   const { store, clock, metrics, config } = deps;
   const { result, cursorUsed, requests } = fetched;
   const { page } = result;
-  const normalised = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
+  const normalised = normalisePage(page.data, page);
   const { events, rejects } = normalised;
   const outside = aboveRange(cp, events, chain);
   if (outside) {
@@ -283,6 +284,7 @@ async function storePage(
   // that resumes one chain from that cursor is exact.
   const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
   const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
+  const { emptyPage } = checkStreamPosition(cp, page, next, sourceId);
   const ranged = cp.chainOf !== null || cp.chainMode === 'chains';
   const rangeDone = ranged && (reachedEnd || !page.hasMore);
   // With the shared pacer the window is its business; this chain only keeps its own spacing.
@@ -312,6 +314,7 @@ async function storePage(
       rateLimit: result.rateLimit,
       totalReported: page.total,
       rangeDone,
+      emptyPage,
     },
     requestsMade: requests,
     rateLimitedSeen: 0,
