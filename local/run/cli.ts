@@ -131,7 +131,11 @@ function printSummary(s: LocalRunSummary): void {
   process.stdout.write(`${lines.join('\n')}\n`);
   const logHint = s.logFile ? `; the log is ${s.logFile}` : '';
   if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}${logHint}\n`);
-  else if (s.status === 'interrupted') {
+  else if (s.status === 'interrupted' && s.pages === 0) {
+    process.stdout.write(
+      `interrupted before the first page was stored: nothing to resume; \`${resumeCommand()}\` starts the run again\n`,
+    );
+  } else if (s.status === 'interrupted') {
     const of = s.expectedEvents !== null ? ` of ${n(s.expectedEvents)}` : '';
     process.stdout.write(
       `interrupted: ${n(s.events)}${of} events are stored and checkpointed; run \`${resumeCommand()}\` to resume from there\n`,

@@ -249,7 +249,8 @@ function parsesAsPostgresUrl(url: string): boolean {
 export function maskUrl(url: string): string {
   try {
     const u = new URL(url);
-    if (u.password) u.password = '***';
+    if (!u.password) return url;
+    u.password = '***';
     return u.toString();
   } catch {
     return url.replace(/\/\/[^@/]*:[^@/]*@/, '//***:***@');
