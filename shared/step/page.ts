@@ -16,6 +16,7 @@ import {
   stepOutputSchema,
 } from './contract.ts';
 import { type Fetched, fetchWithRecovery } from './recovery.ts';
+import { atFloor, inTopUpWalk, rangeEnds } from './topup.ts';
 import { stepTotals, totalsOf } from './totals.ts';
 
 /** One page invocation: who runs it, for which chain, and how its outputs are shaped. */
@@ -283,8 +284,10 @@ async function storePage(
   // that resumes one chain from that cursor is exact.
   const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
   const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
-  const ranged = cp.chainOf !== null || cp.chainMode === 'chains';
-  const rangeDone = ranged && (reachedEnd || !page.hasMore);
+  // A top-up's walk is ranged whatever the source's mode: its last range ends at the floor (topup.ts).
+  const ranged = cp.chainOf !== null || cp.chainMode === 'chains' || inTopUpWalk(cp);
+  const floor = await atFloor(deps, cp, events, sourceId);
+  const rangeDone = ranged && rangeEnds({ reachedEnd, hasMore: page.hasMore, floor });
   // With the shared pacer the window is its business; this chain only keeps its own spacing.
   const plan = planNextRequest({
     lastRequestStartMs: result.startedAtMs,
@@ -312,6 +315,7 @@ async function storePage(
       rateLimit: result.rateLimit,
       totalReported: page.total,
       rangeDone,
+      lateBeyondLookback: floor.lateBeyondLookback,
     },
     requestsMade: requests,
     rateLimitedSeen: 0,

@@ -16,6 +16,7 @@ import {
   type StepInvocation,
 } from './contract.ts';
 import { fetchWithRecovery } from './recovery.ts';
+import { planTopUp } from './topup.ts';
 import { sourceTotals, stepTotals } from './totals.ts';
 
 /**
@@ -46,7 +47,25 @@ export async function runPlan(
     handoverFrom: parentExecutionId,
   });
   let rows = await store.listChains(sourceId);
-  if (source.status === 'complete') {
+  // A complete source started again is topped up, once per execution: the Replan after the
+  // Map (round 1) finds it complete and ends the execution.
+  const topUp = store.topUp;
+  if (source.status === 'complete' && topUp && round === 0) {
+    const planned = await planTopUp(deps, topUp, source, owner, deadlineMs);
+    rows = planned.rows;
+    if (planned.done) {
+      return planOutput(
+        sourceId,
+        round,
+        parentExecutionId,
+        rows[0]?.chainMode ?? 'single',
+        rows,
+        [],
+        true,
+        config,
+      );
+    }
+  } else if (source.status === 'complete') {
     await store.releaseLease({ sourceId, owner });
     return planOutput(
       sourceId,
@@ -59,7 +78,7 @@ export async function runPlan(
       config,
     );
   }
-  if (source.chainMode === null) {
+  if (source.chainMode === null && source.status !== 'complete') {
     rows = await makePlan(deps, config, source, owner, deadlineMs);
   }
   const head = rows.find((r) => r.chain === 0) ?? source;
