@@ -75,6 +75,15 @@ export const simulatorOptionsInputSchema = z.strictObject({
   truncatedBodyRate: rate.optional(),
   epochSecondsRate: rate.optional(),
   controlCharRate: rate.optional(),
+  // Growth (growth.ts): events arriving while the simulator runs.
+  /** Events added per second (the client's seconds) above the newest; 0 = the data set stays as it is. */
+  growRate: z.number().min(0, { error: 'pass 0 or more events per second' }).max(100_000).optional(),
+  /** Share of the growth that arrives late, with instants up to growLateSeconds below the newest. */
+  growLateShare: rate.optional(),
+  /** Share of the growth that arrives later still, between growLateSeconds and twice that below the newest. */
+  growBeyondShare: rate.optional(),
+  /** How far below the newest a late event lands (default 600: inside the pipeline's 15-minute lookback). */
+  growLateSeconds: positive.optional(),
 });
 export type SimulatorOptionsInput = z.infer<typeof simulatorOptionsInputSchema>;
 
@@ -105,6 +114,10 @@ export interface SimulatorOptions {
   truncatedBodyRate: number;
   epochSecondsRate: number;
   controlCharRate: number;
+  growRate: number;
+  growLateShare: number;
+  growBeyondShare: number;
+  growLateSeconds: number;
 }
 
 export const DEFAULT_API_KEY = 'local-dev-key';
@@ -129,6 +142,10 @@ export const SIMULATOR_DEFAULTS = {
   chaos: false,
   rejectRefreshedCursors: false,
   builtCursors: 'by-ts',
+  growRate: 0,
+  growLateShare: 0,
+  growBeyondShare: 0,
+  growLateSeconds: 600,
 } as const satisfies Omit<SimulatorOptions, RateName>;
 
 /** Validates options and fills defaults; a rate not given is the chaos profile's when `chaos`, else 0. */
@@ -149,6 +166,12 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
   if (perEvent > 1) {
     throw new ConfigError(
       `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate): each event gets at most one fault, so keep the sum at most 1.`,
+    );
+  }
+  const lateShares = (given.growLateShare ?? 0) + (given.growBeyondShare ?? 0);
+  if (lateShares > 1) {
+    throw new ConfigError(
+      `Simulator growLateShare + growBeyondShare add up to ${lateShares}: they are shares of one growth, so keep the sum at most 1.`,
     );
   }
   const latency = given.latencyMs ?? DEFAULT_LATENCY;
@@ -235,6 +258,26 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
   truncatedBodyRate: { kind: 'number', arg: 'R', help: 'share of pages cut short' },
   epochSecondsRate: { kind: 'number', arg: 'R', help: 'share of timestamps sent as epoch seconds' },
   controlCharRate: { kind: 'number', arg: 'R', help: 'share of timestamps wrapped in control characters' },
+  growRate: {
+    kind: 'number',
+    arg: 'N',
+    help: 'add N events a second above the newest while running (default 0; POST /__sim/grow adds some at once)',
+  },
+  growLateShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives late, up to --grow-late-seconds below the newest',
+  },
+  growBeyondShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives later still (one to two --grow-late-seconds below)',
+  },
+  growLateSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: 'how far below the newest late events land (default 600)',
+  },
 };
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
