@@ -15,6 +15,7 @@ import { runExecutions } from './executor.ts';
 import type { LocalRunOptions } from './options.ts';
 import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
+import { expectedOf, follow, type TopUpSummary, topUpLine, topUpOf } from './topup.ts';
 import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
 
 export interface LocalRunSummary {
@@ -46,6 +47,8 @@ export interface LocalRunSummary {
   /** The run's log (the function's lines and any failure); null when the run failed before it had one. */
   logFile: string | null;
   error?: { name: string; message: string };
+  /** When this run topped up a complete source: what it added (null: a backfill or its resumption). */
+  topUp?: TopUpSummary | null;
 }
 
 export interface LocalRunIo {
@@ -82,7 +85,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
   try {
     env = await openEnvironment(options, dataDir, io.out, io.simulator);
     const { db, simulator } = env;
-    const expectedEvents = simulator ? simulator.dataset.expectedValidCount() : null;
+    const expectedEvents = expectedOf(simulator, options);
     if (options.reset) {
       await resetSource(db, options.sourceId);
       io.out(`reset: source "${options.sourceId}" emptied\n`);
@@ -107,13 +110,8 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
 
     if (before?.status === 'complete') {
       const counts = await countStored(env.sql, options.sourceId);
-      io.out(
-        `source "${options.sourceId}" is already complete (${counts.events.toLocaleString('en-US')} events stored): nothing to do. ` +
-          'Use --reset to ingest it again, or --source to ingest another.\n',
-      );
-      return conclude('complete', options, counts, beforeRows, 0, 0, started, expectedEvents, true, log);
-    }
-    if (before) {
+      io.out(topUpLine(options, before, counts.events));
+    } else if (before) {
       const t = sourceTotals(beforeRows);
       const chains = beforeRows.length > 1 ? ` over ${beforeRows.length} chains` : '';
       io.out(
@@ -180,6 +178,40 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       log.write('ERROR', 'the last execution ended and the checkpoint is not complete', {
         checkpointStatus: after?.status ?? null,
         lastError: after?.lastError ?? null,
+      });
+    }
+    summary.topUp = topUpOf(beforeRows, afterRows);
+    if (options.follow && status === 'complete' && summary.verified) {
+      return await follow(options, io, summary, async () => {
+        const rowsBefore = await listChains(db, options.sourceId);
+        const r = await execute(
+          options,
+          { ...io, progressMode: 'none' },
+          env!,
+          log,
+          rowsBefore,
+          null,
+          expectedOf(simulator, options),
+          Date.now(),
+        );
+        const rowsAfter = await listChains(db, options.sourceId);
+        const c = await countStored(env!.sql, options.sourceId);
+        const ok = !r.failure && !r.interrupted && sourceHeader(rowsAfter)?.status === 'complete';
+        const s = conclude(
+          r.interrupted ? 'interrupted' : ok ? 'complete' : 'failed',
+          options,
+          c,
+          rowsAfter,
+          r.executions,
+          r.invocations,
+          started,
+          expectedOf(simulator, options),
+          false,
+          log,
+        );
+        if (r.failure) s.error = r.failure;
+        s.topUp = topUpOf(rowsBefore, rowsAfter);
+        return s;
       });
     }
     return summary;
@@ -312,11 +344,14 @@ function leaseHandover(before: Checkpoint | null, sourceId: string, io: LocalRun
  */
 function otherDataSet(cp: Checkpoint, rows: Checkpoint[], dataset: Dataset): string | null {
   const n = (v: number) => v.toLocaleString('en-US');
-  if (cp.totalReported !== null && cp.totalReported !== dataset.total) {
+  // A data set that grew since (growth the data dir keeps, simulator-growth/) is the same one, larger.
+  const base = dataset.total - dataset.grown;
+  if (cp.totalReported !== null && (cp.totalReported < base || cp.totalReported > dataset.total)) {
     return `a ${n(cp.totalReported)}-event data set`;
   }
   const inserted = sourceTotals(rows).inserted;
-  if (cp.status === 'complete' && inserted !== dataset.expectedValidCount()) {
+  const valid = dataset.expectedValidCount();
+  if (cp.status === 'complete' && (inserted > valid || inserted < valid - dataset.grown)) {
     return `${n(inserted)} valid events of another data set`;
   }
   return null;

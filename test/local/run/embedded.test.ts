@@ -63,8 +63,12 @@ describe('npm run local with the embedded PostgreSQL', () => {
 
       const again = await runCli(quick(dataDir, 20_000));
       expect(again.code, `${again.stdout}\n${again.stderr}`).toBe(0);
-      expect(again.stdout).toContain('source "default" is already complete (20,000 events stored)');
-      expect(lastJson(again.stdout)).toMatchObject({ status: 'complete', events: 20_000, executions: 0 });
+      expect(again.stdout).toContain('source "default" is complete (20,000 events stored');
+      expect(lastJson(again.stdout)).toMatchObject({
+        status: 'complete',
+        events: 20_000,
+        topUp: { newEvents: 0, requests: 1 },
+      });
 
       // The natural next step of a newcomer: a bigger data set on the same data dir.
       const bigger = await runCli(quick(dataDir, 50_000));
