@@ -15,6 +15,7 @@ const UNIT = [
   'test/infra/imports.test.ts',
   'test/infra/localstack.test.ts',
   'test/infra/nag.test.ts',
+  'test/infra/schedule.test.ts',
   'test/infra/stack.test.ts',
   'test/infra/state-machine.test.ts',
   'test/local/run/executor.test.ts',

@@ -35,6 +35,11 @@ const stateSchema = z
     round: z.number().int().nonnegative().default(0),
     /** Set by Plan on each Map item: the chain's iterations before it pauses. */
     perChainCap: z.number().int().positive().optional(),
+    /**
+     * What a start does when another execution is reading the source: `fail` (LeaseHeldError, the
+     * default for a start by hand) or `skip` (the scheduled start: it ends quietly, succeeded).
+     */
+    ifRunning: z.enum(['fail', 'skip']).optional(),
   })
   .loose();
 
@@ -146,6 +151,8 @@ export const planOutputSchema = z.object({
   chains: z.array(chainItemSchema),
   parentExecutionId: z.string().min(1).nullish(),
   totals: stepTotalsSchema,
+  /** The start found the source being read by another execution and ended quietly (ifRunning: skip). */
+  skipped: z.literal('already-running').optional(),
 });
 export type PlanOutput = z.infer<typeof planOutputSchema>;
 

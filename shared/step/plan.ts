@@ -1,4 +1,4 @@
-import { InvocationDeadlineError } from '../errors.ts';
+import { InvocationDeadlineError, LeaseHeldError } from '../errors.ts';
 import { planNextRequest } from '../pacing/headers.ts';
 import { RequestPacer } from '../pacing/request-pacer.ts';
 import { normalisePage } from '../upstream/normalise.ts';
@@ -39,13 +39,38 @@ export async function runPlan(
   const parentExecutionId = input.state.parentExecutionId ?? null;
 
   // The source's row is the source's lease: a second execution for the source stops here.
-  const source = await store.acquireLease({
-    sourceId,
-    owner,
-    nowMs: clock.now(),
-    ttlMs: config.leaseTtlMs,
-    handoverFrom: parentExecutionId,
-  });
+  let source: Checkpoint;
+  try {
+    source = await store.acquireLease({
+      sourceId,
+      owner,
+      nowMs: clock.now(),
+      ttlMs: config.leaseTtlMs,
+      handoverFrom: parentExecutionId,
+    });
+  } catch (error) {
+    // A scheduled start that finds the source being read (a long backfill, a slow top-up) ends
+    // quietly: no failed execution, no alarm. The running execution reads what is new anyway.
+    if (!(error instanceof LeaseHeldError && input.state.ifRunning === 'skip' && round === 0)) throw error;
+    logger.info('the source is being read by another execution: this start ends quietly', {
+      sourceId,
+      reason: error.message,
+    });
+    const rows = await store.listChains(sourceId);
+    return {
+      ...planOutput(
+        sourceId,
+        round,
+        parentExecutionId,
+        rows[0]?.chainMode ?? 'single',
+        rows,
+        [],
+        true,
+        config,
+      ),
+      skipped: 'already-running',
+    };
+  }
   let rows = await store.listChains(sourceId);
   // A complete source started again is topped up, once per execution: the Replan after the
   // Map (round 1) finds it complete and ends the execution.

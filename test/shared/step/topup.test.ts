@@ -3,7 +3,7 @@ import { startSimulator } from '#local/simulator/index.ts';
 import { listChains } from '#shared/db/chains.ts';
 import { createDb } from '#shared/db/client.ts';
 import { createStore } from '#shared/db/store.ts';
-import { DataSyncError, UpstreamProtocolError } from '#shared/errors.ts';
+import { DataSyncError, LeaseHeldError, UpstreamProtocolError } from '#shared/errors.ts';
 import type { Checkpoint, PlanOutput, StepDeps, StepOutput } from '#shared/step/index.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { stepPage, stepPlan } from '#test/support/step.ts';
@@ -220,5 +220,32 @@ describe('top-ups', () => {
     // One chain from its contiguous position down to the floor, not to the end of the data.
     const pages = rs.reduce((n, r) => n + r.pages, 0) - before.reduce((n, r) => n + r.pages, 0);
     expect(pages).toBeLessThanOrEqual(Math.ceil(6_000 / 500) + 2);
+  });
+
+  it('a scheduled start that finds the source being read ends quietly; a start by hand is refused', async () => {
+    const f = await fixture(6_000);
+    const deps = depsOf(f);
+    await execution(deps, 'backfill');
+    f.sim.dataset.grow({ newer: 9_000 });
+    // A top-up in flight: its Plan stored page one and left chain 0 running.
+    const first = await stepPlan(deps, {
+      executionId: 'running',
+      action: 'plan',
+      state: { sourceId: 'default' },
+    });
+    expect(first.done).toBe(false);
+    const scheduled = await stepPlan(deps, {
+      executionId: 'scheduled',
+      action: 'plan',
+      state: { sourceId: 'default', ifRunning: 'skip' },
+    });
+    expect(scheduled).toMatchObject({ done: true, skipped: 'already-running', chains: [] });
+    await expect(
+      stepPlan(deps, { executionId: 'by-hand', action: 'plan', state: { sourceId: 'default' } }),
+    ).rejects.toThrow(LeaseHeldError);
+    // The running top-up is untouched and finishes exact.
+    await Promise.all(first.chains.map((item) => driveChain(deps, 'running', item)));
+    await execution(deps, 'running');
+    await expectExact(f);
   });
 });
