@@ -5,6 +5,10 @@ import { buildStack, onlyResource } from './support.ts';
 
 /** The top-up schedule (infra/constructs/schedule.ts) in the synthesized template. */
 
+/** Synthesized CloudFormation is untyped JSON; the assertions below state the shape they expect. */
+// biome-ignore lint/suspicious/noExplicitAny: template JSON has no static type
+type CfnProps = Record<string, any>;
+
 function appWith(context: Record<string, string>): App {
   return new App({ context: { 'aws:cdk:bundling-stacks': [], ...context } });
 }
@@ -14,7 +18,7 @@ describe('the top-up schedule', () => {
 
   it('starts the state machine every hour with the source and ifRunning: skip', () => {
     const schedule = onlyResource(template, 'AWS::Scheduler::Schedule');
-    const p = schedule.resource.Properties as Record<string, any>;
+    const p = schedule.resource.Properties as CfnProps;
     expect(p.ScheduleExpression).toBe('rate(1 hour)');
     expect(p.State).toBe('ENABLED');
     expect(JSON.parse(p.Target.Input)).toEqual({ sourceId: 'default', ifRunning: 'skip' });
@@ -24,7 +28,7 @@ describe('the top-up schedule', () => {
 
   it('gives the scheduler a role that may start this state machine and nothing else', () => {
     const schedule = onlyResource(template, 'AWS::Scheduler::Schedule');
-    const roleId = (schedule.resource.Properties as Record<string, any>).Target.RoleArn['Fn::GetAtt'][0];
+    const roleId = (schedule.resource.Properties as CfnProps).Target.RoleArn['Fn::GetAtt'][0];
     const role = template.toJSON().Resources[roleId];
     expect(role.Properties.AssumeRolePolicyDocument.Statement[0].Principal).toEqual({
       Service: 'scheduler.amazonaws.com',
@@ -55,7 +59,7 @@ describe('the top-up schedule', () => {
       {},
       appWith({ schedule: 'cron(0 6 * * ? *)', scheduleSource: 'eu', lookback: '1h' }),
     ).template;
-    const p = onlyResource(cron, 'AWS::Scheduler::Schedule').resource.Properties as Record<string, any>;
+    const p = onlyResource(cron, 'AWS::Scheduler::Schedule').resource.Properties as CfnProps;
     expect(p.ScheduleExpression).toBe('cron(0 6 * * ? *)');
     expect(JSON.parse(p.Target.Input)).toEqual({ sourceId: 'eu', ifRunning: 'skip' });
     cron.hasResourceProperties('AWS::Lambda::Function', {
