@@ -1,6 +1,6 @@
 import { GetExecutionHistoryCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import type { ChainView } from '#shared/status/view.ts';
+import type { ChainView, StatusView } from '#shared/status/view.ts';
 import { findExecutions, type SfnDeps, type Target } from './executions.ts';
 
 /*
@@ -30,6 +30,8 @@ export interface CheckpointView {
   note?: string | null;
   /** One entry per cursor chain; the counters above are their sums. */
   chains?: ChainView[];
+  /** The high-water mark and the last top-up (shared/status/view.ts). */
+  topUp?: StatusView['topUp'];
 }
 
 export interface IngestDeps extends SfnDeps {

@@ -125,6 +125,12 @@ function printSummary(s: LocalRunSummary): void {
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
     `chains: ${describeChainMode(s)}`,
   ];
+  if (s.topUp) {
+    const late =
+      s.topUp.lateBeyondLookback > 0 ? ` (${n(s.topUp.lateBeyondLookback)} late beyond the lookback)` : '';
+    const mark = s.topUp.highWaterMark ? `, high-water mark ${s.topUp.highWaterMark}` : '';
+    lines.push(`top-up: +${n(s.topUp.newEvents)} events${late} in ${n(s.topUp.requests)} request(s)${mark}`);
+  }
   // Only a run that ended has something to verify: an interrupted one is incomplete by design.
   if (s.status !== 'interrupted') lines.push(`verification: ${s.verified ? 'OK' : 'FAILED'}`);
   // The figures go to stdout; stderr gets the one line that says what went wrong and what to do.
@@ -175,6 +181,7 @@ function jsonSummary(s: LocalRunSummary) {
     seconds: s.seconds,
     expectedEvents: s.expectedEvents,
     verified: s.verified,
+    topUp: s.topUp ?? null,
     ...(s.error
       ? { error: s.error }
       : s.status === 'failed' || (s.status === 'complete' && !s.verified)

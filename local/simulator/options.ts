@@ -104,6 +104,15 @@ export const simulatorOptionsInputSchema = z.strictObject({
   >),
   /** Bytes an oversizeBody page is padded to (with whitespace, so it stays valid JSON). */
   oversizeBodyBytes: boundedInt(1, 4 * 1024 * 1024 * 1024).optional(),
+  // Growth (growth.ts): events arriving while the simulator runs.
+  /** Events added per second (the client's seconds) above the newest; 0 = the data set stays as it is. */
+  growRate: z.number().min(0, { error: 'pass 0 or more events per second' }).max(100_000).optional(),
+  /** Share of the growth that arrives late, with instants up to growLateSeconds below the newest. */
+  growLateShare: rate.optional(),
+  /** Share of the growth that arrives later still, between growLateSeconds and twice that below the newest. */
+  growBeyondShare: rate.optional(),
+  /** How far below the newest a late event lands (default 600: inside the pipeline's 15-minute lookback). */
+  growLateSeconds: positive.optional(),
 });
 export type SimulatorOptionsInput = z.infer<typeof simulatorOptionsInputSchema>;
 
@@ -145,6 +154,10 @@ export interface SimulatorOptions {
   endlessBodyRate: number;
   hostileErrorRate: number;
   oversizeBodyBytes: number;
+  growRate: number;
+  growLateShare: number;
+  growBeyondShare: number;
+  growLateSeconds: number;
 }
 
 export const DEFAULT_API_KEY = 'local-dev-key';
@@ -171,6 +184,10 @@ export const SIMULATOR_DEFAULTS = {
   builtCursors: 'by-ts',
   ...(Object.fromEntries(HOSTILE_RATES.map((name) => [name, 0])) as Record<HostileRateName, 0>),
   oversizeBodyBytes: DEFAULT_OVERSIZE_BODY_BYTES,
+  growRate: 0,
+  growLateShare: 0,
+  growBeyondShare: 0,
+  growLateSeconds: 600,
 } as const satisfies Omit<SimulatorOptions, RateName>;
 
 /** Validates options and fills defaults; a rate not given is the chaos profile's when `chaos`, else 0. */
@@ -197,6 +214,12 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
   if (perEvent > 1) {
     throw new ConfigError(
       `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate + deepPropertiesRate + unexactNumberRate + unknownTypeRate): each event gets at most one fault, so keep the sum at most 1.`,
+    );
+  }
+  const lateShares = (given.growLateShare ?? 0) + (given.growBeyondShare ?? 0);
+  if (lateShares > 1) {
+    throw new ConfigError(
+      `Simulator growLateShare + growBeyondShare add up to ${lateShares}: they are shares of one growth, so keep the sum at most 1.`,
     );
   }
   const latency = given.latencyMs ?? DEFAULT_LATENCY;
@@ -326,6 +349,26 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
     help: 'hostile: share of requests answered 401 with a newline, ANSI colours and the key in the message',
   },
   oversizeBodyBytes: { kind: 'int', arg: 'N', help: 'size of an oversize page (default 209715200: 200 MB)' },
+  growRate: {
+    kind: 'number',
+    arg: 'N',
+    help: 'add N events a second above the newest while running (default 0; POST /__sim/grow adds some at once)',
+  },
+  growLateShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives late, up to --grow-late-seconds below the newest',
+  },
+  growBeyondShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives later still (one to two --grow-late-seconds below)',
+  },
+  growLateSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: 'how far below the newest late events land (default 600)',
+  },
 };
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);

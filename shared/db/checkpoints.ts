@@ -55,6 +55,21 @@ export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   planOldestTs: z.number().nullable(),
   emptyPagesInARow: z.number().int().nonnegative().optional(),
   conflicts: z.number().int().nonnegative().optional(),
+  marks: z
+    .object({
+      hwmTs: z.number().nullable(),
+      hwmId: z.string().nullable(),
+      signpostTs: z.number().nullable(),
+      signpostId: z.string().nullable(),
+      floorTs: z.number().nullable(),
+      topupStartedAtMs: z.number().nullable(),
+      baseInserted: z.number().nullable(),
+      lastTopupAtMs: z.number().nullable(),
+      lastTopupInserted: z.number().nullable(),
+      topups: z.number(),
+      lateBeyondLookback: z.number(),
+    })
+    .optional(),
 });
 export type { Checkpoint };
 
@@ -80,10 +95,34 @@ export function toCheckpoint(row: CheckpointRow): Checkpoint {
     resumeCursor: _resumeCursor,
     resumePositionTs: _resumePositionTs,
     resumePositionId: _resumePositionId,
+    hwmTs,
+    hwmId,
+    topupSignpostTs,
+    topupSignpostId,
+    topupFloorTs,
+    topupStartedAt,
+    topupBaseInserted,
+    lastTopupAt,
+    lastTopupInserted,
+    topups,
+    lateBeyondLookback,
     ...rest
   } = row;
   return checkpointSchema.parse({
     ...rest,
+    marks: {
+      hwmTs: msOrNull(hwmTs),
+      hwmId,
+      signpostTs: msOrNull(topupSignpostTs),
+      signpostId: topupSignpostId,
+      floorTs: msOrNull(topupFloorTs),
+      topupStartedAtMs: msOrNull(topupStartedAt),
+      baseInserted: topupBaseInserted,
+      lastTopupAtMs: msOrNull(lastTopupAt),
+      lastTopupInserted,
+      topups,
+      lateBeyondLookback,
+    },
     positionTs: msOrNull(positionTs),
     rangeHiTs: msOrNull(rangeHiTs),
     rangeLoTs: msOrNull(rangeLoTs),

@@ -101,6 +101,7 @@ const ADVANCE = `
     conflicts = conflicts + $18::int,
     -- A page stored is a success: an error left by an earlier failure no longer describes the row.
     last_error = null,
+    late_beyond_lookback = late_beyond_lookback + $19::int,
     version = version + 1,
     updated_at = now()
   where source_id = $1 and version = $2::int and lease_owner = $15
@@ -131,14 +132,14 @@ export async function persistPage(db: Db, input: PersistPageInput): Promise<Pers
       // `single` is read under the lock too, so it cannot change before ADVANCE.
       const [locked] = await tx<{ version: number; leaseOwner: string | null; single: boolean }[]>`
         select version, lease_owner as "leaseOwner",
-          chain_of is null and chain_mode is distinct from 'chains' as single
+          chain_of is null and chain_mode is distinct from 'chains' and topup_floor_ts is null as single
         from checkpoints where source_id = ${input.sourceId} for update`;
       if (!locked || locked.version !== input.expectedVersion || locked.leaseOwner !== input.owner) {
         throw checkpointConflict(input.sourceId, input.expectedVersion, input.owner, locked);
       }
       // The end of the data completes a one-chain source. On a chain (a chain row, or the source
-      // row of a planned multi-chain source) it only ends that chain's range: finishRange
-      // completes the source once every range is done.
+      // row of a planned multi-chain source, or any row of a top-up's walk) it only ends that
+      // chain's range: finishRange completes the source once every range is done.
       const completes = !n.hasMore && locked.single;
       const rangeDone = n.rangeDone === true || (!n.hasMore && !locked.single);
       let writePath: PersistPageResult['writePath'] = 'none';
@@ -203,6 +204,7 @@ export async function persistPage(db: Db, input: PersistPageInput): Promise<Pers
         rangeDone,
         n.emptyPage === true,
         conflictsInserted,
+        n.lateBeyondLookback ?? 0,
       ]);
       // Unreachable while the row stays locked and ADVANCE checks what the lock checked; kept so
       // that a change to either cannot commit a page past a checkpoint it did not hold.

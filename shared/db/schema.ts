@@ -117,6 +117,24 @@ export const checkpoints = pgTable(
     emptyPagesInARow: integer('empty_pages_in_a_row').notNull().default(0),
     /** Conflicting duplicates this chain met: an id stored already, sent again with other content (`event_conflicts`). */
     conflicts: bigint('conflicts', { mode: 'number' }).notNull().default(0),
+    // Top-ups (shared/step/topup.ts, drizzle/0004_topup.sql).
+    /** Source row: the high-water mark. Everything at or below it that the upstream held when the walk that set it started is stored, but for late arrivals (the lookback's business). */
+    hwmTs: timestamp('hwm_ts', { withTimezone: true, mode: 'date' }),
+    hwmId: text('hwm_id'),
+    /** Source row, while a top-up runs: the newest position it saw on page one; the next mark once the walk reaches the floor. */
+    topupSignpostTs: timestamp('topup_signpost_ts', { withTimezone: true, mode: 'date' }),
+    topupSignpostId: text('topup_signpost_id'),
+    /** Every row of a running top-up: the walk's floor, mark less the lookback (the range ending there ends the walk). */
+    topupFloorTs: timestamp('topup_floor_ts', { withTimezone: true, mode: 'date' }),
+    /** Source row: when the running top-up was planned, and the source's inserted count then. */
+    topupStartedAt: timestamp('topup_started_at', { withTimezone: true, mode: 'date' }),
+    topupBaseInserted: bigint('topup_base_inserted', { mode: 'number' }),
+    /** Source row: the last completed top-up, its new rows, and how many have completed. */
+    lastTopupAt: timestamp('last_topup_at', { withTimezone: true, mode: 'date' }),
+    lastTopupInserted: bigint('last_topup_inserted', { mode: 'number' }),
+    topups: bigint('topups', { mode: 'number' }).notNull().default(0),
+    /** Rows stored by a top-up below its floor (late beyond the lookback): stored, and counted here. */
+    lateBeyondLookback: bigint('late_beyond_lookback', { mode: 'number' }).notNull().default(0),
   },
   (t) => [
     check('checkpoints_status_check', sql`${t.status} in ('running', 'complete', 'failed')`),

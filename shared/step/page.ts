@@ -17,6 +17,7 @@ import {
 } from './contract.ts';
 import { checkStreamPosition } from './position.ts';
 import { type Fetched, fetchWithRecovery } from './recovery.ts';
+import { atFloor, inTopUpWalk, rangeEnds } from './topup.ts';
 import { stepTotals, totalsOf } from './totals.ts';
 
 /** One page invocation: who runs it, for which chain, and how its outputs are shaped. */
@@ -285,8 +286,10 @@ async function storePage(
   const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
   const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
   const { emptyPage } = checkStreamPosition(cp, page, next, sourceId);
-  const ranged = cp.chainOf !== null || cp.chainMode === 'chains';
-  const rangeDone = ranged && (reachedEnd || !page.hasMore);
+  // A top-up's walk is ranged whatever the source's mode: its last range ends at the floor (topup.ts).
+  const ranged = cp.chainOf !== null || cp.chainMode === 'chains' || inTopUpWalk(cp);
+  const floor = await atFloor(deps, cp, events, sourceId);
+  const rangeDone = ranged && rangeEnds({ reachedEnd, hasMore: page.hasMore, floor });
   // With the shared pacer the window is its business; this chain only keeps its own spacing.
   const plan = planNextRequest({
     lastRequestStartMs: result.startedAtMs,
@@ -315,6 +318,7 @@ async function storePage(
       totalReported: page.total,
       rangeDone,
       emptyPage,
+      lateBeyondLookback: floor.lateBeyondLookback,
     },
     requestsMade: requests,
     rateLimitedSeen: 0,
