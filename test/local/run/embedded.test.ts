@@ -73,8 +73,12 @@ describe('npm run local with the embedded PostgreSQL', () => {
 
       const again = await runCli(variant(20_000));
       expect(again.code, `${again.stdout}\n${again.stderr}`).toBe(0);
-      expect(again.stdout).toContain(`source "${firstSource}" is already complete (20,000 events stored)`);
-      expect(lastJson(again.stdout)).toMatchObject({ status: 'complete', events: 20_000, executions: 0 });
+      expect(again.stdout).toContain(`source "${firstSource}" is complete (20,000 events stored`);
+      expect(lastJson(again.stdout)).toMatchObject({
+        status: 'complete',
+        events: 20_000,
+        topUp: { newEvents: 0, requests: 1 },
+      });
 
       // The natural next step of a newcomer: a bigger data set on the same data dir. It used to
       // start the first source over; now it is a source of its own and the first one stays.
@@ -92,7 +96,7 @@ describe('npm run local with the embedded PostgreSQL', () => {
       expect(lines(bigger.stderr)).toHaveLength(0);
       expect(bigger.stdout).not.toContain('FAILED');
       const kept = await runCli(variant(20_000));
-      expect(kept.stdout).toContain(`source "${firstSource}" is already complete (20,000 events stored)`);
+      expect(kept.stdout).toContain(`source "${firstSource}" is complete (20,000 events stored`);
     },
     E2E_TIMEOUT_MS,
   );
