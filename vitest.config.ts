@@ -23,6 +23,7 @@ const UNIT = [
   'test/local/run/options.test.ts',
   'test/local/run/progress.test.ts',
   'test/local/run/scaling.test.ts',
+  'test/local/run/topup-options.test.ts',
   'test/local/run/verification.test.ts',
   'test/local/simulator/dataset.test.ts',
   'test/local/simulator/growth.test.ts',
