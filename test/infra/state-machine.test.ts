@@ -203,7 +203,7 @@ describe('state machine definition', () => {
     '%s retries Lambda service faults including throttling, and transient errors with full jitter',
     (name) => {
       const retry = functionTasks[name]!.Retry as Record<string, unknown>[];
-      expect(retry).toHaveLength(3);
+      expect(retry).toHaveLength(4);
       expect(retry[0]).toMatchObject({
         ErrorEquals: expect.arrayContaining([
           'Lambda.ServiceException',
@@ -215,7 +215,7 @@ describe('state machine definition', () => {
         JitterStrategy: 'FULL',
         BackoffRate: 2,
       });
-      expect(retry[2]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
+      expect(retry[3]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
       for (const r of retry) {
         expect(r).toMatchObject({ JitterStrategy: 'FULL', BackoffRate: 2 });
         expect(r.MaxAttempts as number).toBeGreaterThan(0);
@@ -235,6 +235,29 @@ describe('state machine definition', () => {
       for (const name of ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout']) {
         expect(retried).toContain(name);
       }
+    },
+  );
+
+  it.each(FUNCTION_TASK_STATES)(
+    '%s waits out a VPC function that went inactive while idle, and the ENI faults of its recreation',
+    (name) => {
+      // An idle month is the normal case: the first invoke after it answers ResourceNotReadyException.
+      const retry = (functionTasks[name]!.Retry as Record<string, unknown>[]).find((r) =>
+        (r.ErrorEquals as string[]).includes('Lambda.ResourceNotReadyException'),
+      );
+      expect(retry).toEqual({
+        ErrorEquals: [
+          'Lambda.ResourceNotReadyException',
+          'Lambda.EC2ThrottledException',
+          'Lambda.ENILimitReachedException',
+          'Lambda.EC2UnexpectedException',
+          'Lambda.ResourceConflictException',
+        ],
+        IntervalSeconds: 10,
+        MaxAttempts: 6,
+        BackoffRate: 2,
+        JitterStrategy: 'FULL',
+      });
     },
   );
 
