@@ -283,6 +283,14 @@ export function docsCostSection(
 
 export const DEPLOY_DOC = join(PROJECT_ROOT, 'docs', 'deploy.md');
 
+/** A markdown block without the padding a formatter adds to its tables (biome formats docs/). */
+export function normaliseTables(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => (line.startsWith('|') ? line.replace(/ *\| */g, '|').replace(/-{3,}/g, '---') : line))
+    .join('\n');
+}
+
 /** The block as docs/deploy.md has it now. */
 export function docsCostSectionInFile(text = readFileSync(DEPLOY_DOC, 'utf8')): string | undefined {
   const begin = text.indexOf(DOCS_BEGIN);
@@ -297,7 +305,7 @@ function main(args: string[]): void {
     if (!current)
       throw new Error(`${DEPLOY_DOC} has no cost block: add the ${DOCS_BEGIN} and ${DOCS_END} lines`);
     writeFileSync(DEPLOY_DOC, text.replace(current, docsCostSection()));
-    process.stdout.write(`cost: rewrote the cost block of ${DEPLOY_DOC}\n`);
+    process.stdout.write(`cost: rewrote the cost block of ${DEPLOY_DOC} (npm run format pads its tables)\n`);
     return;
   }
   const dir = args.find((a) => !a.startsWith('-')) ?? join(PROJECT_ROOT, 'cdk.out');
