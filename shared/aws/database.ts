@@ -31,8 +31,9 @@ export interface OpenDatabaseOptions {
  * target's compose Postgres does). `DATABASE_SSL`, when set, overrides both; `DATABASE_CA_FILE`
  * names the CAs a verifying mode trusts (the RDS bundle shipped with the function).
  *
- * The first connection is made here, and waits for a database that is resuming from a pause
- * (see {@link DATABASE_RESUME_WAIT_MS}) instead of failing the invocation that woke it.
+ * Deployed (the secret), the first connection is made here, and waits for a database that is
+ * resuming from a pause (see {@link DATABASE_RESUME_WAIT_MS}) instead of failing the invocation
+ * that woke it.
  */
 export async function openDatabase(
   config: Pick<DatabaseConfig, 'databaseUrl' | 'databaseSecretArn' | 'databaseSsl' | 'databaseCaFile'>,
@@ -43,27 +44,22 @@ export async function openDatabase(
   const ssl = config.databaseSsl;
   const ca = config.databaseCaFile ? readCaFile(config.databaseCaFile) : undefined;
   const tls = { ...(ssl ? { ssl } : {}), ...(ca ? { ca } : {}) };
-  let sql: Sql;
-  let target: string;
-  if (config.databaseUrl) {
-    sql = createSql(config.databaseUrl, { applicationName, ...tls });
-    target = config.databaseUrl;
-  } else {
-    const arn = config.databaseSecretArn as string;
-    const s = parseDatabaseSecret(await secrets.get(arn, 'DATABASE_SECRET_ARN'), arn);
-    sql = createSql(
-      {
-        host: s.host,
-        port: s.port,
-        user: s.username,
-        password: s.password,
-        database: s.dbname,
-        ssl: ssl ?? (s.ssl ? 'verify-full' : 'disable'),
-      },
-      { applicationName, ...(ca ? { ca } : {}) },
-    );
-    target = `postgres://${encodeURIComponent(s.username)}@${s.host}:${s.port}/${s.dbname}`;
-  }
+  // Local runs: connected at the first query, failing at once when nothing answers.
+  if (config.databaseUrl) return createSql(config.databaseUrl, { applicationName, ...tls });
+  const arn = config.databaseSecretArn as string;
+  const s = parseDatabaseSecret(await secrets.get(arn, 'DATABASE_SECRET_ARN'), arn);
+  const sql = createSql(
+    {
+      host: s.host,
+      port: s.port,
+      user: s.username,
+      password: s.password,
+      database: s.dbname,
+      ssl: ssl ?? (s.ssl ? 'verify-full' : 'disable'),
+    },
+    { applicationName, ...(ca ? { ca } : {}) },
+  );
+  const target = `postgres://${encodeURIComponent(s.username)}@${s.host}:${s.port}/${s.dbname}`;
   try {
     await waitForDatabase(sql, target, options);
   } catch (error) {
