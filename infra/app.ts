@@ -76,7 +76,7 @@ export function destroyNotice(ctx: AppContext): string {
       : policy === 'retain'
         ? 'the database itself and its master secret (databaseRemovalPolicy=retain)'
         : "a final snapshot of the database and its master secret, which the snapshot's password is in (databaseRemovalPolicy=snapshot)";
-  return `${ctx.stackName}: destroy keeps ${kept}, as the stack was deployed with it; the rest goes (logs included). The stack's OnDestroy output says the same.`;
+  return `${ctx.stackName}: destroy keeps ${kept}; everything else goes, logs included. That is this command's context: the stack's OnDestroy output says what the deployed stack keeps.`;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
