@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -45,6 +45,15 @@ function runApp(
 }
 
 describe('the CDK app on the command line', () => {
+  it('is run by npm run deploy and npm run destroy with the context the cases below give it', () => {
+    const { scripts } = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    expect(scripts.deploy).toMatch(/cdk deploy .*-c requireAlarmDestination=true/);
+    expect(scripts.destroy).toMatch(/cdk destroy .*-c destroy=true/);
+    expect(scripts.cost).toBe('tsx infra/cost.ts');
+  });
+
   it('says a missing API URL in one line naming the fix, without a stack trace (npm run synth)', async () => {
     const { code, stderr } = await runApp({});
     expect(code).toBe(1);
