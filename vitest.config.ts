@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 const UNIT = [
   'test/bench/lib.test.ts',
   'test/infra/continue-as-new.test.ts',
+  'test/infra/cost.test.ts',
   'test/infra/dashboard.test.ts',
   'test/infra/docs-links.test.ts',
   'test/infra/error-registry.test.ts',
