@@ -1,5 +1,21 @@
 import { parseArgs } from 'node:util';
-import type { TwinOptions, TwinSummary } from './runner.ts';
+import type { KillPlan, TwinOptions, TwinSummary } from './runner.ts';
+
+/** The default kills: one with the page request in flight, one once its answer is in. */
+export const DEFAULT_KILLS: KillPlan[] = [
+  { page: 3, anchor: 'request', delayMs: 1000 },
+  { page: 6, anchor: 'answer', delayMs: 50 },
+];
+
+function killPlan(text: string): KillPlan {
+  const m = /^(\d+):(request|answer):(\d+)$/.exec(text);
+  if (!m || Number(m[1]) < 1) {
+    throw new UsageError(
+      `--kill must look like PAGE:request:MS or PAGE:answer:MS (PAGE from 1), got ${text}`,
+    );
+  }
+  return { page: Number(m[1]), anchor: m[2] as KillPlan['anchor'], delayMs: Number(m[3]) };
+}
 
 /** The options of `npm run twin` and the text of its summary. */
 
@@ -11,8 +27,10 @@ with the template's environment, secrets from a local Secrets Manager endpoint a
 against a local CA; ingests the simulator's events and SIGKILLs one function process mid-page.
 
   --events N          events the simulator serves (default 50000)
-  --kill-page N       SIGKILL the function process of the N-th FetchPage invocation (default 3; 0: none)
-  --kill-delay-ms MS  how long after that invocation's request started (default 1000)
+  --kill PAGE:AT:MS   SIGKILL the function process of the PAGE-th FetchPage invocation MS milliseconds
+                      after its request started (AT = request) or its answer arrived (AT = answer);
+                      repeatable (default: 3:request:1000 and 6:answer:50)
+  --no-kill           no SIGKILL
   --latency-ms MS     simulator latency of a 5000-event page, or live (default live: 3.5-4 s)
   --page-size N       the stack's pageSize context (default: the stack's, 5000)
   --data-dir DIR      where the assembly, the CA, the logs and the Node 24 tool folder go (default .local)
@@ -32,14 +50,14 @@ function whole(name: string, value: string | undefined, fallback: number, min: n
 }
 
 export function parseTwinArgs(argv: string[]): (TwinOptions & { json: boolean }) | 'help' {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         events: { type: 'string' },
-        'kill-page': { type: 'string' },
-        'kill-delay-ms': { type: 'string' },
+        kill: { type: 'string', multiple: true },
+        'no-kill': { type: 'boolean' },
         'latency-ms': { type: 'string' },
         'page-size': { type: 'string' },
         'data-dir': { type: 'string' },
@@ -53,15 +71,14 @@ export function parseTwinArgs(argv: string[]): (TwinOptions & { json: boolean })
   }
   if (values.help) return 'help';
   const str = (k: string) => values[k] as string | undefined;
-  const killPage = whole('kill-page', str('kill-page'), 3, 0);
+  const given = (values.kill as string[] | undefined) ?? [];
+  if (values['no-kill'] && given.length > 0) throw new UsageError('--no-kill and --kill exclude each other');
+  const kills = values['no-kill'] ? [] : given.length > 0 ? given.map(killPlan) : DEFAULT_KILLS;
   const latency = str('latency-ms');
   const pageSize = str('page-size');
   return {
     events: whole('events', str('events'), 50_000, 1),
-    kill:
-      killPage === 0
-        ? null
-        : { page: killPage, delayMs: whole('kill-delay-ms', str('kill-delay-ms'), 1000, 0) },
+    kills,
     latencyMs: latency === undefined || latency === 'live' ? 'live' : whole('latency-ms', latency, 0, 0),
     context: pageSize === undefined ? {} : { pageSize: String(whole('page-size', pageSize, 0, 1)) },
     ...(str('data-dir') ? { dataDir: str('data-dir') } : {}),
@@ -77,9 +94,13 @@ export function describeSummary(s: TwinSummary): string {
     `node: the bundles ran on ${s.node.sandboxes.join(', ') || 'no sandbox'} (tool binary ${s.node.binary})`,
     `sandboxes: ${s.sandboxes.invocations} invocations, ${s.sandboxes.coldStarts} cold starts, ${s.sandboxes.lost} lost, ${s.sandboxes.timeouts} timed out`,
     `executions: ${s.executions}; migrate returned ${JSON.stringify(s.migrate)}`,
-    s.kill
-      ? `resume: the sandbox of FetchPage invocation ${s.kill.invocation} was SIGKILLed ${s.kill.afterRequestMs} ms after its request started (${s.kill.answerArrived ? 'answer arrived' : 'request in flight'}), reported as ${s.kill.reportedAs}; the run went on and ended ${s.exact ? 'exact' : 'NOT exact'}`
-      : 'resume: no kill requested',
+    ...(s.kills.length === 0
+      ? ['resume: no kill requested']
+      : s.kills.map(
+          (k) =>
+            `resume: the function process of FetchPage invocation ${k.invocation} was SIGKILLed ${k.delayMs} ms after its ${k.anchor === 'request' ? 'request started' : 'answer arrived'} (${k.answerArrived ? 'answer received' : 'request in flight'}), reported as ${k.reportedAs}`,
+        )),
+    ...(s.kills.length > 0 ? [`resume: the run went on and ended ${s.exact ? 'exact' : 'NOT exact'}`] : []),
     `secrets read: ${Object.entries(s.secretReads)
       .map(([id, c]) => `${id.replace(/^.*:secret:/, '')} x${c}`)
       .join(', ')}`,

@@ -43,18 +43,20 @@ export interface TwinOptions {
   /** Events the simulator serves. */
   events: number;
   /**
-   * SIGKILL the sandbox running the `page`-th FetchPage invocation `delayMs` after its first
-   * request started (re-armed for the next one when that invocation ended sooner). null: no kill.
+   * SIGKILLs of the function process, each once: the sandbox running the `page`-th FetchPage
+   * invocation (or the next one, when that invocation ended before the kill was due) is killed
+   * `delayMs` after its first request started (`request`) or after that request's answer arrived
+   * (`answer`: the page being read, validated or written).
    */
-  kill: { page: number; delayMs: number } | null;
+  kills: KillPlan[];
   /** Simulator latency of a 5000-event page (`live`: 3.5 s plus jitter, as the live service). */
   latencyMs: number | 'live';
   /** CDK context the app is synthesized with besides the API URL (pageSize, chains...). */
   context?: Record<string, string>;
-  /** Where the assembly, the CA, the tool folder and the logs go. @default '<repo>/.local' */
+  /** Holds the Node 24 tool folder and, by default, the run's files. @default '<repo>/.local' */
   dataDir?: string;
-  /** @default '<dataDir>/twin/cdk.out' */
-  outdir?: string;
+  /** The run's files: the assembly (cdk.out), the CA, the logs. @default '<dataDir>/twin' */
+  workDir?: string;
   /** @default '<dataDir>/tools/node24' */
   toolsDir?: string;
   sourceId?: string;
@@ -74,7 +76,7 @@ export interface TwinSummary {
   synthSeconds: number;
   migrate: unknown;
   executions: number;
-  kill: KillReport | null;
+  kills: KillReport[];
   sandboxes: { coldStarts: number; invocations: number; lost: number; timeouts: number };
   secretReads: Record<string, number>;
   tls: { server: string; verifiedBy: string };
@@ -83,12 +85,16 @@ export interface TwinSummary {
   error?: { name: string; message: string };
 }
 
-export interface KillReport {
+export interface KillPlan {
+  page: number;
+  anchor: 'request' | 'answer';
+  delayMs: number;
+}
+
+export interface KillReport extends KillPlan {
   /** The FetchPage invocation (counted over all chains, retries included) whose sandbox was killed. */
   invocation: number;
-  /** How long after the function's first request started. */
-  afterRequestMs: number;
-  /** Whether the answer's headers had arrived (then the page was being read or written). */
+  /** Whether the answer's headers had arrived when the kill came. */
   answerArrived: boolean;
   /** The invocation's outcome as the state machine saw it. */
   reportedAs: string;
@@ -366,8 +372,8 @@ export interface Twin {
 export async function openTwin(opts: TwinOptions): Promise<Twin> {
   const out = opts.out ?? (() => {});
   const dataDir = resolve(opts.dataDir ?? join(PROJECT_ROOT, '.local'));
-  const runDir = join(dataDir, 'twin');
-  const outdir = resolve(opts.outdir ?? join(runDir, 'cdk.out'));
+  const runDir = resolve(opts.workDir ?? join(dataDir, 'twin'));
+  const outdir = join(runDir, 'cdk.out');
   const logDir = join(runDir, 'logs');
   rmSync(logDir, { recursive: true, force: true });
   mkdirSync(logDir, { recursive: true });
@@ -407,7 +413,7 @@ export async function openTwin(opts: TwinOptions): Promise<Twin> {
 
     const database = templateDatabase(template);
     const ca = makeLocalCa(join(runDir, 'tls'), DATABASE_HOST);
-    out(`tls: local CA ${ca.caFile}; server certificate ${ca.describe}`);
+    out(`tls: local CA ${ca.caFile}; ${ca.describe}`);
     const db = await startTlsDatabase({ ca, dbname: database.dbname, username: database.username });
     closers.push(() => db.stop());
     out(`database: throwaway PostgreSQL on ${db.host}:${db.port}, TLS only (hostssl), database ${db.dbname}`);
@@ -501,137 +507,161 @@ export async function openTwin(opts: TwinOptions): Promise<Twin> {
  * template's migration trigger and then the template's state machine (aws-local-stepfunctions),
  * every task invoking the bundled function from cdk.out in a Node 24 sandbox with the template's
  * environment; secrets from a local Secrets Manager; TLS verified against a local CA; then counts
- * what is stored against what the simulator holds. With `kill`, one sandbox is SIGKILLed mid-page
+ * what is stored against what the simulator holds. With `kills`, function processes are SIGKILLed mid-page
  * and the run must still end exact.
  */
 export async function runTwin(opts: TwinOptions): Promise<TwinSummary> {
   const started = Date.now();
-  const out = opts.out ?? (() => {});
-  const sourceId = opts.sourceId ?? 'default';
   const twin = await openTwin(opts);
   try {
-    const triggered = triggerFunctions(twin.template, twin.resolver);
-    let migrate: unknown = null;
-    for (const fnId of triggered) {
-      // What the trigger's provider does on deploy: a RequestResponse invoke with no payload.
-      migrate = await twin.sandboxes(fnId).invoke({});
-      out(`trigger: ${fnId} (the migration, run on deploy) returned ${JSON.stringify(migrate)}`);
-    }
-    const { definition, logicalId: smId } = stateMachineDefinition(twin.template, twin.resolver);
-    const fnId = invokedFunction(definition);
-    const fetchPage = twin.sandboxes(fnId);
-    // Once per variable and value, with the functions it applies to.
-    const shown = new Map<string, StandIn[]>();
-    for (const s of twin.standIns) {
-      const key = `${s.variable}\0${s.template}`;
-      shown.set(key, [...(shown.get(key) ?? []), s]);
-    }
-    for (const [, list] of shown) {
-      const s = list[0] as StandIn;
-      out(
-        `env: ${s.variable}=${s.template} -> ${s.local} (${s.why}; ${list.map((l) => l.function).join(', ')})`,
-      );
-    }
-    out(`state machine: ${smId}, its tasks invoke ${fnId} (${fetchPage.spec.assetDir})`);
-
-    let pageInvocations = 0;
-    let kill: KillReport | null = null;
-    let armed = opts.kill;
-    const handler = async (payload: unknown) => {
-      const isPage = (payload as { action?: unknown } | null)?.action !== 'plan';
-      const n = isPage ? ++pageInvocations : 0;
-      const events: InvocationEvents = {};
-      let report: KillReport | null = null;
-      if (armed && isPage && n >= armed.page && !kill) {
-        const delayMs = armed.delayMs;
-        let answered = false;
-        let firstStart = true;
-        events.onFetchHeaders = () => {
-          answered = true;
-        };
-        events.onFetchStart = (killIt) => {
-          if (!firstStart) return;
-          firstStart = false;
-          setTimeout(() => {
-            if (kill || !killIt()) return;
-            report = { invocation: n, afterRequestMs: delayMs, answerArrived: answered, reportedAs: '' };
-            kill = report;
-            out(
-              `kill: SIGKILL to the sandbox of FetchPage invocation ${n}, ${delayMs} ms after its request started ` +
-                `(${answered ? 'the answer had arrived: mid-write' : 'the request in flight'})`,
-            );
-          }, delayMs);
-        };
-      }
-      try {
-        return (await fetchPage.invoke(payload, events)) as never;
-      } catch (error) {
-        if (report) {
-          (report as KillReport).reportedAs = `${(error as Error).name}: ${(error as Error).message}`;
-          out(
-            `kill: the task failed with ${(error as Error).name}; the state machine's Retry runs the page again`,
-          );
-          armed = null;
-        }
-        throw error;
-      }
-    };
-    const result = await runExecutions({
-      definition,
-      handler,
-      input: { sourceId },
-      timeScale: 1,
-      // The sandboxes enforce the template's timeout themselves (and kill the process, as Lambda
-      // does); the executor's own bound is a backstop behind it.
-      functionTimeoutMs: fetchPage.spec.timeoutSeconds * 1000 + 10_000,
-      onPlan: (p) => out(`plan: ${p.done ? 'done' : `${p.chains.length} chain(s), round ${p.round}`}`),
-      onStep: (s: StepOutput) => {
-        if (s.page.received > 0) {
-          out(
-            `page: chain ${s.chain} +${s.page.inserted} (${s.page.duplicates} duplicates), chain total ${s.totals.inserted}${s.done ? ', chain done' : ''}`,
-          );
-        }
-      },
-    });
-
-    const sql = twin.db.connect();
-    let counts: Awaited<ReturnType<typeof countStored>>;
-    let rows: Awaited<ReturnType<typeof listChains>>;
-    try {
-      counts = await countStored(sql, sourceId);
-      rows = await listChains(createDb(sql), sourceId);
-    } finally {
-      await sql.end({ timeout: 5 });
-    }
-    const expected = twin.simulator.dataset.expectedValidCount();
-    const complete = !result.failure && rows.some((r) => r.sourceId === sourceId && r.status === 'complete');
-    const problem = complete ? verificationProblem(counts, rows, expected) : 'the source is not complete';
-    const exact =
-      complete && problem === null && counts.events === expected && counts.distinctIds === counts.events;
-    const secretReads: Record<string, number> = {};
-    for (const [id, n] of twin.secrets.reads) secretReads[id] = n;
-    const summary: TwinSummary = {
-      status: exact ? 'complete' : 'failed',
-      sourceId,
-      events: counts.events,
-      distinctIds: counts.distinctIds,
-      expectedEvents: expected,
-      exact,
-      problem,
-      node: { binary: twin.node.version, sandboxes: [...fetchPage.nodeVersions] },
-      synthSeconds: twin.synthSeconds,
-      migrate,
-      executions: result.executions,
-      kill,
-      sandboxes: { ...fetchPage.stats },
-      secretReads,
-      tls: { server: twin.ca.describe, verifiedBy: twin.ca.caFile },
-      seconds: (Date.now() - started) / 1000,
-      logDir: twin.logDir,
-      ...(result.failure ? { error: result.failure } : {}),
-    };
-    return summary;
+    return await ingestOnTwin(twin, opts, started);
   } finally {
     await twin.close();
   }
+}
+
+/** The deploy's migration trigger, then the state machine to the end, then the count: on an open twin. */
+export async function ingestOnTwin(
+  twin: Twin,
+  opts: Pick<TwinOptions, 'kills' | 'sourceId' | 'out'>,
+  started = Date.now(),
+): Promise<TwinSummary> {
+  const out = opts.out ?? (() => {});
+  const sourceId = opts.sourceId ?? 'default';
+  const triggered = triggerFunctions(twin.template, twin.resolver);
+  const { definition, logicalId: smId } = stateMachineDefinition(twin.template, twin.resolver);
+  const fnId = invokedFunction(definition);
+  const fetchPage = twin.sandboxes(fnId);
+  for (const id of triggered) twin.spec(id);
+  // Once per variable and value, with the functions it applies to.
+  const shown = new Map<string, StandIn[]>();
+  for (const s of twin.standIns) {
+    const key = `${s.variable}\0${s.template}`;
+    shown.set(key, [...(shown.get(key) ?? []), s]);
+  }
+  for (const [, list] of shown) {
+    const s = list[0] as StandIn;
+    out(
+      `env: ${s.variable}=${s.template} -> ${s.local} (${s.why}; ${list.map((l) => l.function).join(', ')})`,
+    );
+  }
+  let migrate: unknown = null;
+  for (const id of triggered) {
+    // What the trigger's provider does on deploy: a RequestResponse invoke with no payload.
+    migrate = await twin.sandboxes(id).invoke({});
+    out(`trigger: ${id} (the migration, run on deploy) returned ${JSON.stringify(migrate)}`);
+  }
+  out(`state machine: ${smId}, its tasks invoke ${fnId} (${fetchPage.spec.assetDir})`);
+
+  let pageInvocations = 0;
+  const pending = [...opts.kills].sort((a, b) => a.page - b.page);
+  const kills: KillReport[] = [];
+  const handler = async (payload: unknown) => {
+    const isPage = (payload as { action?: unknown } | null)?.action !== 'plan';
+    const n = isPage ? ++pageInvocations : 0;
+    const events: InvocationEvents = {};
+    // One kill per invocation: the first pending one that is due.
+    const plan = isPage ? pending.find((k) => k.page <= n) : undefined;
+    let report: KillReport | null = null;
+    if (plan) {
+      let answered = false;
+      let killIt: (() => boolean) | null = null;
+      const schedule = () =>
+        setTimeout(() => {
+          if (!killIt?.()) return;
+          pending.splice(pending.indexOf(plan), 1);
+          report = { ...plan, invocation: n, answerArrived: answered, reportedAs: '' };
+          kills.push(report);
+          out(
+            `kill: SIGKILL to the function process of FetchPage invocation ${n}, ${plan.delayMs} ms after its ` +
+              `${plan.anchor === 'request' ? 'request started' : "request's answer arrived"} ` +
+              `(${answered ? 'answer received: the page being read, validated or written' : 'the request in flight'})`,
+          );
+        }, plan.delayMs);
+      events.onFetchStart = (kill) => {
+        if (killIt) return;
+        killIt = kill;
+        if (plan.anchor === 'request') schedule();
+      };
+      events.onFetchHeaders = () => {
+        if (answered) return;
+        answered = true;
+        if (plan.anchor === 'answer') schedule();
+      };
+    }
+    try {
+      return (await fetchPage.invoke(payload, events)) as never;
+    } catch (error) {
+      const killed = report as KillReport | null;
+      if (killed) {
+        killed.reportedAs = `${(error as Error).name}: ${(error as Error).message}`;
+        out(
+          `kill: the task failed with ${(error as Error).name}; the state machine's Retry runs the page again`,
+        );
+      }
+      throw error;
+    }
+  };
+  const result = await runExecutions({
+    definition,
+    handler,
+    input: { sourceId },
+    timeScale: 1,
+    // The sandboxes enforce the template's timeout themselves (and kill the process, as Lambda
+    // does); the executor's own bound is a backstop behind it.
+    functionTimeoutMs: fetchPage.spec.timeoutSeconds * 1000 + 10_000,
+    onPlan: (p) => out(`plan: ${p.done ? 'done' : `${p.chains.length} chain(s), round ${p.round}`}`),
+    onStep: (s: StepOutput) => {
+      if (s.page.received > 0) {
+        out(
+          `page: chain ${s.chain} +${s.page.inserted} (${s.page.duplicates} duplicates), chain total ${s.totals.inserted}${s.done ? ', chain done' : ''}`,
+        );
+      }
+    },
+  });
+
+  const sql = twin.db.connect();
+  let counts: Awaited<ReturnType<typeof countStored>>;
+  let rows: Awaited<ReturnType<typeof listChains>>;
+  try {
+    counts = await countStored(sql, sourceId);
+    rows = await listChains(createDb(sql), sourceId);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  const expected = twin.simulator.dataset.expectedValidCount();
+  const complete = !result.failure && rows.some((r) => r.sourceId === sourceId && r.status === 'complete');
+  const problem = complete ? verificationProblem(counts, rows, expected) : 'the source is not complete';
+  const exact =
+    complete && problem === null && counts.events === expected && counts.distinctIds === counts.events;
+  const secretReads: Record<string, number> = {};
+  for (const [id, n] of twin.secrets.reads) secretReads[id] = n;
+  const summary: TwinSummary = {
+    status: exact ? 'complete' : 'failed',
+    sourceId,
+    events: counts.events,
+    distinctIds: counts.distinctIds,
+    expectedEvents: expected,
+    exact,
+    problem,
+    node: {
+      binary: twin.node.version,
+      sandboxes: [
+        ...new Set(
+          [fetchPage, ...triggered.map((id) => twin.sandboxes(id))].flatMap((p) => [...p.nodeVersions]),
+        ),
+      ],
+    },
+    synthSeconds: twin.synthSeconds,
+    migrate,
+    executions: result.executions,
+    kills,
+    sandboxes: { ...fetchPage.stats },
+    secretReads,
+    tls: { server: twin.ca.describe, verifiedBy: twin.ca.caFile },
+    seconds: (Date.now() - started) / 1000,
+    logDir: twin.logDir,
+    ...(result.failure ? { error: result.failure } : {}),
+  };
+  return summary;
 }

@@ -19,6 +19,8 @@ export interface SecretsServer {
   url: string;
   /** GetSecretValue calls answered, per secret ARN (an unknown id counts under that id). */
   reads: Map<string, number>;
+  /** Serves one more secret (tests give a function other credentials this way). */
+  add(secret: LocalSecret): void;
   close(): Promise<void>;
 }
 
@@ -42,7 +44,8 @@ async function body(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export async function startSecretsServer(secrets: LocalSecret[]): Promise<SecretsServer> {
+export async function startSecretsServer(initial: LocalSecret[]): Promise<SecretsServer> {
+  const secrets = [...initial];
   const created = Date.now() / 1000;
   const reads = new Map<string, number>();
   const find = (id: string) => secrets.find((s) => s.arn === id || s.name === id);
@@ -102,6 +105,9 @@ export async function startSecretsServer(secrets: LocalSecret[]): Promise<Secret
   return {
     url: `http://127.0.0.1:${port}`,
     reads,
+    add: (secret) => {
+      secrets.push(secret);
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

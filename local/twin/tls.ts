@@ -90,12 +90,13 @@ export function makeLocalCa(dir: string, hostName: string, label = 'datasync-ing
     ],
     dir,
   );
-  const describe = openssl(
+  const printed = openssl(
     ['x509', '-in', 'server.crt', '-noout', '-subject', '-issuer', '-ext', 'subjectAltName'],
     dir,
-  )
-    .trim()
-    .replace(/\n\s*/g, '; ');
+  );
+  const line = (key: string) => new RegExp(`^${key}=\\s*(.*)$`, 'm').exec(printed)?.[1]?.trim() ?? '?';
+  const san = /Subject Alternative Name:\s*\n\s*(.*)/.exec(printed)?.[1]?.trim() ?? '?';
+  const describe = `certificate ${line('subject')}, SAN ${san}, issued by ${line('issuer')}`;
   return {
     caFile: join(dir, 'ca.pem'),
     certFile: join(dir, 'server.crt'),
