@@ -172,7 +172,7 @@ export class LocalResolver {
         case 'Ref':
           return this.ref(String(arg), where);
         case 'Fn::GetAtt': {
-          const [id, attribute] = (typeof arg === 'string' ? arg.split('.') : arg) as [string, string];
+          const [id, attribute] = (typeof arg === 'string' ? splitAttribute(arg) : arg) as [string, string];
           return this.getAtt(id, attribute, where);
         }
         case 'Fn::Join': {
@@ -190,7 +190,7 @@ export class LocalResolver {
           ];
           return text.replace(/\$\{([^}!][^}]*)\}/g, (_, name: string) => {
             if (name in vars) return String(this.resolve(vars[name], where));
-            const [id, attribute] = name.split('.') as [string, string | undefined];
+            const [id, attribute] = splitAttribute(name);
             return String(attribute ? this.getAtt(id, attribute, where) : this.ref(id, where));
           });
         }
@@ -200,6 +200,12 @@ export class LocalResolver {
     }
     return Object.fromEntries(entries.map(([k, v]) => [k, this.resolve(v, `${where}.${k}`)]));
   }
+}
+
+/** `Db.Endpoint.Address` -> `['Db', 'Endpoint.Address']`: attribute names may hold dots, logical ids never. */
+function splitAttribute(text: string): [string, string | undefined] {
+  const dot = text.indexOf('.');
+  return dot < 0 ? [text, undefined] : [text.slice(0, dot), text.slice(dot + 1)];
 }
 
 /** One AWS::Lambda::Function as the twin needs it, references unresolved. */
