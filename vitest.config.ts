@@ -22,6 +22,7 @@ const UNIT = [
   'test/local/run/progress.test.ts',
   'test/local/run/scaling.test.ts',
   'test/local/run/verification.test.ts',
+  'test/local/twin/kills.test.ts',
   'test/local/twin/template.test.ts',
   'test/local/simulator/dataset.test.ts',
   'test/ops/args.test.ts',

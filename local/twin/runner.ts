@@ -11,8 +11,9 @@ import { runExecutions } from '../run/executor.ts';
 import { countStored, verificationProblem } from '../run/verification.ts';
 import { type RunningSimulator, startSimulator } from '../simulator/index.ts';
 import { startTlsDatabase, type TlsDatabase } from './database.ts';
+import { type KillPlan, type KillReport, KillSchedule } from './kills.ts';
 import { ensureNode24, type Node24 } from './node24.ts';
-import { FunctionSandboxes, type FunctionSpec, type InvocationEvents, RUNTIME_FILE } from './sandbox.ts';
+import { FunctionSandboxes, type FunctionSpec, RUNTIME_FILE } from './sandbox.ts';
 import { type LocalSecret, type SecretsServer, startSecretsServer } from './secrets-server.ts';
 import {
   type CfnTemplate,
@@ -85,20 +86,7 @@ export interface TwinSummary {
   error?: { name: string; message: string };
 }
 
-export interface KillPlan {
-  page: number;
-  anchor: 'request' | 'answer';
-  delayMs: number;
-}
-
-export interface KillReport extends KillPlan {
-  /** The FetchPage invocation (counted over all chains, retries included) whose sandbox was killed. */
-  invocation: number;
-  /** Whether the answer's headers had arrived when the kill came. */
-  answerArrived: boolean;
-  /** The invocation's outcome as the state machine saw it. */
-  reportedAs: string;
-}
+export type { KillPlan, KillReport };
 
 /** `cdk synth` of the app, offline (local esbuild), into `outdir`. */
 export async function synthesize(outdir: string, context: Record<string, string>): Promise<number> {
@@ -553,48 +541,22 @@ export async function ingestOnTwin(
   }
   out(`state machine: ${smId}, its tasks invoke ${fnId} (${fetchPage.spec.assetDir})`);
 
-  let pageInvocations = 0;
-  const pending = [...opts.kills].sort((a, b) => a.page - b.page);
-  const kills: KillReport[] = [];
+  const schedule = new KillSchedule(opts.kills, (k) =>
+    out(
+      `kill: SIGKILL to the function process of FetchPage invocation ${k.invocation}, ${k.delayMs} ms after its ` +
+        `${k.anchor === 'request' ? 'request started' : "request's answer arrived"} ` +
+        `(${k.answerArrived ? 'answer received: the page being read, validated or written' : 'the request in flight'})`,
+    ),
+  );
   const handler = async (payload: unknown) => {
     const isPage = (payload as { action?: unknown } | null)?.action !== 'plan';
-    const n = isPage ? ++pageInvocations : 0;
-    const events: InvocationEvents = {};
-    // One kill per invocation: the first pending one that is due.
-    const plan = isPage ? pending.find((k) => k.page <= n) : undefined;
-    let report: KillReport | null = null;
-    if (plan) {
-      let answered = false;
-      let killIt: (() => boolean) | null = null;
-      const schedule = () =>
-        setTimeout(() => {
-          if (!killIt?.()) return;
-          pending.splice(pending.indexOf(plan), 1);
-          report = { ...plan, invocation: n, answerArrived: answered, reportedAs: '' };
-          kills.push(report);
-          out(
-            `kill: SIGKILL to the function process of FetchPage invocation ${n}, ${plan.delayMs} ms after its ` +
-              `${plan.anchor === 'request' ? 'request started' : "request's answer arrived"} ` +
-              `(${answered ? 'answer received: the page being read, validated or written' : 'the request in flight'})`,
-          );
-        }, plan.delayMs);
-      events.onFetchStart = (kill) => {
-        if (killIt) return;
-        killIt = kill;
-        if (plan.anchor === 'request') schedule();
-      };
-      events.onFetchHeaders = () => {
-        if (answered) return;
-        answered = true;
-        if (plan.anchor === 'answer') schedule();
-      };
-    }
+    const kill = isPage ? schedule.forInvocation() : null;
     try {
-      return (await fetchPage.invoke(payload, events)) as never;
+      const value = (await fetchPage.invoke(payload, kill?.events)) as never;
+      kill?.settle(null);
+      return value;
     } catch (error) {
-      const killed = report as KillReport | null;
-      if (killed) {
-        killed.reportedAs = `${(error as Error).name}: ${(error as Error).message}`;
+      if (kill?.settle(error as Error)) {
         out(
           `kill: the task failed with ${(error as Error).name}; the state machine's Retry runs the page again`,
         );
@@ -655,7 +617,7 @@ export async function ingestOnTwin(
     synthSeconds: twin.synthSeconds,
     migrate,
     executions: result.executions,
-    kills,
+    kills: schedule.done,
     sandboxes: { ...fetchPage.stats },
     secretReads,
     tls: { server: twin.ca.describe, verifiedBy: twin.ca.caFile },

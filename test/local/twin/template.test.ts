@@ -69,6 +69,7 @@ describe('LocalResolver', () => {
     ).toBe('a:aws:us-east-1');
     expect(
       resolver.resolve({
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: Fn::Sub's own ${...} syntax, not a JS template
         'Fn::Sub': ['${AWS::AccountId}/${Fn}/${DbInstance.Endpoint.Port}', { Fn: { Ref: 'FetchPage' } }],
       }),
     ).toBe('000000000000/FetchPage/5439');
