@@ -19,6 +19,7 @@ const UNIT = [
   'test/infra/state-machine.test.ts',
   'test/local/run/executor.test.ts',
   'test/local/run/progress-chains.test.ts',
+  'test/local/run/options.test.ts',
   'test/local/run/progress.test.ts',
   'test/local/run/scaling.test.ts',
   'test/local/run/verification.test.ts',

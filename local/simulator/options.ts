@@ -244,7 +244,9 @@ export const SIMULATOR_USAGE = [
   'Usage: npm run simulator -- [options]   (details: local/simulator/README.md)',
   ...OPTION_NAMES.map((name) => {
     const { arg, help } = FLAGS[name];
-    return `  ${`--${kebab(name)}${arg ? ` ${arg}` : ''}`.padEnd(34)}${help}`;
+    const flag = `--${kebab(name)}${arg ? ` ${arg}` : ''}`;
+    // A flag too long for the column gets a line of its own: it ran into its help text.
+    return `  ${flag.length > 32 ? `${flag}\n${' '.repeat(36)}` : flag.padEnd(34)}${help}`;
   }),
   `  ${'--help, -h'.padEnd(34)}this text`,
 ].join('\n');

@@ -27,7 +27,7 @@ const countsSchema = z.object({
  *    events, exactly: a COPY stores all of its rows or none.
  * 2. When the COPY is refused (an id already stored: a page served again, rows repeated across
  *    pages; or any value the server refuses), the savepoint is rolled back and the page goes
- *    through INSERT ... SELECT FROM json_to_recordset(...) ON CONFLICT (id) DO NOTHING, whose
+ *    through INSERT ... SELECT FROM json_to_recordset(...) ON CONFLICT (source_id, id) DO NOTHING, whose
  *    row count is exact and whose error, if the server refuses a value, names it.
  *
  * The INSERT path on its own was measured at ~140 ms per 5000-event page on the 2-core machine,
@@ -42,7 +42,7 @@ const INSERT_EVENTS = `
   insert into events (id, session_id, user_id, type, name, properties, occurred_at, device_type, browser, source_id)
   select r.i, r.s, r.u, r.t, r.n, r.p, to_timestamp(r.o / 1000), r.d, r.b, $2
   from json_to_recordset($1::text::json) as r(i uuid, s uuid, u uuid, t text, n text, p jsonb, o float8, d text, b text)
-  on conflict (id) do nothing`;
+  on conflict (source_id, id) do nothing`;
 
 const INSERT_REJECTS = `
   insert into rejected_events (source_id, event_id, reason, raw, raw_hash, page_cursor)
@@ -78,7 +78,7 @@ const ADVANCE = `
   returning *`;
 
 /**
- * Stores one page and moves the checkpoint past it, atomically: the events (ON CONFLICT (id)
+ * Stores one page and moves the checkpoint past it, atomically: the events (ON CONFLICT (source_id, id)
  * DO NOTHING), the rejects (once per distinct raw row), and the checkpoint advance, which
  * happens only if the checkpoint is still at `expectedVersion` and leased to `owner`. Otherwise
  * everything rolls back and CheckpointConflictError is thrown. Counts are exact: `inserted` is

@@ -8,6 +8,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   unique,
@@ -24,22 +25,29 @@ import { CHAIN_MODES } from '../step/contract.ts';
  */
 
 /**
- * One row per upstream event. Deliberately lean: only the primary key is indexed, because the
- * write volume (millions of rows through ON CONFLICT) is what this table costs.
+ * One row per upstream event of a source. Deliberately lean: only the primary key is indexed,
+ * because the write volume (millions of rows through ON CONFLICT) is what this table costs. The
+ * key is (source_id, id): two sources fed the same ids (two simulator runs of one seed, a test
+ * copy of a real source) each keep their own rows, and a page fetched twice for one source
+ * stores nothing twice.
  */
-export const events = pgTable('events', {
-  id: uuid('id').primaryKey(),
-  sessionId: uuid('session_id'),
-  userId: uuid('user_id'),
-  type: text('type'),
-  name: text('name'),
-  properties: jsonb('properties'),
-  occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
-  deviceType: text('device_type'),
-  browser: text('browser'),
-  sourceId: text('source_id'),
-  ingestedAt: timestamp('ingested_at', { withTimezone: true, mode: 'date' }).defaultNow(),
-});
+export const events = pgTable(
+  'events',
+  {
+    id: uuid('id').notNull(),
+    sessionId: uuid('session_id'),
+    userId: uuid('user_id'),
+    type: text('type'),
+    name: text('name'),
+    properties: jsonb('properties'),
+    occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
+    deviceType: text('device_type'),
+    browser: text('browser'),
+    sourceId: text('source_id').notNull(),
+    ingestedAt: timestamp('ingested_at', { withTimezone: true, mode: 'date' }).defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'events_source_id_id_pk', columns: [t.sourceId, t.id] })],
+);
 
 export const CHECKPOINT_STATUSES = ['running', 'complete', 'failed'] as const;
 /** How a source is read: one chain, several chains over ranges of instants, or back to one after a refusal. */
@@ -150,4 +158,18 @@ export const pacers = pgTable('pacers', {
   windowMs: integer('window_ms'),
   headerDelayMs: integer('header_delay_ms'),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+});
+
+/**
+ * What each source was ingested from, as the local runner records it when it starts a source:
+ * a run whose options describe another data set is refused (SourceMismatchError) instead of
+ * mixing the two or starting the source over. `upstream` is a canonical key compared as text
+ * (`simulator events=3000000 seed=1 chaos=false`, or the API's base URL); `description` is what
+ * the refusal prints. A source the deployed pipeline started has no row here.
+ */
+export const sourceDatasets = pgTable('source_datasets', {
+  sourceId: text('source_id').primaryKey(),
+  upstream: text('upstream').notNull(),
+  description: text('description').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
 });

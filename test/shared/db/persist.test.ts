@@ -148,19 +148,19 @@ describe('persistPage', () => {
     expect(row?.name).toBe('event_abc');
   });
 
-  it('counts exactly when another source already stored some of the page’s ids', async () => {
+  it('stores ids another source already holds under this source too: each source keeps its own rows', async () => {
     const mine = await freshSource();
     const theirs = await freshSource('exec-2');
     const shared = Array.from({ length: 40 }, () => event());
     const onlyMine = Array.from({ length: 60 }, () => event());
-    // The other source committed its page first; ours meets 40 stored ids and falls back.
+    // The other source committed its page first; the key is (source_id, id), so ours is not refused.
     await persistPage(createDb(sql), { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
     const r = await persistPage(
       createDb(sql),
       input(mine.sourceId, mine.cp, [...onlyMine.slice(0, 30), ...shared, ...onlyMine.slice(30)]),
     );
-    expect(r).toMatchObject({ inserted: 60, duplicates: 40, writePath: 'insert' });
-    expect(await count('events', mine.sourceId)).toBe(60);
+    expect(r).toMatchObject({ inserted: 100, duplicates: 0, writePath: 'copy' });
+    expect(await count('events', mine.sourceId)).toBe(100);
     expect(await count('events', theirs.sourceId)).toBe(40);
   });
 
