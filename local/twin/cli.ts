@@ -23,11 +23,24 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const { json, ...twin } = options;
+  // Ctrl-C: the steps in flight end, then the sandboxes, the servers and the throwaway PostgreSQL stop.
+  const controller = new AbortController();
+  const onSignal = (signal: string) => {
+    if (controller.signal.aborted) return;
+    process.stderr.write(`\n${signal}: stopping after the steps in flight, then the twin's servers\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
-    const summary = await runTwin({ ...twin, out: (line) => process.stdout.write(`${line}\n`) });
+    const summary = await runTwin({
+      ...twin,
+      signal: controller.signal,
+      out: (line) => process.stdout.write(`${line}\n`),
+    });
     process.stdout.write(`${describeSummary(summary)}\n`);
     if (json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-    return summary.exact ? 0 : 1;
+    return summary.status === 'interrupted' ? 130 : summary.exact ? 0 : 1;
   } catch (error) {
     const e = error instanceof Error ? error : new Error(String(error));
     process.stderr.write(`error: ${e.name}: ${e.message}\n`);

@@ -4,6 +4,7 @@ import {
   chownSync,
   copyFileSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -11,7 +12,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres, { type Sql } from 'postgres';
-import { osUser, startEmbeddedPostgres } from '../embedded-postgres.ts';
+import { osUser, startEmbeddedPostgres, stopEmbeddedPostgres } from '../embedded-postgres.ts';
 import type { LocalCa } from './tls.ts';
 
 /**
@@ -32,6 +33,35 @@ export interface TlsDatabase {
   stop(): Promise<void>;
 }
 
+const PREFIX = 'dsi-twin-pg-';
+/** The pid of the twin run that owns a throwaway server's folder. */
+const OWNER = 'owner.pid';
+
+/**
+ * Stops and removes the throwaway servers of twin runs that are gone (killed before they could
+ * stop theirs: the server runs detached). A live run's server is left alone.
+ */
+async function stopAbandoned(log: (line: string) => void): Promise<void> {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(PREFIX)) continue;
+    const parent = join(tmpdir(), name);
+    const owner = Number(readFileSync(join(parent, OWNER), { encoding: 'utf8', flag: 'a+' }).trim());
+    if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) continue;
+    log(`stopping the throwaway PostgreSQL a stopped twin run left in ${parent}`);
+    await stopEmbeddedPostgres(join(parent, 'data')).catch(() => false);
+    rmSync(parent, { recursive: true, force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 const CERT = 'twin-server.crt';
 const KEY = 'twin-server.key';
 
@@ -41,9 +71,11 @@ export async function startTlsDatabase(opts: {
   username: string;
   log?: (line: string) => void;
 }): Promise<TlsDatabase> {
+  await stopAbandoned(opts.log ?? (() => {}));
   // A fresh folder every user can enter (a root-run server runs as the OS user postgres).
-  const parent = mkdtempSync(join(tmpdir(), 'dsi-twin-pg-'));
+  const parent = mkdtempSync(join(tmpdir(), PREFIX));
   chmodSync(parent, 0o755);
+  writeFileSync(join(parent, OWNER), String(process.pid));
   const dataDir = join(parent, 'data');
   const pg = await startEmbeddedPostgres({ dataDir, ...(opts.log ? { log: opts.log } : {}) });
   const stop = async () => {

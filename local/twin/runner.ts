@@ -61,11 +61,13 @@ export interface TwinOptions {
   /** @default '<dataDir>/tools/node24' */
   toolsDir?: string;
   sourceId?: string;
+  /** Stops the run after the steps in flight (Ctrl-C); everything the twin started is stopped. */
+  signal?: AbortSignal;
   out?: (line: string) => void;
 }
 
 export interface TwinSummary {
-  status: 'complete' | 'failed';
+  status: 'complete' | 'failed' | 'interrupted';
   sourceId: string;
   events: number;
   distinctIds: number;
@@ -511,7 +513,7 @@ export async function runTwin(opts: TwinOptions): Promise<TwinSummary> {
 /** The deploy's migration trigger, then the state machine to the end, then the count: on an open twin. */
 export async function ingestOnTwin(
   twin: Twin,
-  opts: Pick<TwinOptions, 'kills' | 'sourceId' | 'out'>,
+  opts: Pick<TwinOptions, 'kills' | 'sourceId' | 'out' | 'signal'>,
   started = Date.now(),
 ): Promise<TwinSummary> {
   const out = opts.out ?? (() => {});
@@ -568,6 +570,7 @@ export async function ingestOnTwin(
     definition,
     handler,
     input: { sourceId },
+    ...(opts.signal ? { signal: opts.signal } : {}),
     timeScale: 1,
     // The sandboxes enforce the template's timeout themselves (and kill the process, as Lambda
     // does); the executor's own bound is a backstop behind it.
@@ -599,7 +602,7 @@ export async function ingestOnTwin(
   const secretReads: Record<string, number> = {};
   for (const [id, n] of twin.secrets.reads) secretReads[id] = n;
   const summary: TwinSummary = {
-    status: exact ? 'complete' : 'failed',
+    status: result.interrupted ? 'interrupted' : exact ? 'complete' : 'failed',
     sourceId,
     events: counts.events,
     distinctIds: counts.distinctIds,

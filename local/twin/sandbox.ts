@@ -128,7 +128,12 @@ export class FunctionSandboxes {
       env: this.spec.env,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'json',
+      // Its own process group: a Ctrl-C on the terminal stops the run, not the function mid-step
+      // (runtime.ts exits when the parent is gone).
+      detached: true,
     });
+    // A send to a process that was just killed fails with EPIPE: its exit handler reports the loss.
+    child.on('error', () => {});
     child.stdout?.on('data', (d: Buffer) => this.output(id, d.toString()));
     child.stderr?.on('data', (d: Buffer) => this.output(id, d.toString()));
     let settleReady: (error?: Error) => void = () => {};
