@@ -89,6 +89,7 @@ export function parseTwinArgs(argv: string[]): (TwinOptions & { json: boolean })
 export function describeSummary(s: TwinSummary): string {
   const n = (v: number) => v.toLocaleString('en-US');
   const lines = [
+    `status: ${s.status}${s.status === 'interrupted' ? ' (Ctrl-C): run npm run twin again to start over' : ''}`,
     `events: ${n(s.events)} stored, ${n(s.distinctIds)} distinct ids, ${n(s.expectedEvents)} served by the simulator`,
     `exact: ${s.exact ? 'yes' : `no (${s.problem})`}`,
     `node: the bundles ran on ${s.node.sandboxes.join(', ') || 'no sandbox'} (tool binary ${s.node.binary})`,
