@@ -236,7 +236,7 @@ export function templateDatabase(template: CfnTemplate): TemplateDatabase {
  * The secrets the deployment holds: the database secret as RDS completes it (the template's
  * fields, the generated password, then host, port, dbname and engine from the attachment), the
  * API key secret with the key an operator puts in (its template value is a placeholder), any
- * other secret with its template value.
+ * other secret with its template value or generated as Secrets Manager would.
  */
 export function deploymentSecrets(
   template: CfnTemplate,
@@ -265,10 +265,27 @@ export function deploymentSecrets(
     }
     if (apiKeySecretArns.has(arn)) return { arn, name, value: apiKey };
     if (typeof p.SecretString === 'string') return { arn, name, value: p.SecretString };
-    throw new TemplateError(
-      `The secret ${id} is generated and belongs to no database: the twin does not know what it holds. Teach local/twin/runner.ts (deploymentSecrets).`,
-    );
+    return { arn, name, value: generatedSecret(p.GenerateSecretString) };
   });
+}
+
+/**
+ * What Secrets Manager stores for a GenerateSecretString: a random string, under
+ * GenerateStringKey in the SecretStringTemplate's JSON when there is one. Letters and digits only,
+ * which no ExcludeCharacters list the stack uses rules out.
+ */
+export function generatedSecret(spec: unknown): string {
+  const g = (spec ?? {}) as {
+    SecretStringTemplate?: string;
+    GenerateStringKey?: string;
+    PasswordLength?: number;
+  };
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  const length = g.PasswordLength ?? 32;
+  const random = [...randomBytes(length)].map((b) => alphabet[b % alphabet.length]).join('');
+  if (!g.SecretStringTemplate) return random;
+  const fields = JSON.parse(g.SecretStringTemplate) as Record<string, unknown>;
+  return JSON.stringify({ ...fields, [g.GenerateStringKey ?? 'password']: random });
 }
 
 /** A Task state of the definition, Map iterations included. */
@@ -414,7 +431,9 @@ export async function openTwin(opts: TwinOptions): Promise<Twin> {
     const functionIds = resourcesOfType(template, 'AWS::Lambda::Function');
     const apiKeySecretArns = new Set<string>();
     for (const id of functionIds) {
-      const v = templateFunction(template, outdir, id).environment.DATASYNC_API_KEY_SECRET_ARN;
+      const vars = (resource(template, id).Properties?.Environment as { Variables?: Record<string, unknown> })
+        ?.Variables;
+      const v = vars?.DATASYNC_API_KEY_SECRET_ARN;
       if (v !== undefined) apiKeySecretArns.add(String(resolver.resolve(v)));
     }
     const secretList = deploymentSecrets(template, resolver, database, db, apiKeySecretArns, apiKey);

@@ -187,16 +187,33 @@ describe('deploymentSecrets', () => {
     });
   });
 
-  it('refuses a generated secret it cannot fill', () => {
+  it('generates any other generated secret as Secrets Manager does', () => {
     const more: CfnTemplate = {
       Resources: {
         ...template.Resources,
-        Other: { Type: 'AWS::SecretsManager::Secret', Properties: { GenerateSecretString: {} } },
+        Writer: {
+          Type: 'AWS::SecretsManager::Secret',
+          Properties: {
+            GenerateSecretString: {
+              SecretStringTemplate: '{"username":"writer"}',
+              GenerateStringKey: 'password',
+            },
+          },
+        },
+        Token: {
+          Type: 'AWS::SecretsManager::Secret',
+          Properties: { GenerateSecretString: { PasswordLength: 20 } },
+        },
       },
     };
-    expect(() =>
-      deploymentSecrets(more, new LocalResolver(more, 'Stack'), database, db, new Set(), 'k'),
-    ).toThrow(/The secret Other is generated and belongs to no database/);
+    const r = new LocalResolver(more, 'Stack');
+    const secrets = Object.fromEntries(
+      deploymentSecrets(more, r, database, db, new Set(), 'k').map((s) => [s.arn, s.value]),
+    );
+    const writer = JSON.parse(secrets[r.arnOf('Writer')] ?? '') as { username: string; password: string };
+    expect(writer.username).toBe('writer');
+    expect(writer.password).toMatch(/^[A-Za-z0-9]{32}$/);
+    expect(secrets[r.arnOf('Token')]).toMatch(/^[A-Za-z0-9]{20}$/);
   });
 });
 
