@@ -40,6 +40,7 @@ import { Database } from './constructs/database.ts';
 import { IngestFunction } from './constructs/ingest-function.ts';
 import { hashDirectory, Migrations } from './constructs/migrations.ts';
 import { Network } from './constructs/network.ts';
+import { IngestSchedule } from './constructs/schedule.ts';
 import { IngestStateMachine } from './state-machine.ts';
 
 /** The repository root: entries, package-lock.json and drizzle/ are found from here. */
@@ -350,6 +351,11 @@ export class IngestionStack extends Stack {
       stateMachineName: p.stateMachineName,
       executionTimeout: props.executionTimeout,
       logRetention,
+    });
+
+    IngestSchedule.fromContext(this, {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      fetchPage: this.fetchPage.function,
     });
 
     new Migrations(this, 'Migrations', {

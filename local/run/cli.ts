@@ -121,17 +121,27 @@ function printSummary(s: LocalRunSummary): void {
   const lines = [
     `status: ${s.status}${s.alreadyComplete ? ' (already complete before this run)' : ''}`,
     `events stored: ${n(s.events)} (distinct ids ${n(s.distinctIds)})${s.expectedEvents !== null ? `, upstream holds ${n(s.expectedEvents)} valid` : ''}`,
-    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}`,
+    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}${s.conflicts > 0 ? `, conflicting duplicates: ${n(s.conflicts)} (table event_conflicts)` : ''}`,
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
     `chains: ${describeChainMode(s)}`,
   ];
+  if (s.topUp) {
+    const late =
+      s.topUp.lateBeyondLookback > 0 ? ` (${n(s.topUp.lateBeyondLookback)} late beyond the lookback)` : '';
+    const mark = s.topUp.highWaterMark ? `, high-water mark ${s.topUp.highWaterMark}` : '';
+    lines.push(`top-up: +${n(s.topUp.newEvents)} events${late} in ${n(s.topUp.requests)} request(s)${mark}`);
+  }
   // Only a run that ended has something to verify: an interrupted one is incomplete by design.
   if (s.status !== 'interrupted') lines.push(`verification: ${s.verified ? 'OK' : 'FAILED'}`);
   // The figures go to stdout; stderr gets the one line that says what went wrong and what to do.
   process.stdout.write(`${lines.join('\n')}\n`);
   const logHint = s.logFile ? `; the log is ${s.logFile}` : '';
   if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}${logHint}\n`);
-  else if (s.status === 'interrupted') {
+  else if (s.status === 'interrupted' && s.pages === 0) {
+    process.stdout.write(
+      `interrupted before the first page was stored: nothing to resume; \`${resumeCommand()}\` starts the run again\n`,
+    );
+  } else if (s.status === 'interrupted') {
     const of = s.expectedEvents !== null ? ` of ${n(s.expectedEvents)}` : '';
     process.stdout.write(
       `interrupted: ${n(s.events)}${of} events are stored and checkpointed; run \`${resumeCommand()}\` to resume from there\n`,
@@ -159,6 +169,7 @@ function jsonSummary(s: LocalRunSummary) {
     distinctIds: s.distinctIds,
     duplicatesSkipped: s.duplicatesSkipped,
     rejected: s.rejected,
+    conflicts: s.conflicts,
     pages: s.pages,
     requests: s.requests,
     rateLimited: s.rateLimited,
@@ -170,6 +181,7 @@ function jsonSummary(s: LocalRunSummary) {
     seconds: s.seconds,
     expectedEvents: s.expectedEvents,
     verified: s.verified,
+    topUp: s.topUp ?? null,
     ...(s.error
       ? { error: s.error }
       : s.status === 'failed' || (s.status === 'complete' && !s.verified)

@@ -117,11 +117,14 @@ export async function checkSourceUpstream(
  * source, the count of valid events tell them apart.
  */
 function otherDataSet(cp: Checkpoint, rows: Checkpoint[], dataset: Dataset): string | null {
-  if (cp.totalReported !== null && cp.totalReported !== dataset.total) {
+  // A data set that grew since (growth the data dir keeps, simulator-growth/) is the same one, larger.
+  const base = dataset.total - dataset.grown;
+  if (cp.totalReported !== null && (cp.totalReported < base || cp.totalReported > dataset.total)) {
     return `a ${n(cp.totalReported)}-event data set`;
   }
   const inserted = sourceTotals(rows).inserted;
-  if (cp.status === 'complete' && inserted !== dataset.expectedValidCount()) {
+  const valid = dataset.expectedValidCount();
+  if (cp.status === 'complete' && (inserted > valid || inserted < valid - dataset.grown)) {
     return 'another data set (its valid-event count differs from this one)';
   }
   return null;

@@ -7,6 +7,7 @@ import { describeProbeFailure, probePostgres } from '#shared/db/probe.ts';
 import { AuthError } from '#shared/errors.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { type RunningSimulator, type SimulatorOptionsInput, startSimulator } from '../simulator/index.ts';
+import { growthFile, growthLog } from './growth-log.ts';
 import { InterruptedError } from './interrupted.ts';
 import type { LocalRunOptions } from './options.ts';
 import { maskCredentials } from './resume.ts';
@@ -68,25 +69,31 @@ export async function openEnvironment(
     let apiKey = options.apiKey ?? '';
     if (!apiUrl) {
       apiKey = 'local-dev-key';
-      const sim = await startSimulator({
-        port: 0,
-        events: options.events,
-        seed: options.seed,
-        apiKey,
-        windowSeconds: options.windowSeconds,
-        rateLimit: options.rateLimit,
-        windowMode: options.windowMode,
-        timeScale: options.timeScale,
-        latencyMs: options.latencyMs,
-        chaos: options.chaos,
-        // Tests only: how the simulator reads built cursors, skewed timestamps and the like.
-        ...simulatorOverrides,
-      });
+      const sim = await startSimulator(
+        {
+          port: 0,
+          events: options.events,
+          seed: options.seed,
+          apiKey,
+          windowSeconds: options.windowSeconds,
+          rateLimit: options.rateLimit,
+          windowMode: options.windowMode,
+          timeScale: options.timeScale,
+          latencyMs: options.latencyMs,
+          chaos: options.chaos,
+          growRate: options.growRate,
+          growLateShare: options.growLateShare,
+          // Tests only: how the simulator reads built cursors, skewed timestamps and the like.
+          ...simulatorOverrides,
+        },
+        growthLog(growthFile(dataDir, options)),
+      );
       simulator = sim;
       cleanups.push(() => sim.close());
       apiUrl = sim.url;
+      const grown = sim.dataset.grown > 0 ? ` (+${sim.dataset.grown.toLocaleString('en-US')} grown)` : '';
       out(
-        `simulator: ${options.events.toLocaleString('en-US')} events at ${apiUrl} (${describeLimit(options)})\n`,
+        `simulator: ${options.events.toLocaleString('en-US')} events${grown} at ${apiUrl} (${describeLimit(options)})\n`,
       );
     } else {
       // A wrong key or an unreachable API must fail before anything is written for the source.

@@ -20,6 +20,81 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+// Top-ups (#21): one block, kept apart from the rest of the options.
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `5m`, `90s`, `1h`, `250ms`, `2d`; a bare number is seconds. null when it is none of these. */
+export function parseDuration(raw: string): number | null {
+  const m = DURATION.exec(raw.trim());
+  if (!m) return null;
+  return Math.round(Number(m[1]) * (UNIT_MS[m[2] ?? 's'] ?? 1000));
+}
+
+const topUpOptionsSchema = z.object({
+  /** Keep topping the source up until Ctrl-C, one top-up every `everyMs`. */
+  follow: z.boolean(),
+  everyMs: z.number().int().min(1000, { error: '--every must be at least 1s, e.g. 5m' }).max(86_400_000, {
+    error: '--every must be at most 24h',
+  }),
+  /** How far below the high-water mark a top-up reads again (the events' instants, not scaled). */
+  lookbackMs: z.number().refine((v) => stepSettingsSchema.shape.lookbackMs.safeParse(v).success, {
+    error: '--lookback must be from 0 to 30d, e.g. 15m',
+  }),
+  /** Simulator: events a second added above the newest, and the share of them that arrive late. */
+  growRate: z
+    .number()
+    .min(0, { error: '--grow-rate must be from 0 to 100000 events a second' })
+    .max(100_000, { error: '--grow-rate must be from 0 to 100000 events a second' }),
+  growLateShare: z
+    .number()
+    .min(0, { error: '--grow-late-share is a share: pass a number from 0 to 1' })
+    .max(1, { error: '--grow-late-share is a share: pass a number from 0 to 1' }),
+});
+
+const TOP_UP_USAGE = `Top-ups (a complete source run again reads what arrived since its high-water mark):
+  --follow               keep topping up until Ctrl-C, one progress line per top-up
+  --every D              between top-ups with --follow (default 5m; D: 90s, 5m, 1h, or seconds)
+  --lookback D           read again down to the high-water mark less D, for late events
+                         (default ${configDefaults.lookbackMs / 60_000}m; the events' instants, never time-scaled)
+  --grow-rate N          simulator: add N events a second above the newest while running (default 0);
+                         the growth is kept in <data-dir>/simulator-growth, so a rerun sees it too
+  --grow-late-share S    simulator: share of the growth that arrives late, below the newest (default 0)`;
+
+const TOP_UP_FLAGS = {
+  follow: { type: 'boolean' },
+  every: { type: 'string' },
+  lookback: { type: 'string' },
+  'grow-rate': { type: 'string' },
+  'grow-late-share': { type: 'string' },
+} as const;
+
+function topUpCandidate(values: Record<string, string | boolean | undefined>) {
+  const duration = (name: string, fallback: number): number => {
+    const raw = values[name];
+    if (typeof raw !== 'string') return fallback;
+    const ms = parseDuration(raw);
+    if (ms === null)
+      throw new UsageError(`--${name} must be a duration such as 90s, 5m or 1h, got ${JSON.stringify(raw)}`);
+    return ms;
+  };
+  const share = (name: string): number => {
+    const raw = values[name];
+    if (typeof raw !== 'string') return 0;
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n))
+      throw new UsageError(`--${name} must be a number, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  return {
+    follow: values.follow === true,
+    everyMs: duration('every', 300_000),
+    lookbackMs: duration('lookback', configDefaults.lookbackMs),
+    growRate: share('grow-rate'),
+    growLateShare: share('grow-late-share'),
+  };
+}
+
 export const localRunOptionsSchema = z.object({
   databaseUrl: z
     .string()
@@ -62,6 +137,7 @@ export const localRunOptionsSchema = z.object({
   progress: z.enum(['auto', 'tty', 'lines', 'none'], {
     error: (issue) => `--progress must be auto, tty, lines or none, got ${JSON.stringify(issue.input)}`,
   }),
+  ...topUpOptionsSchema.shape,
 });
 export type LocalRunOptions = z.infer<typeof localRunOptionsSchema>;
 
@@ -94,7 +170,8 @@ Run:
   --min-spacing-ms MS    minimum spacing between requests before scaling (default 2200)
   --json                 print one JSON summary as the last line
   --progress MODE        auto | tty | lines | none (default auto: a bar on a terminal, lines otherwise)
-  --help                 this text`;
+  --help                 this text
+${TOP_UP_USAGE}`;
 
 /**
  * `--events -5` is read by parseArgs as an option named -5 ("ambiguous"); joined as `--events=-5`
@@ -249,7 +326,8 @@ function parsesAsPostgresUrl(url: string): boolean {
 export function maskUrl(url: string): string {
   try {
     const u = new URL(url);
-    if (u.password) u.password = '***';
+    if (!u.password) return url;
+    u.password = '***';
     return u.toString();
   } catch {
     return url.replace(/\/\/[^@/]*:[^@/]*@/, '//***:***@');
@@ -286,6 +364,7 @@ export function parseLocalRunArgs(
         chains: { type: 'string' },
         'data-dir': { type: 'string' },
         progress: { type: 'string' },
+        ...TOP_UP_FLAGS,
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -350,6 +429,7 @@ export function parseLocalRunArgs(
     minSpacingMs: num('min-spacing-ms', configDefaults.minSpacingMs),
     dataDir: str('data-dir') ?? '.local',
     progress: str('progress') ?? 'auto',
+    ...topUpCandidate(values),
   };
   // A quick variant of the simulator (another data set, another pace) gets a source of its own,
   // named after it, so that it never resumes, refuses or touches the main job's source.

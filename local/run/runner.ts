@@ -17,7 +17,14 @@ import { InterruptedError } from './interrupted.ts';
 import { type LocalRunOptions, variantSourceId } from './options.ts';
 import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
-import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
+import { expectedOf, follow, type TopUpSummary, topUpLine, topUpOf } from './topup.ts';
+import {
+  conflictsOf,
+  countStored,
+  type StoredCounts,
+  storedRowsProblem,
+  verificationProblem,
+} from './verification.ts';
 
 export interface LocalRunSummary {
   status: 'complete' | 'failed' | 'interrupted';
@@ -27,6 +34,8 @@ export interface LocalRunSummary {
   distinctIds: number;
   duplicatesSkipped: number;
   rejected: number;
+  /** Conflicting duplicates: ids sent again with other content (event_conflicts); any fails verification. */
+  conflicts: number;
   pages: number;
   requests: number;
   rateLimited: number;
@@ -48,6 +57,8 @@ export interface LocalRunSummary {
   /** The run's log (the function's lines and any failure); null when the run failed before it had one. */
   logFile: string | null;
   error?: { name: string; message: string };
+  /** When this run topped up a complete source: what it added (null: a backfill or its resumption). */
+  topUp?: TopUpSummary | null;
 }
 
 export interface LocalRunIo {
@@ -89,7 +100,7 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
   try {
     env = await openEnvironment(options, dataDir, io.out, io.simulator, io.signal);
     const { db, simulator } = env;
-    const expectedEvents = simulator ? simulator.dataset.expectedValidCount() : null;
+    const expectedEvents = expectedOf(simulator, options);
     if (options.reset) {
       const gone = await resetSource(db, options.sourceId);
       await forgetUpstream(db, options.sourceId);
@@ -118,29 +129,17 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
 
     if (before?.status === 'complete') {
       const counts = await countStored(env.sql, options.sourceId);
-      const summary = conclude(
-        'complete',
-        options,
-        counts,
-        beforeRows,
-        0,
-        0,
-        started,
-        expectedEvents,
-        true,
-        log,
-      );
-      // "Complete" is the checkpoint's word; the rows are counted before it is repeated.
-      io.out(
-        summary.problem === null
-          ? `source "${options.sourceId}" is already complete (${counts.events.toLocaleString('en-US')} events stored): nothing to do. ` +
-              'Use --reset to ingest it again, or --source to ingest another.\n'
-          : `source "${options.sourceId}" was completed earlier, but its stored rows no longer match its checkpoint ` +
-              `(${summary.problem}): rows were deleted or changed outside the pipeline. Run again with --reset to ingest it anew.\n`,
-      );
-      return summary;
-    }
-    if (before) {
+      // "Complete" is the checkpoint's word; the rows are counted before a top-up builds on them.
+      const problem = storedRowsProblem(counts, beforeRows);
+      if (problem !== null) {
+        io.out(
+          `source "${options.sourceId}" was completed earlier, but its stored rows no longer match its checkpoint ` +
+            `(${problem}): rows were deleted or changed outside the pipeline. Run again with --reset to ingest it anew.\n`,
+        );
+        return conclude('complete', options, counts, beforeRows, 0, 0, started, expectedEvents, true, log);
+      }
+      io.out(topUpLine(options, before, counts.events));
+    } else if (before) {
       const t = sourceTotals(beforeRows);
       const chains = beforeRows.length > 1 ? ` over ${beforeRows.length} chains` : '';
       io.out(
@@ -208,6 +207,40 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       log.write('ERROR', 'the last execution ended and the checkpoint is not complete', {
         checkpointStatus: after?.status ?? null,
         lastError: after?.lastError ?? null,
+      });
+    }
+    summary.topUp = topUpOf(beforeRows, afterRows);
+    if (options.follow && status === 'complete' && summary.verified) {
+      return await follow(options, io, summary, async () => {
+        const rowsBefore = await listChains(db, options.sourceId);
+        const r = await execute(
+          options,
+          { ...io, progressMode: 'none' },
+          env!,
+          log,
+          rowsBefore,
+          null,
+          expectedOf(simulator, options),
+          Date.now(),
+        );
+        const rowsAfter = await listChains(db, options.sourceId);
+        const c = await countStored(env!.sql, options.sourceId);
+        const ok = !r.failure && !r.interrupted && sourceHeader(rowsAfter)?.status === 'complete';
+        const s = conclude(
+          r.interrupted ? 'interrupted' : ok ? 'complete' : 'failed',
+          options,
+          c,
+          rowsAfter,
+          r.executions,
+          r.invocations,
+          started,
+          expectedOf(simulator, options),
+          false,
+          log,
+        );
+        if (r.failure) s.error = r.failure;
+        s.topUp = topUpOf(rowsBefore, rowsAfter);
+        return s;
       });
     }
     return summary;
@@ -406,6 +439,7 @@ function conclude(
     distinctIds: counts.distinctIds,
     duplicatesSkipped: totals.duplicates,
     rejected: counts.rejectedRows,
+    conflicts: conflictsOf(rows),
     pages: totals.pages,
     requests: totals.requests,
     rateLimited: totals.rateLimited,

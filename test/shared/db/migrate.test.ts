@@ -47,6 +47,7 @@ describe('runMigrations', () => {
       select table_name as name from information_schema.tables where table_schema = 'public' order by 1`;
     expect(tables.map((t) => t.name)).toEqual([
       'checkpoints',
+      'event_conflicts',
       'events',
       'pacers',
       'rejected_events',
