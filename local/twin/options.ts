@@ -94,7 +94,9 @@ export function describeSummary(s: TwinSummary): string {
     `exact: ${s.exact ? 'yes' : `no (${s.problem})`}`,
     `node: the bundles ran on ${s.node.sandboxes.join(', ') || 'no sandbox'} (tool binary ${s.node.binary})`,
     `sandboxes: ${s.sandboxes.invocations} invocations, ${s.sandboxes.coldStarts} cold starts, ${s.sandboxes.lost} lost, ${s.sandboxes.timeouts} timed out`,
-    `executions: ${s.executions}; migrate returned ${JSON.stringify(s.migrate)}`,
+    `executions: ${s.executions}; FetchPage steps completed: ${Object.entries(s.steps)
+      .map(([k, v]) => `${v} ${k}`)
+      .join(', ')}; migrate returned ${JSON.stringify(s.migrate)}`,
     ...(s.kills.length === 0
       ? ['resume: no kill requested']
       : s.kills.map(

@@ -79,6 +79,8 @@ export interface TwinSummary {
   synthSeconds: number;
   migrate: unknown;
   executions: number;
+  /** FetchPage steps that completed, by outcome: `advanced` (stored a page or ended a range), `not-yet-due`, `rate-limited`. */
+  steps: Record<string, number>;
   kills: KillReport[];
   sandboxes: { coldStarts: number; invocations: number; lost: number; timeouts: number };
   secretReads: Record<string, number>;
@@ -585,6 +587,7 @@ export async function ingestOnTwin(
       throw error;
     }
   };
+  const steps: Record<string, number> = {};
   const result = await runExecutions({
     definition,
     handler,
@@ -596,6 +599,8 @@ export async function ingestOnTwin(
     functionTimeoutMs: fetchPage.spec.timeoutSeconds * 1000 + 10_000,
     onPlan: (p) => out(`plan: ${p.done ? 'done' : `${p.chains.length} chain(s), round ${p.round}`}`),
     onStep: (s: StepOutput) => {
+      const kind = s.skipped ?? 'advanced';
+      steps[kind] = (steps[kind] ?? 0) + 1;
       if (s.page.received > 0) {
         out(
           `page: chain ${s.chain} +${s.page.inserted} (${s.page.duplicates} duplicates), chain total ${s.totals.inserted}${s.done ? ', chain done' : ''}`,
@@ -639,6 +644,7 @@ export async function ingestOnTwin(
     synthSeconds: twin.synthSeconds,
     migrate,
     executions: result.executions,
+    steps,
     kills: schedule.done,
     sandboxes: { ...fetchPage.stats },
     secretReads,
