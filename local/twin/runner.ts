@@ -194,51 +194,86 @@ export function functionEnvironment(
   return { env: { ...env, ...lambda }, standIns };
 }
 
-/** The database the template deploys: its name, master user and the secret holding the credentials. */
+/** The database the template deploys: its name, master user and the secrets attached to it. */
 export interface TemplateDatabase {
   logicalId: string;
   type: string;
   dbname: string;
   username: string;
+  /** The master user's secret (the one the database's master credentials resolve from). */
   secretId: string;
   passwordKey: string;
+  /** Every secret attached to the database (the master's and, say, least-privilege roles'). */
+  attachedSecretIds: string[];
+}
+
+interface GenerateSpec {
+  SecretStringTemplate?: unknown;
+  GenerateStringKey?: string;
+  PasswordLength?: number;
+}
+
+function generateSpec(template: CfnTemplate, secretId: string): GenerateSpec {
+  return (resource(template, secretId).Properties?.GenerateSecretString ?? {}) as GenerateSpec;
+}
+
+/** A SecretStringTemplate's fields, references resolved (a role's template may name the master secret). */
+function templateFields(spec: GenerateSpec, resolver: LocalResolver, where: string): Record<string, unknown> {
+  if (spec.SecretStringTemplate === undefined) return {};
+  return JSON.parse(String(resolver.resolve(spec.SecretStringTemplate, where))) as Record<string, unknown>;
 }
 
 export function templateDatabase(template: CfnTemplate): TemplateDatabase {
-  const attachments = resourcesOfType(template, 'AWS::SecretsManager::SecretTargetAttachment');
-  for (const id of attachments) {
-    const p = resource(template, id).Properties ?? {};
-    const target = (p.TargetId as { Ref?: string } | undefined)?.Ref;
-    const secretId = (p.SecretId as { Ref?: string } | undefined)?.Ref;
-    if (!target || !secretId) continue;
-    const db = resource(template, target);
-    if (db.Type !== 'AWS::RDS::DBInstance' && db.Type !== 'AWS::RDS::DBCluster') continue;
-    const generate = (resource(template, secretId).Properties?.GenerateSecretString ?? {}) as {
-      SecretStringTemplate?: string;
-      GenerateStringKey?: string;
-    };
-    const fields = JSON.parse(generate.SecretStringTemplate ?? '{}') as { username?: string };
-    const dbname = (db.Properties?.DBName ?? db.Properties?.DatabaseName ?? 'postgres') as string;
-    return {
-      logicalId: target,
-      type: db.Type,
-      dbname,
-      username: fields.username ?? 'postgres',
-      secretId,
-      passwordKey: generate.GenerateStringKey ?? 'password',
-    };
+  const attached = resourcesOfType(template, 'AWS::SecretsManager::SecretTargetAttachment')
+    .map((id) => resource(template, id).Properties ?? {})
+    .map((p) => ({
+      target: (p.TargetId as { Ref?: string } | undefined)?.Ref,
+      secretId: (p.SecretId as { Ref?: string } | undefined)?.Ref,
+    }))
+    .filter(
+      (a): a is { target: string; secretId: string } =>
+        !!a.target &&
+        !!a.secretId &&
+        ['AWS::RDS::DBInstance', 'AWS::RDS::DBCluster'].includes(template.Resources[a.target]?.Type ?? ''),
+    );
+  const targets = [...new Set(attached.map((a) => a.target))];
+  if (targets.length !== 1) {
+    throw new TemplateError(
+      `The template has ${targets.length} RDS databases with attached secrets (AWS::SecretsManager::SecretTargetAttachment); ` +
+        'the twin runs the aws target with one (synthesize without -c target=localstack).',
+    );
   }
-  throw new TemplateError(
-    'The template has no RDS database with an attached secret (AWS::SecretsManager::SecretTargetAttachment): ' +
-      'the twin runs the aws target only (synthesize without -c target=localstack).',
+  const logicalId = targets[0] as string;
+  const db = resource(template, logicalId);
+  const secrets = attached.filter((a) => a.target === logicalId).map((a) => a.secretId);
+  // The master's secret is the one the database's own credentials resolve from ({{resolve:secretsmanager:...}}).
+  const props = JSON.stringify(db.Properties ?? {});
+  const master = secrets.find((id) => props.includes(`{"Ref":"${id}"}`)) ?? (secrets[0] as string);
+  const spec = generateSpec(template, master);
+  const fields = templateFields(
+    spec,
+    new LocalResolver(template, 'template'),
+    `${master}.GenerateSecretString`,
   );
+  const username =
+    typeof db.Properties?.MasterUsername === 'string' ? db.Properties.MasterUsername : fields.username;
+  return {
+    logicalId,
+    type: db.Type,
+    dbname: (db.Properties?.DBName ?? db.Properties?.DatabaseName ?? 'postgres') as string,
+    username: typeof username === 'string' ? username : 'postgres',
+    secretId: master,
+    passwordKey: spec.GenerateStringKey ?? 'password',
+    attachedSecretIds: secrets,
+  };
 }
 
 /**
- * The secrets the deployment holds: the database secret as RDS completes it (the template's
- * fields, the generated password, then host, port, dbname and engine from the attachment), the
- * API key secret with the key an operator puts in (its template value is a placeholder), any
- * other secret with its template value or generated as Secrets Manager would.
+ * The secrets the deployment holds. A secret attached to the database is completed as RDS does:
+ * its template's fields and generated password (the master's is the throwaway server's), then
+ * host, port, engine and the database's identifier, and dbname when its template has none. The
+ * API key secret holds the key an operator puts in (its template value is a placeholder); any
+ * other secret keeps its template value or is generated as Secrets Manager would.
  */
 export function deploymentSecrets(
   template: CfnTemplate,
@@ -252,42 +287,46 @@ export function deploymentSecrets(
     const p = resource(template, id).Properties ?? {};
     const arn = resolver.arnOf(id);
     const name = p.Name ? String(resolver.resolve(p.Name, `${id}.Name`)) : id;
-    if (id === database.secretId) {
-      const generate = p.GenerateSecretString as { SecretStringTemplate?: string };
+    if (database.attachedSecretIds.includes(id)) {
+      const spec = generateSpec(template, id);
+      const fields = templateFields(spec, resolver, `${id}.GenerateSecretString`);
       const value = {
-        ...(JSON.parse(generate.SecretStringTemplate ?? '{}') as Record<string, unknown>),
-        [database.passwordKey]: db.password,
+        ...fields,
+        [spec.GenerateStringKey ?? 'password']:
+          id === database.secretId ? db.password : randomString(spec.PasswordLength ?? 32),
         engine: 'postgres',
         host: db.host,
         port: db.port,
-        dbname: db.dbname,
-        dbInstanceIdentifier: database.logicalId.toLowerCase(),
+        dbname: fields.dbname ?? db.dbname,
+        [database.type === 'AWS::RDS::DBCluster' ? 'dbClusterIdentifier' : 'dbInstanceIdentifier']:
+          database.logicalId.toLowerCase(),
       };
       return { arn, name, value: JSON.stringify(value) };
     }
     if (apiKeySecretArns.has(arn)) return { arn, name, value: apiKey };
     if (typeof p.SecretString === 'string') return { arn, name, value: p.SecretString };
-    return { arn, name, value: generatedSecret(p.GenerateSecretString) };
+    return { arn, name, value: generatedSecret(p.GenerateSecretString, resolver) };
   });
+}
+
+/** Letters and digits only, which no ExcludeCharacters list the stack uses rules out. */
+function randomString(length: number): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  return [...randomBytes(length)].map((b) => alphabet[b % alphabet.length]).join('');
 }
 
 /**
  * What Secrets Manager stores for a GenerateSecretString: a random string, under
- * GenerateStringKey in the SecretStringTemplate's JSON when there is one. Letters and digits only,
- * which no ExcludeCharacters list the stack uses rules out.
+ * GenerateStringKey in the SecretStringTemplate's JSON when there is one.
  */
-export function generatedSecret(spec: unknown): string {
-  const g = (spec ?? {}) as {
-    SecretStringTemplate?: string;
-    GenerateStringKey?: string;
-    PasswordLength?: number;
-  };
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  const length = g.PasswordLength ?? 32;
-  const random = [...randomBytes(length)].map((b) => alphabet[b % alphabet.length]).join('');
-  if (!g.SecretStringTemplate) return random;
-  const fields = JSON.parse(g.SecretStringTemplate) as Record<string, unknown>;
-  return JSON.stringify({ ...fields, [g.GenerateStringKey ?? 'password']: random });
+export function generatedSecret(spec: unknown, resolver: LocalResolver): string {
+  const g = (spec ?? {}) as GenerateSpec;
+  const random = randomString(g.PasswordLength ?? 32);
+  if (g.SecretStringTemplate === undefined) return random;
+  return JSON.stringify({
+    ...templateFields(g, resolver, 'GenerateSecretString'),
+    [g.GenerateStringKey ?? 'password']: random,
+  });
 }
 
 /** A Task state of the definition, Map iterations included. */

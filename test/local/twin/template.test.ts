@@ -187,6 +187,75 @@ describe('deploymentSecrets', () => {
     });
   });
 
+  it('completes every secret attached to the database: the master with the server password, roles with their own', () => {
+    const roles: CfnTemplate = {
+      Resources: {
+        ...template.Resources,
+        Writer: {
+          Type: 'AWS::SecretsManager::Secret',
+          Properties: {
+            GenerateSecretString: {
+              SecretStringTemplate: {
+                'Fn::Join': [
+                  '',
+                  [
+                    '{"username":"writer","dbname":"datasync","masterarn":"',
+                    { Ref: 'DbSecretAttachment' },
+                    '"}',
+                  ],
+                ],
+              },
+              GenerateStringKey: 'password',
+              PasswordLength: 30,
+            },
+          },
+        },
+        WriterAttachment: {
+          Type: 'AWS::SecretsManager::SecretTargetAttachment',
+          Properties: {
+            SecretId: { Ref: 'Writer' },
+            TargetId: { Ref: 'DbInstance' },
+            TargetType: 'AWS::RDS::DBInstance',
+          },
+        },
+        DbInstance: {
+          Type: 'AWS::RDS::DBInstance',
+          Properties: {
+            DBName: 'datasync',
+            MasterUsername: 'postgres',
+            MasterUserPassword: {
+              'Fn::Join': [
+                '',
+                ['{{resolve:secretsmanager:', { Ref: 'DbSecret' }, ':SecretString:password::}}'],
+              ],
+            },
+          },
+        },
+      },
+    };
+    const r = new LocalResolver(roles, 'Stack');
+    const d = templateDatabase(roles);
+    expect(d).toMatchObject({ secretId: 'DbSecret', attachedSecretIds: ['DbSecret', 'Writer'] });
+    const values = Object.fromEntries(
+      deploymentSecrets(roles, r, d, db, new Set(), 'k')
+        .filter((s) => s.arn !== r.arnOf('ApiKeySecret'))
+        .map((s) => [s.arn, JSON.parse(s.value)]),
+    );
+    expect(values[r.arnOf('DbSecret')]).toMatchObject({
+      username: 'postgres',
+      password: 'pw',
+      host: 'localhost',
+    });
+    expect(values[r.arnOf('Writer')]).toMatchObject({
+      username: 'writer',
+      dbname: 'datasync',
+      masterarn: r.arnOf('DbSecret'),
+      host: 'localhost',
+      port: 5439,
+    });
+    expect(values[r.arnOf('Writer')].password).toMatch(/^[A-Za-z0-9]{30}$/);
+  });
+
   it('generates any other generated secret as Secrets Manager does', () => {
     const more: CfnTemplate = {
       Resources: {
