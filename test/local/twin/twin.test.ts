@@ -113,14 +113,20 @@ describe('the twin: the deployed bytes end to end', () => {
       ).toBe(true);
     }
     expect(variables.has('MIGRATIONS_DIR')).toBe(true);
-    const fetchPage = twin.spec(
-      resourcesOfType(twin.template, 'AWS::Lambda::Function').find((f) =>
-        String(twin.template.Resources[f]?.Properties?.Description).includes('page'),
-      ) as string,
-    );
+    const id = resourcesOfType(twin.template, 'AWS::Lambda::Function').find((f) =>
+      String(twin.template.Resources[f]?.Properties?.Description).includes('page'),
+    ) as string;
+    const fetchPage = twin.spec(id);
+    const templateEnv = (
+      twin.template.Resources[id]?.Properties?.Environment as { Variables: Record<string, unknown> }
+    ).Variables;
     expect(fetchPage.env.DATABASE_SSL).toBe('verify-full');
     expect(fetchPage.env.DATASYNC_API_URL).toBe(twin.simulator.url);
-    expect(fetchPage.env.DATABASE_SECRET_ARN).toBe(twin.resolver.arnOf(twin.database.secretId));
+    // The template's reference, resolved: one of the secrets attached to the database (the master's or a role's).
+    expect(fetchPage.env.DATABASE_SECRET_ARN).toBe(twin.resolver.resolve(templateEnv.DATABASE_SECRET_ARN));
+    expect(twin.database.attachedSecretIds.map((s) => twin.resolver.arnOf(s))).toContain(
+      fetchPage.env.DATABASE_SECRET_ARN,
+    );
   });
 
   it('the bundled function refuses a server whose certificate names another host', async () => {
