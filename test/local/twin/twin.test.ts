@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestOnTwin, openTwin, PROJECT_ROOT, type Twin, type TwinSummary } from '#local/twin/runner.ts';
 import { FunctionSandboxes } from '#local/twin/sandbox.ts';
-import { resourcesOfType } from '#local/twin/template.ts';
+import { resourcesOfType, templateFunction } from '#local/twin/template.ts';
 import { makeLocalCa } from '#local/twin/tls.ts';
 
 /**
@@ -117,9 +117,7 @@ describe('the twin: the deployed bytes end to end', () => {
       String(twin.template.Resources[f]?.Properties?.Description).includes('page'),
     ) as string;
     const fetchPage = twin.spec(id);
-    const templateEnv = (
-      twin.template.Resources[id]?.Properties?.Environment as { Variables: Record<string, unknown> }
-    ).Variables;
+    const templateEnv = templateFunction(twin.template, twin.outdir, id).environment;
     expect(fetchPage.env.DATABASE_SSL).toBe('verify-full');
     expect(fetchPage.env.DATASYNC_API_URL).toBe(twin.simulator.url);
     // The template's reference, resolved: one of the secrets attached to the database (the master's or a role's).
