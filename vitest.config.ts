@@ -23,6 +23,7 @@ const UNIT = [
   'test/local/run/scaling.test.ts',
   'test/local/run/verification.test.ts',
   'test/local/simulator/dataset.test.ts',
+  'test/local/simulator/family.test.ts',
   'test/ops/args.test.ts',
   'test/ops/aws-errors.test.ts',
   'test/ops/ingest.test.ts',
