@@ -31,6 +31,8 @@ const UNIT = [
   'test/shared/config.test.ts',
   'test/shared/cursor.test.ts',
   'test/shared/db/errors.test.ts',
+  'test/shared/pacing/backoff.test.ts',
+  'test/shared/pacing/family-property.test.ts',
   'test/shared/pacing/headers.test.ts',
   'test/shared/pacing/shared-pacer.test.ts',
   'test/shared/status/view.test.ts',
