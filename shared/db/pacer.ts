@@ -33,6 +33,8 @@ export interface ReservePacerSlotInput {
   safetyMarginMs: number;
   /** A request may go out this much after its reserved instant; the next reservation is spaced from that. */
   lateToleranceMs?: number;
+  /** The longest window the upstream may have. */
+  longestWindowMs?: number;
 }
 
 export interface PacerSlot {

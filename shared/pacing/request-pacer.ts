@@ -20,10 +20,16 @@ export class RequestPacer {
   readonly #minSpacingMs: number;
   readonly #safetyMarginMs: number;
   readonly #resetGranularityMs: number;
+  readonly #longestWindowMs: number;
 
   constructor(
     cp: { nextRequestAtMs: number | null; lastRateLimit: RateLimitInfo | null },
-    config: { minSpacingMs: number; safetyMarginMs: number; resetGranularityMs?: number },
+    config: {
+      minSpacingMs: number;
+      safetyMarginMs: number;
+      resetGranularityMs?: number;
+      longestWindowMs?: number;
+    },
   ) {
     this.#notBeforeMs = cp.nextRequestAtMs ?? 0;
     this.#lastRate = cp.lastRateLimit;
@@ -32,6 +38,7 @@ export class RequestPacer {
     this.#minSpacingMs = config.minSpacingMs;
     this.#safetyMarginMs = config.safetyMarginMs;
     this.#resetGranularityMs = config.resetGranularityMs ?? 0;
+    this.#longestWindowMs = config.longestWindowMs ?? LONGEST_WINDOW_SECONDS * 1000;
   }
 
   /** When the last request of this invocation started, if any. */
@@ -62,7 +69,7 @@ export class RequestPacer {
     const beyondHeaders = this.#remaining < 0 || (this.#lastRate?.remaining ?? 0) <= 0;
     const drained =
       beyondHeaders && this.#lastStartMs !== null
-        ? this.#lastStartMs + LONGEST_WINDOW_SECONDS * 1000 + this.#safetyMarginMs
+        ? this.#lastStartMs + this.#longestWindowMs + this.#safetyMarginMs
         : Number.NEGATIVE_INFINITY;
     return {
       notBeforeMs: Math.ceil(

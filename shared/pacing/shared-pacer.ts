@@ -138,6 +138,8 @@ export interface ReserveInput {
    * the next reservation keeps the spacing from that latest send. @default 0
    */
   lateToleranceMs?: number;
+  /** The longest window the upstream may have (config.longestWindowMs). @default 60000 */
+  longestWindowMs?: number;
 }
 
 export interface ReserveDecision {
@@ -170,6 +172,7 @@ const reserveInputSchema = z.object({
   maxAheadMs: nonNegative,
   safetyMarginMs: nonNegative,
   lateToleranceMs: nonNegative.optional(),
+  longestWindowMs: nonNegative.optional(),
 });
 const answerInputSchema = z.object({
   requestStartMs: finite,
@@ -247,6 +250,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
     maxAheadMs,
     safetyMarginMs: margin,
     lateToleranceMs = 0,
+    longestWindowMs = LONGEST_WINDOW_SECONDS * 1000,
   } = parse(reserveInputSchema, input, 'reservePacerSlot');
   let t = nowMs;
   let reason: PacerReason = 'free';
@@ -267,7 +271,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   if (windowMs === null || limit === null) {
     // No window learned yet (no answer, or none whose count could be walked back over answers
     // that certainly counted): the newest headers still bound it.
-    raise(headersBound(state, margin, true), 'headers');
+    raise(headersBound(state, margin, longestWindowMs), 'headers');
     // Nothing learned yet: one request at a time until an answer brings headers. A start never
     // answered (its invocation died) stops counting after a while.
     const staleBefore = nowMs - STALE_SPACINGS * Math.max(minSpacingMs, 1000);
@@ -371,7 +375,8 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
  * start then waits until every request the answer counted, and each one after it beyond the
  * window's count, has left a window of the longest kind the notes report.
  */
-function headersBound(state: PacerState, margin: number, noWindow = false): number {
+function headersBound(state: PacerState, margin: number, noWindowLongestMs: number | null = null): number {
+  const noWindow = noWindowLongestMs !== null;
   const h = state.last;
   if (h === null) return Number.NEGATIVE_INFINITY;
   const after = state.starts.filter((s) => s.at > h.at);
@@ -386,7 +391,7 @@ function headersBound(state: PacerState, margin: number, noWindow = false): numb
   }
   const named = slotFreesAt(state, h) + margin;
   if (!noWindow || h.remaining - after.length >= 0) return named;
-  const longest = LONGEST_WINDOW_SECONDS * 1000;
+  const longest = noWindowLongestMs ?? LONGEST_WINDOW_SECONDS * 1000;
   const limit = state.limit ?? h.limit;
   const beyond = after.length - limit;
   const drained = Math.max(

@@ -338,6 +338,8 @@ export interface SharedPacerPort {
     safetyMarginMs: number;
     /** The request may go out this much after its instant; the next one is spaced from that. */
     lateToleranceMs?: number;
+    /** The longest window the upstream may have. */
+    longestWindowMs?: number;
   }): Promise<{ startAtMs: number; reserved: boolean; reason: string }>;
   answered(args: {
     requestStartMs: number;

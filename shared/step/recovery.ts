@@ -159,6 +159,7 @@ export async function fetchWithRecovery(
         ),
         safetyMarginMs: config.safetyMarginMs,
         lateToleranceMs: tolerance,
+        longestWindowMs: config.longestWindowMs,
       });
       if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };
       reservedStartMs = slot.startAtMs;
