@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 const UNIT = [
   'test/bench/lib.test.ts',
   'test/infra/continue-as-new.test.ts',
+  'test/infra/cost.test.ts',
   'test/infra/dashboard.test.ts',
   'test/infra/docs-links.test.ts',
   'test/infra/error-registry.test.ts',
@@ -23,6 +24,7 @@ const UNIT = [
   'test/local/run/options.test.ts',
   'test/local/run/progress.test.ts',
   'test/local/run/scaling.test.ts',
+  'test/local/run/topup-options.test.ts',
   'test/local/run/verification.test.ts',
   'test/local/simulator/dataset.test.ts',
   'test/local/simulator/growth.test.ts',
