@@ -26,6 +26,8 @@ const UNIT = [
   'test/local/run/scaling.test.ts',
   'test/local/run/topup-options.test.ts',
   'test/local/run/verification.test.ts',
+  'test/local/twin/kills.test.ts',
+  'test/local/twin/template.test.ts',
   'test/local/simulator/dataset.test.ts',
   'test/local/simulator/growth.test.ts',
   'test/ops/args.test.ts',
