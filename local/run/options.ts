@@ -172,8 +172,10 @@ Database (default: an embedded PostgreSQL in <data-dir>/postgres, kept between r
   --data-dir DIR         where the embedded PostgreSQL and the logs live (default .local; about 1.1 GB
                          after a full run; delete the folder to start over; \`npm run local:db\` opens it)
 Run:
-  --source S             source id (default "default")
-  --reset                delete the source's rows and checkpoint first (asks nothing)
+  --source S             source id (default "default" for the main job; a simulator run with other
+                         options is named after them, e.g. sim-100000-chaos, so it never touches it)
+  --reset                delete the source's rows and checkpoint first (asks nothing); the only way a
+                         run deletes stored data: options that contradict the stored source stop with exit 2
   --max-iterations N     continue as a new execution after N pages over all chains (default ${configDefaults.maxIterationsPerExecution}, at most ${MAX_ITERATIONS_PER_EXECUTION})
   --chains N|auto        cursor chains reading the source at once, each over its own range (default auto:
                          more than one only when the upstream's latency exceeds the spacing)
