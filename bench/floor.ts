@@ -189,8 +189,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       const pageStarts = logs
         .map((l) => ({ chain: l.chain ?? 0, at: l.atMs - l.persistMs - l.upstreamLatencyMs }))
         .sort((a, b) => a.at - b.at);
-      const gaps = pageStarts.slice(1).map((p, k) => p.at - pageStarts[k]!.at);
-      const smallestPageGapMs = gaps.length > 0 ? Math.min(...gaps) * timeScale : null;
       if (plotDir) {
         await mkdir(plotDir, { recursive: true });
         const file = resolve(
@@ -216,7 +214,6 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         family: c.family.label,
         errorRate,
         pages,
-        smallestPageGapMs: smallestPageGapMs === null ? null : Math.round(smallestPageGapMs),
         config: windowLabel(c),
         windowSeconds: c.windowSeconds,
         windowMode: c.windowMode,
@@ -242,7 +239,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
           `${entry.ratio.toFixed(3)} x, ${summary.rateLimited} x 429 in ${summary.requests} requests, ${summary.chains} chain(s); ` +
           `max(rate limit, spacing) ${round1(designBound)} s: ${entry.ratioToDesignBound.toFixed(3)} x; ` +
           `tightest lower bound: ${boundBy} (${round1(boundSeconds)} s), ${entry.ratioToBound.toFixed(3)} x of it; ` +
-          `${summary.requests} requests for ${pages} pages, smallest gap between page starts ${entry.smallestPageGapMs} ms unscaled`,
+          `${summary.requests} requests for ${pages} pages`,
       );
     }
     return {
