@@ -9,6 +9,7 @@ import { defineConfig } from 'vitest/config';
 const UNIT = [
   'test/bench/lib.test.ts',
   'test/infra/continue-as-new.test.ts',
+  'test/infra/cost.test.ts',
   'test/infra/dashboard.test.ts',
   'test/infra/docs-links.test.ts',
   'test/infra/error-registry.test.ts',
@@ -20,6 +21,7 @@ const UNIT = [
   'test/infra/state-machine.test.ts',
   'test/local/run/executor.test.ts',
   'test/local/run/progress-chains.test.ts',
+  'test/local/run/options.test.ts',
   'test/local/run/progress.test.ts',
   'test/local/run/scaling.test.ts',
   'test/local/run/topup-options.test.ts',
@@ -38,8 +40,10 @@ const UNIT = [
   'test/shared/status/view.test.ts',
   'test/shared/step/chains-plan.test.ts',
   'test/shared/step/chains.test.ts',
+  'test/shared/step/position.test.ts',
   'test/shared/step/totals.test.ts',
   'test/shared/upstream/captures.test.ts',
+  'test/shared/upstream/hostile-values.test.ts',
   'test/shared/upstream/normalise.test.ts',
   'test/shared/upstream/schemas.test.ts',
 ];

@@ -2,11 +2,13 @@ import { pathToFileURL } from 'node:url';
 import { App, RemovalPolicy, Tags, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { AwsSolutionsChecks } from 'cdk-nag';
+import { ConfigError } from '#shared/errors.ts';
 import { type AppContext, CONTEXT_KEYS, parseContext } from './config.ts';
 import { IngestionStack, type IngestionStackProps } from './ingestion-stack.ts';
 
 /** Maps validated context to stack props; unset keys keep the constructs' documented defaults. */
 export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
+  const lean = ctx.profile === 'lean';
   const removal = {
     snapshot: RemovalPolicy.SNAPSHOT,
     retain: RemovalPolicy.RETAIN,
@@ -14,7 +16,8 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
   };
   return {
     target: ctx.target,
-    datasyncApiUrl: ctx.datasyncApiUrl,
+    // A destroy builds the app only to find the stack: the URL the stack was deployed with is not needed.
+    datasyncApiUrl: ctx.datasyncApiUrl ?? (ctx.destroy ? 'https://destroy.invalid/api/v1' : undefined),
     stateMachineName: ctx.stateMachineName,
     apiKeySecret: ctx.apiKeySecretArn
       ? { arn: ctx.apiKeySecretArn }
@@ -24,7 +27,13 @@ export function stackPropsFromContext(ctx: AppContext): IngestionStackProps {
     apiKeySecretKmsKeyArn: ctx.apiKeySecretKmsKeyArn,
     alarmTopicArn: ctx.alarmTopicArn,
     alarmEmail: ctx.alarmEmail,
+    egress: ctx.egress ?? (lean ? 'ipv6' : undefined),
     natGateways: ctx.natGateways,
+    secretsManagerEndpoint: ctx.secretsManagerEndpoint,
+    database: ctx.database,
+    dashboard: ctx.dashboard,
+    databaseCaBundle: ctx.databaseCaBundle,
+    requireAlarmDestination: ctx.requireAlarmDestination && !ctx.destroy,
     databaseInstanceType: ctx.databaseInstanceType
       ? new ec2.InstanceType(ctx.databaseInstanceType)
       : undefined,
@@ -58,6 +67,30 @@ export function buildApp(
   return { app, stack };
 }
 
+/** What a destroy leaves behind, said before CloudFormation deletes anything. */
+export function destroyNotice(ctx: AppContext): string {
+  const policy = ctx.databaseRemovalPolicy ?? 'snapshot';
+  const kept =
+    policy === 'destroy'
+      ? 'nothing of the database (databaseRemovalPolicy=destroy)'
+      : policy === 'retain'
+        ? 'the database itself and its master secret (databaseRemovalPolicy=retain)'
+        : "a final snapshot of the database and its master secret, which the snapshot's password is in (databaseRemovalPolicy=snapshot)";
+  return `${ctx.stackName}: destroy keeps ${kept}; everything else goes, logs included. That is this command's context: the stack's OnDestroy output says what the deployed stack keeps.`;
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  buildApp().app.synth();
+  // A configuration mistake is one line naming the fix, not a stack trace.
+  try {
+    const { app } = buildApp();
+    const ctx = parseContext(
+      Object.fromEntries(CONTEXT_KEYS.map((key) => [key, app.node.tryGetContext(key)])),
+    );
+    if (ctx.destroy) process.stderr.write(`${destroyNotice(ctx)}\n`);
+    app.synth();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`error: ${error.message}\n`);
+    process.exit(1);
+  }
 }

@@ -1,36 +1,28 @@
 import { z } from 'zod';
-import { MAX_CHAINS, MAX_ITERATIONS_PER_EXECUTION, stepSettingsSchema } from '#shared/config.ts';
+import { MAX_CHAINS, stepSettingsSchema } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
 
 const CHAINS_FIX = `must be auto (chains only when the upstream's latency exceeds the spacing) or a whole number of chains from 1 to ${MAX_CHAINS}`;
 
+/*
+ * Context values arrive as strings: each is coerced here and then checked by the function's own
+ * settings schema (shared/config.ts), which alone declares the bounds.
+ */
+const settings = stepSettingsSchema.shape;
+
 /**
  * How many cursor chains read a source at once: `auto` lets Plan decide from the first page, a
- * number forces it (1 = one chain, as before partitioning). Context values arrive as strings.
+ * number forces it (1 = one chain, as before partitioning).
  */
-export const chainsSchema = z.union(
-  [
-    z.literal('auto'),
-    z.coerce
-      .number({ error: CHAINS_FIX })
-      .int({ error: CHAINS_FIX })
-      .min(1, { error: CHAINS_FIX })
-      .max(MAX_CHAINS, { error: CHAINS_FIX }),
-  ],
-  { error: CHAINS_FIX },
-);
+export const chainsSchema = z.union([z.string(), z.number()], { error: CHAINS_FIX }).transform((raw, ctx) => {
+  const value = raw === 'auto' || typeof raw === 'number' || raw.trim() === '' ? raw : Number(raw);
+  const checked = settings.chains.unwrap().safeParse(value);
+  if (checked.success) return checked.data;
+  ctx.addIssue({ code: 'custom', message: CHAINS_FIX });
+  return z.NEVER;
+});
 export type Chains = z.infer<typeof chainsSchema>;
-
-/** Fails with the key's name and its bounds: the stack and the app share this one check. */
-export function checkMaxIterationsPerExecution(value: number): number {
-  if (!Number.isInteger(value) || value < 1 || value > MAX_ITERATIONS_PER_EXECUTION) {
-    throw new ConfigError(
-      `maxIterationsPerExecution must be a whole number from 1 to ${MAX_ITERATIONS_PER_EXECUTION} (about 9 history events each, limit 25,000, the rest kept for retries), got ${value}.`,
-    );
-  }
-  return value;
-}
 
 /** Where the stack is deployed: real AWS (VPC + RDS) or LocalStack (compose Postgres, no VPC). */
 export const targetSchema = z.enum(['aws', 'localstack']);
@@ -40,6 +32,10 @@ export type Target = z.infer<typeof targetSchema>;
 export const stateMachineNameSchema = z
   .string()
   .regex(/^[A-Za-z0-9_-]{1,80}$/, { error: 'must be 1-80 letters, digits, "-" or "_"' });
+
+const booleanString = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], {
+  error: 'must be true or false',
+});
 
 /**
  * Choices the app reads from CDK context (`-c key=value` or cdk.json `context`). Context values
@@ -63,27 +59,33 @@ export const contextSchema = z.object({
     .startsWith('arn:', { error: 'must be the ARN of the KMS key the imported secret is encrypted with' })
     .optional(),
   alarmTopicArn: z.string().startsWith('arn:', { error: 'must be an SNS topic ARN' }).optional(),
-  natGateways: z.coerce.number().int().min(0).max(3).optional(),
+  /** `lean` (about $3 a month idle): IPv6 egress only, no NAT. Explicit keys override it. */
+  profile: z.enum(['default', 'lean']).default('default'),
+  egress: z.enum(['nat-instance', 'nat-gateway', 'ipv6']).optional(),
+  natGateways: z.coerce.number().int().min(1).max(3).optional(),
+  secretsManagerEndpoint: booleanString.optional(),
+  database: z.enum(['serverless', 'instance']).optional(),
+  dashboard: booleanString.optional(),
+  /** A PEM of the RDS CAs shipped in every bundle (docs/deploy.md, TLS). */
+  databaseCaBundle: z.string().min(1).optional(),
+  /** Set by `npm run deploy`: refuse alarms that notify nobody. */
+  requireAlarmDestination: booleanString.optional(),
+  /** Set by `npm run destroy`: the app is built only to name the stack, so the API URL may be absent. */
+  destroy: booleanString.optional(),
   databaseInstanceType: z
     .string()
     .regex(/^[a-z0-9]+\.[a-z0-9]+$/, { error: 'must look like t4g.micro' })
     .optional(),
-  deletionProtection: z
-    .union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')])
-    .optional(),
+  deletionProtection: booleanString.optional(),
   databaseRemovalPolicy: z.enum(['snapshot', 'retain', 'destroy']).optional(),
   maxIterationsPerExecution: z.coerce
     .number({ error: 'must be a whole number' })
-    .int()
-    .min(1)
-    .max(MAX_ITERATIONS_PER_EXECUTION, {
-      error: `must be at most ${MAX_ITERATIONS_PER_EXECUTION}: the rest of the 25,000-event history is kept for retries`,
-    })
+    .pipe(settings.maxIterationsPerExecution.unwrap())
     .optional(),
   chains: chainsSchema.optional(),
   // Context values arrive as strings: coerced here, bounded by the function's own settings schema.
-  minRequestSpacingMs: z.coerce.number().pipe(stepSettingsSchema.shape.minSpacingMs.unwrap()).optional(),
-  pageSize: z.coerce.number().pipe(stepSettingsSchema.shape.pageSize.unwrap()).optional(),
+  minRequestSpacingMs: z.coerce.number().pipe(settings.minSpacingMs.unwrap()).optional(),
+  pageSize: z.coerce.number().pipe(settings.pageSize.unwrap()).optional(),
   /** 0 (the default) reserves nothing: a reservation fails the deploy on accounts with a small quota. */
   reservedConcurrency: z.coerce
     .number({ error: 'must be a whole number: 0 for no reservation, or the executions to reserve' })

@@ -1,8 +1,11 @@
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   CfnOutput,
+  type CfnResource,
   Duration,
+  Fn,
   RemovalPolicy,
   SecretValue,
   Stack,
@@ -11,14 +14,13 @@ import {
 } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import type * as logs from 'aws-cdk-lib/aws-logs';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type { Construct } from 'constructs';
 import { z } from 'zod';
 import {
-  configDefaults,
   configToEnv,
   DEPLOYED_MIGRATIONS_DIR,
   FETCH_PAGE_TIMEOUT_MS,
@@ -26,20 +28,13 @@ import {
 } from '#shared/config.ts';
 import { ConfigError } from '#shared/errors.ts';
 import { httpUrlSchema } from '#shared/url.ts';
-import {
-  type Chains,
-  chainsSchema,
-  checkMaxIterationsPerExecution,
-  stateMachineNameSchema,
-  type Target,
-  targetSchema,
-} from './config.ts';
+import { type Chains, chainsSchema, stateMachineNameSchema, type Target, targetSchema } from './config.ts';
 import { IngestAlarms } from './constructs/alarms.ts';
 import { IngestDashboard } from './constructs/dashboard.ts';
-import { Database } from './constructs/database.ts';
+import { Database, type DatabaseKind } from './constructs/database.ts';
 import { IngestFunction } from './constructs/ingest-function.ts';
 import { hashDirectory, Migrations } from './constructs/migrations.ts';
-import { Network } from './constructs/network.ts';
+import { type Egress, Network } from './constructs/network.ts';
 import { IngestSchedule } from './constructs/schedule.ts';
 import { IngestStateMachine } from './state-machine.ts';
 
@@ -78,9 +73,15 @@ export interface IngestionStackProps extends StackProps {
    * then needs kms:Decrypt on it. @default - the secret uses the AWS managed key
    */
   readonly apiKeySecretKmsKeyArn?: string;
-  /** @default 1 */
+  /** How the functions reach the API and Secrets Manager (see {@link Egress}). @default 'nat-instance' */
+  readonly egress?: Egress;
+  /** NAT gateways of the `nat-gateway` egress. @default 1 */
   readonly natGateways?: number;
-  /** @default ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO) */
+  /** A Secrets Manager interface endpoint ($14.60 a month). @default false */
+  readonly secretsManagerEndpoint?: boolean;
+  /** `serverless` (Aurora Serverless v2, pauses when idle) or `instance` (RDS, always on). @default 'serverless' */
+  readonly database?: DatabaseKind;
+  /** The `instance` database's class. @default ec2.InstanceType.of(ec2.InstanceClass.T4G, ec2.InstanceSize.MICRO) */
   readonly databaseInstanceType?: ec2.InstanceType;
   /** @default false */
   readonly databaseMultiAz?: boolean;
@@ -88,6 +89,12 @@ export interface IngestionStackProps extends StackProps {
   readonly deletionProtection?: boolean;
   /** @default RemovalPolicy.SNAPSHOT */
   readonly databaseRemovalPolicy?: RemovalPolicy;
+  /**
+   * A PEM file of the RDS CAs (the global bundle) copied into every function's bundle; the
+   * functions verify the database against it alone (DATABASE_CA_FILE).
+   * @default - the Lambda runtime's Amazon CA bundle, /var/runtime/ca-cert.pem
+   */
+  readonly databaseCaBundle?: string;
   /** @default 512 */
   readonly fetchPageMemoryMb?: number;
   /** A page takes about 4 s upstream, under 1 s to persist, plus in-task sleeps and retries. @default Duration.millis(FETCH_PAGE_TIMEOUT_MS): 60 s, which the local runner enforces too */
@@ -127,55 +134,83 @@ export interface IngestionStackProps extends StackProps {
   readonly alarmTopicArn?: string;
   /** Subscribes this address to the alarm topic (confirm from the mail AWS sends). @default - none */
   readonly alarmEmail?: string;
+  /**
+   * Refuse to build when alarms would notify nobody (no alarmEmail, no alarmTopicArn): what
+   * `npm run deploy` asks for. @default false
+   */
+  readonly requireAlarmDestination?: boolean;
   /** @default 1 */
   readonly rejectedEventsThreshold?: number;
+  /** The CloudWatch dashboard ($3.00 a month at list price). @default false */
+  readonly dashboard?: boolean;
   /** The committed drizzle migrations, copied into the migration function's bundle. @default '<repo>/drizzle' */
   readonly migrationsDir?: string;
   /** LocalStack target only. @default the compose Postgres: postgres:5432, user/password postgres, db datasync */
   readonly localDatabase?: LocalDatabaseConnection;
 }
 
+// Only what the props add over shared/config.ts: the function's own settings keep their bounds there.
 const propsSchema = z.object({
   target: targetSchema.default('aws'),
   datasyncApiUrl: httpUrlSchema.optional(),
   stateMachineName: stateMachineNameSchema.optional(),
   apiKeySecretKmsKeyArn: z.string().startsWith('arn:', { error: 'must be a KMS key ARN' }).optional(),
-  natGateways: z.number().int().min(0).max(3).default(1),
+  egress: z.enum(['nat-instance', 'nat-gateway', 'ipv6']).default('nat-instance'),
+  natGateways: z.number().int().min(1).max(3).default(1),
+  database: z.enum(['serverless', 'instance']).default('serverless'),
   fetchPageMemoryMb: z.number().int().min(128).max(10240).default(512),
   reservedConcurrency: z.number().int().min(0).max(1000).default(0),
-  // The function's own settings schema: the same bounds and defaults as the function applies.
   minRequestSpacingMs: stepSettingsSchema.shape.minSpacingMs,
   pageSize: stepSettingsSchema.shape.pageSize,
   chains: chainsSchema.default('auto'),
+  maxIterationsPerExecution: stepSettingsSchema.shape.maxIterationsPerExecution,
   metricsNamespace: z.string().min(1).default('DataSyncIngest'),
 });
+type ParsedProps = z.infer<typeof propsSchema>;
 
 const FETCH_PAGE_SERVICE = 'fetch-page';
 
-/**
- * What the functions need to verify RDS's certificate and host name (docs/deploy.md, TLS). The
- * Node.js 20+ runtimes load Amazon's CA bundle, which holds the RDS CAs, only when told to;
- * DATABASE_SSL=verify-full makes the database client check the chain and the host name instead
- * of only encrypting. The LocalStack target's compose Postgres has no TLS.
- */
-export const DATABASE_TLS_ENV = {
-  NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
-  DATABASE_SSL: 'verify-full',
-} as const;
+/** Where every function's bundle holds the RDS CA bundle, when one is shipped. */
+export const BUNDLED_CA_PATH = '/var/task/rds-ca-bundle.pem';
+/** The Lambda runtime's Amazon CA bundle (the RDS CAs among them): the CA file when none is shipped. */
+export const RUNTIME_CA_PATH = '/var/runtime/ca-cert.pem';
+
+/** Where the functions run and how they reach the database (aws target) or the compose Postgres. */
+interface DataPlane {
+  /** Master credentials: the migration alone. */
+  readonly masterSecret: secretsmanager.ISecret;
+  /** fetch-page's credentials (the writer role on aws). */
+  readonly writerSecret: secretsmanager.ISecret;
+  /** status's credentials (the reader role on aws). */
+  readonly readerSecret: secretsmanager.ISecret;
+  /** Set when the migration must create the roles (aws). */
+  readonly roles: boolean;
+  readonly placement?: {
+    vpc: ec2.IVpc;
+    vpcSubnets: ec2.SubnetSelection;
+    securityGroups: ec2.ISecurityGroup[];
+    ipv6AllowedForDualStack?: boolean;
+  };
+  /** Every function's database TLS settings and SDK endpoint choice. */
+  readonly environment: Record<string, string>;
+  /** Runs after esbuild in every function's bundling (ships the CA bundle). */
+  readonly bundleCommands: (outputDir: string) => string[];
+  /** What must exist before the migration runs. */
+  readonly migrateAfter: Construct[];
+}
 
 /**
- * The whole deployment: network and database (aws target), the API key secret, the migration
- * function run on deploy, the fetch-page function, the state machine, alarms and outputs.
+ * The whole deployment. The constructor reads as its table of contents: one line per part.
  */
 export class IngestionStack extends Stack {
   readonly target: Target;
-  readonly fetchPage: IngestFunction;
-  readonly migrate: IngestFunction;
-  readonly status: IngestFunction;
-  readonly alarmTopic: sns.ITopic;
-  readonly dashboard: IngestDashboard;
-  readonly ingestStateMachine: IngestStateMachine;
-  readonly databaseSecret: secretsmanager.ISecret;
+  readonly fetchPage!: IngestFunction;
+  readonly migrate!: IngestFunction;
+  readonly status!: IngestFunction;
+  readonly alarmTopic!: sns.ITopic;
+  readonly dashboard?: IngestDashboard;
+  readonly ingestStateMachine!: IngestStateMachine;
+  readonly databaseSecret!: secretsmanager.ISecret;
   readonly apiKeySecret: secretsmanager.ISecret;
   readonly network?: Network;
   readonly database?: Database;
@@ -184,132 +219,201 @@ export class IngestionStack extends Stack {
 
   constructor(scope: Construct, id: string, props: IngestionStackProps = {}) {
     super(scope, id, props);
-    const parsed = propsSchema.safeParse(props);
-    if (!parsed.success) {
-      throw new ConfigError(
-        `Invalid IngestionStack props:\n${z.prettifyError(parsed.error)}\nFix the props passed to new IngestionStack(...).`,
+    const p = parseProps(props);
+    this.target = p.target;
+    this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
+    const data = p.target === 'aws' ? this.awsDataPlane(props, p) : this.localDataPlane(props);
+    this.addFunctions(props, p, data);
+    this.ingestStateMachine = this.addStateMachine(props);
+    IngestSchedule.fromContext(this, {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      fetchPage: this.fetchPage.function,
+    });
+    this.addMigrations(props, data);
+    this.addAlarms(props, p);
+    if (props.dashboard) this.dashboard = this.addDashboard(p);
+    this.acknowledgeFunctionFindings();
+    this.addOutputs();
+  }
+
+  /** Network, database with its role secrets, the functions' security group and TLS settings. */
+  private awsDataPlane(props: IngestionStackProps, p: ParsedProps): DataPlane {
+    const network = new Network(this, 'Network', {
+      egress: p.egress,
+      natGateways: p.natGateways,
+      secretsManagerEndpoint: props.secretsManagerEndpoint,
+      flowLogRetention: props.logRetention,
+    });
+    const database = new Database(this, 'Database', {
+      vpc: network.vpc,
+      vpcSubnets: network.databaseSubnets,
+      kind: p.database,
+      instanceType: props.databaseInstanceType,
+      multiAz: props.databaseMultiAz,
+      deletionProtection: props.deletionProtection,
+      removalPolicy: props.databaseRemovalPolicy,
+      logRetention: props.logRetention,
+    });
+    Object.assign(this, { network, database });
+    // Out: HTTPS (the API, Secrets Manager) and PostgreSQL to the database; nothing else.
+    const functionsSg = new ec2.SecurityGroup(this, 'FunctionsSecurityGroup', {
+      vpc: network.vpc,
+      description: 'datasync-ingest functions: egress to the DataSync API, Secrets Manager and PostgreSQL',
+      allowAllOutbound: false,
+    });
+    functionsSg.addEgressRule(
+      ec2.Peer.anyIpv4(),
+      ec2.Port.tcp(443),
+      'HTTPS: the DataSync API and Secrets Manager',
+    );
+    if (p.egress === 'ipv6') {
+      functionsSg.addEgressRule(
+        ec2.Peer.anyIpv6(),
+        ec2.Port.tcp(443),
+        'HTTPS over IPv6 (egress-only gateway)',
       );
     }
-    const p = parsed.data;
-    this.target = p.target;
-    const isAws = p.target === 'aws';
-    const apiUrl = p.datasyncApiUrl ?? (isAws ? undefined : 'http://simulator:4010/api/v1');
+    functionsSg.addEgressRule(database.securityGroup, ec2.Port.tcp(5432), 'PostgreSQL');
+    database.allowFrom(functionsSg);
+    network.admitFunctions(functionsSg);
+
+    const caBundle = props.databaseCaBundle;
+    if (caBundle && !existsSync(caBundle)) {
+      throw new ConfigError(
+        `databaseCaBundle ${caBundle} does not exist: download the RDS global bundle (docs/deploy.md, TLS) and pass its path.`,
+      );
+    }
+    return {
+      masterSecret: database.secret,
+      writerSecret: database.writerSecret,
+      readerSecret: database.readerSecret,
+      roles: true,
+      placement: {
+        vpc: network.vpc,
+        vpcSubnets: network.lambdaSubnets,
+        securityGroups: [functionsSg],
+        ...(p.egress === 'ipv6' ? { ipv6AllowedForDualStack: true } : {}),
+      },
+      environment: {
+        // verify-full: the certificate must chain to a CA in this file and name the host.
+        DATABASE_SSL: 'verify-full',
+        DATABASE_CA_FILE: caBundle ? BUNDLED_CA_PATH : RUNTIME_CA_PATH,
+        // The SDK then calls Secrets Manager's dual-stack endpoint, reachable over IPv6.
+        ...(p.egress === 'ipv6' ? { AWS_USE_DUALSTACK_ENDPOINT: 'true' } : {}),
+      },
+      bundleCommands: (outputDir) =>
+        caBundle ? [`cp "${caBundle}" "${join(outputDir, BUNDLED_CA_PATH.split('/').pop() as string)}"`] : [],
+      migrateAfter: [network, database],
+    };
+  }
+
+  /** LocalStack: no VPC, the compose Postgres named by one secret, no TLS. */
+  private localDataPlane(props: IngestionStackProps): DataPlane {
+    const db = props.localDatabase ?? {};
+    const secret = new secretsmanager.Secret(this, 'LocalDatabaseSecret', {
+      description:
+        'Connection to the compose Postgres (LocalStack target; no TLS inside the compose network)',
+      // The same JSON shape RDS generates, plus "ssl": false, which the functions honour.
+      secretStringValue: SecretValue.unsafePlainText(
+        JSON.stringify({
+          host: db.host ?? 'postgres',
+          port: db.port ?? 5432,
+          username: db.username ?? 'postgres',
+          password: db.password ?? 'postgres',
+          dbname: db.dbname ?? 'datasync',
+          ssl: false,
+        }),
+      ),
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    Validations.of(secret).acknowledge({
+      id: 'AwsSolutions-SMG4',
+      reason:
+        'LocalStack target: the secret names a throw-away compose Postgres with a development password.',
+    });
+    return {
+      masterSecret: secret,
+      writerSecret: secret,
+      readerSecret: secret,
+      roles: false,
+      environment: {},
+      bundleCommands: () => [],
+      migrateAfter: [secret],
+    };
+  }
+
+  /** migrate (master user), fetch-page (writer) and status (reader). */
+  private addFunctions(props: IngestionStackProps, p: ParsedProps, data: DataPlane): void {
+    const apiUrl = p.datasyncApiUrl ?? (p.target === 'aws' ? undefined : 'http://simulator:4010/api/v1');
     if (!apiUrl) {
       throw new ConfigError(
         'The DataSync API URL is not set: pass -c datasyncApiUrl=https://<host>/api/v1 (or set it in cdk.json "context").',
       );
     }
-    const logRetention = props.logRetention;
-    const maxIterationsPerExecution = checkMaxIterationsPerExecution(
-      props.maxIterationsPerExecution ?? configDefaults.maxIterationsPerExecution,
-    );
+    const maxIterationsPerExecution = p.maxIterationsPerExecution;
     const fetchPageTimeout = props.fetchPageTimeout ?? Duration.millis(FETCH_PAGE_TIMEOUT_MS);
-
-    this.apiKeySecret = this.resolveApiKeySecret(props.apiKeySecret);
-
-    let lambdaPlacement:
-      | { vpc: ec2.IVpc; vpcSubnets: ec2.SubnetSelection; securityGroups: ec2.ISecurityGroup[] }
-      | undefined;
-    if (isAws) {
-      this.network = new Network(this, 'Network', {
-        natGateways: p.natGateways,
-        flowLogRetention: logRetention,
-      });
-      this.database = new Database(this, 'Database', {
-        vpc: this.network.vpc,
-        vpcSubnets: this.network.databaseSubnets,
-        instanceType: props.databaseInstanceType,
-        multiAz: props.databaseMultiAz,
-        deletionProtection: props.deletionProtection,
-        removalPolicy: props.databaseRemovalPolicy,
-      });
-      const functionsSg = new ec2.SecurityGroup(this, 'FunctionsSecurityGroup', {
-        vpc: this.network.vpc,
-        description: 'datasync-ingest functions: egress to the DataSync API, Secrets Manager and PostgreSQL',
-        allowAllOutbound: true,
-      });
-      this.database.allowFrom(functionsSg);
-      this.databaseSecret = this.database.instance.secret!;
-      lambdaPlacement = {
-        vpc: this.network.vpc,
-        vpcSubnets: this.network.lambdaSubnets,
-        securityGroups: [functionsSg],
-      };
-    } else {
-      const db = props.localDatabase ?? {};
-      this.databaseSecret = new secretsmanager.Secret(this, 'LocalDatabaseSecret', {
-        description:
-          'Connection to the compose Postgres (LocalStack target; no TLS inside the compose network)',
-        // The same JSON shape RDS generates, plus "ssl": false, which the functions honour.
-        secretStringValue: SecretValue.unsafePlainText(
-          JSON.stringify({
-            host: db.host ?? 'postgres',
-            port: db.port ?? 5432,
-            username: db.username ?? 'postgres',
-            password: db.password ?? 'postgres',
-            dbname: db.dbname ?? 'datasync',
-            ssl: false,
-          }),
-        ),
-        removalPolicy: RemovalPolicy.DESTROY,
-      });
-      Validations.of(this.databaseSecret).acknowledge({
-        id: 'AwsSolutions-SMG4',
-        reason:
-          'LocalStack target: the secret names a throw-away compose Postgres with a development password.',
-      });
-    }
-
-    const databaseTlsEnv = isAws ? DATABASE_TLS_ENV : {};
-
     const migrationsDir = props.migrationsDir ?? join(PROJECT_ROOT, 'drizzle');
-    const migrationsHash = hashDirectory(migrationsDir);
-
-    this.migrate = new IngestFunction(this, 'Migrate', {
-      entry: join(PROJECT_ROOT, 'functions/migrate/index.ts'),
+    const common = {
       projectRoot: PROJECT_ROOT,
-      description: 'Applies the committed drizzle migrations (run on deploy)',
-      serviceName: 'migrate',
       metricsNamespace: p.metricsNamespace,
+      logRetention: props.logRetention,
+      ...data.placement,
+    };
+    Object.assign(this, { databaseSecret: data.masterSecret });
+
+    const migrate = new IngestFunction(this, 'Migrate', {
+      ...common,
+      entry: join(PROJECT_ROOT, 'functions/migrate/index.ts'),
+      description: 'Applies the committed drizzle migrations and the database roles (run on deploy)',
+      serviceName: 'migrate',
       memorySize: 256,
       timeout: Duration.minutes(5),
-      logRetention,
-      ...lambdaPlacement,
       environment: {
-        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
+        DATABASE_SECRET_ARN: data.masterSecret.secretArn,
         MIGRATIONS_DIR: DEPLOYED_MIGRATIONS_DIR,
-        ...databaseTlsEnv,
+        ...(data.roles
+          ? {
+              DATABASE_WRITER_SECRET_ARN: data.writerSecret.secretArn,
+              DATABASE_READER_SECRET_ARN: data.readerSecret.secretArn,
+            }
+          : {}),
+        ...data.environment,
       },
-      afterBundling: (_inputDir, outputDir) => [`cp -R "${migrationsDir}" "${outputDir}/drizzle"`],
+      afterBundling: (_inputDir, outputDir) => [
+        `cp -R "${migrationsDir}" "${outputDir}/drizzle"`,
+        ...data.bundleCommands(outputDir),
+      ],
     });
-    this.databaseSecret.grantRead(this.migrate.function);
+    data.masterSecret.grantRead(migrate.function);
+    if (data.roles) {
+      data.writerSecret.grantRead(migrate.function);
+      data.readerSecret.grantRead(migrate.function);
+    }
 
-    this.fetchPage = new IngestFunction(this, 'FetchPage', {
+    const fetchPage = new IngestFunction(this, 'FetchPage', {
+      ...common,
       entry: join(PROJECT_ROOT, 'functions/fetch-page/index.ts'),
-      projectRoot: PROJECT_ROOT,
       description: 'Fetches one page of DataSync events and stores it with the checkpoint',
       serviceName: FETCH_PAGE_SERVICE,
-      metricsNamespace: p.metricsNamespace,
       memorySize: p.fetchPageMemoryMb,
       timeout: fetchPageTimeout,
       reservedConcurrentExecutions: p.reservedConcurrency > 0 ? p.reservedConcurrency : undefined,
-      logRetention,
-      ...lambdaPlacement,
       environment: {
         ...configToEnv({
           apiUrl,
           apiKeySecretArn: this.apiKeySecret.secretArn,
-          databaseSecretArn: this.databaseSecret.secretArn,
+          databaseSecretArn: data.writerSecret.secretArn,
           minSpacingMs: p.minRequestSpacingMs,
           pageSize: p.pageSize,
           // Read by Plan: the number of chains, and the history budget it divides among them.
           chains: p.chains,
           maxIterationsPerExecution,
         }),
-        ...databaseTlsEnv,
+        ...data.environment,
       },
+      afterBundling: (_inputDir, outputDir) => data.bundleCommands(outputDir),
     });
-    this.apiKeySecret.grantRead(this.fetchPage.function);
+    this.apiKeySecret.grantRead(fetchPage.function);
     if (p.apiKeySecretKmsKeyArn) {
       if (!props.apiKeySecret) {
         throw new ConfigError(
@@ -317,7 +421,7 @@ export class IngestionStack extends Stack {
         );
       }
       // Only through Secrets Manager: the function cannot use the key for anything else.
-      this.fetchPage.function.addToRolePolicy(
+      fetchPage.function.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ['kms:Decrypt'],
           resources: [p.apiKeySecretKmsKeyArn],
@@ -325,75 +429,99 @@ export class IngestionStack extends Stack {
         }),
       );
     }
-    this.databaseSecret.grantRead(this.fetchPage.function);
+    data.writerSecret.grantRead(fetchPage.function);
 
-    this.status = new IngestFunction(this, 'Status', {
+    const status = new IngestFunction(this, 'Status', {
+      ...common,
       entry: join(PROJECT_ROOT, 'functions/status/index.ts'),
-      projectRoot: PROJECT_ROOT,
       description: "Returns a source's checkpoint to the operator CLI, which cannot reach the database",
       serviceName: 'status',
-      metricsNamespace: p.metricsNamespace,
       memorySize: 256,
-      timeout: Duration.seconds(30),
-      logRetention,
-      ...lambdaPlacement,
-      environment: {
-        DATABASE_SECRET_ARN: this.databaseSecret.secretArn,
-        ...databaseTlsEnv,
-      },
+      // Room for a paused database to resume (about 15-30 s) before the read.
+      timeout: Duration.seconds(60),
+      environment: { DATABASE_SECRET_ARN: data.readerSecret.secretArn, ...data.environment },
+      afterBundling: (_inputDir, outputDir) => data.bundleCommands(outputDir),
     });
-    this.databaseSecret.grantRead(this.status.function);
+    data.readerSecret.grantRead(status.function);
+    Object.assign(this, { migrate, fetchPage, status });
+  }
 
-    this.ingestStateMachine = new IngestStateMachine(this, 'Ingestion', {
+  private addStateMachine(props: IngestionStackProps): IngestStateMachine {
+    const fetchPageTimeout = props.fetchPageTimeout ?? Duration.millis(FETCH_PAGE_TIMEOUT_MS);
+    return new IngestStateMachine(this, 'Ingestion', {
       fetchPage: this.fetchPage.function,
       // Headroom over the function timeout for a cold start and the invoke round trip.
       taskTimeout: fetchPageTimeout.plus(Duration.seconds(30)),
-      stateMachineName: p.stateMachineName,
+      stateMachineName: props.stateMachineName,
       executionTimeout: props.executionTimeout,
-      logRetention,
+      logRetention: props.logRetention,
     });
+  }
 
-    IngestSchedule.fromContext(this, {
-      stateMachine: this.ingestStateMachine.stateMachine,
-      fetchPage: this.fetchPage.function,
-    });
-
-    new Migrations(this, 'Migrations', {
+  /** The migration trigger, and a retention on the log group of the provider that runs it. */
+  private addMigrations(props: IngestionStackProps, data: DataPlane): void {
+    const migrationsDir = props.migrationsDir ?? join(PROJECT_ROOT, 'drizzle');
+    const migrations = new Migrations(this, 'Migrations', {
       handler: this.migrate,
-      migrationsHash,
-      executeAfter: this.database && this.network ? [this.network, this.database] : [this.databaseSecret],
+      migrationsHash: hashDirectory(migrationsDir),
+      executeAfter: data.migrateAfter,
       // Everything that reads the schema: new code must never run before its migration.
       executeBefore: [this.ingestStateMachine, this.fetchPage, this.status],
     });
+    // CDK's trigger provider is a bare CloudFormation function: Lambda would create its log
+    // group on first use, with no expiry, and leave it behind on destroy.
+    const provider = this.node.tryFindChild('AWSCDK.TriggerCustomResourceProviderCustomResourceProvider');
+    const handler = provider?.node.tryFindChild('Handler') as CfnResource | undefined;
+    if (handler) {
+      const group = new logs.LogGroup(this, 'TriggerProviderLogs', {
+        logGroupName: Fn.join('', ['/aws/lambda/', handler.ref]),
+        retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      migrations.trigger.node.addDependency(group);
+    }
+  }
 
-    this.alarmTopic = props.alarmTopicArn
+  /** Alarms, and where they go: a topic the stack creates or the one given, and an email. */
+  private addAlarms(props: IngestionStackProps, p: ParsedProps): void {
+    if (props.requireAlarmDestination && !props.alarmEmail && !props.alarmTopicArn) {
+      throw new ConfigError(
+        'Alarms would notify nobody: pass -c alarmEmail=you@example.com (confirm the mail AWS sends) or -c alarmTopicArn=arn:aws:sns:... to npm run deploy.',
+      );
+    }
+    const topic = props.alarmTopicArn
       ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn)
       : new sns.Topic(this, 'AlarmTopic', { displayName: `${this.stackName} alarms`, enforceSSL: true });
-    if (props.alarmEmail) {
-      this.alarmTopic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
-    }
-
+    if (props.alarmEmail) topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
+    Object.assign(this, { alarmTopic: topic });
     new IngestAlarms(this, 'Alarms', {
       stateMachine: this.ingestStateMachine.stateMachine,
       metricsNamespace: p.metricsNamespace,
       serviceName: FETCH_PAGE_SERVICE,
       rejectedEventsThreshold: props.rejectedEventsThreshold,
-      alarmTopic: this.alarmTopic,
+      alarmTopic: topic,
+      fetchPage: this.fetchPage.function,
+      functions: [this.fetchPage.function, this.migrate.function, this.status.function],
     });
+  }
 
-    this.dashboard = new IngestDashboard(this, 'Dashboard', {
+  private addDashboard(p: ParsedProps): IngestDashboard {
+    return new IngestDashboard(this, 'Dashboard', {
       stateMachine: this.ingestStateMachine.stateMachine,
       fetchPage: this.fetchPage.function,
       metricsNamespace: p.metricsNamespace,
       serviceName: FETCH_PAGE_SERVICE,
       dashboardName: this.stackName,
     });
+  }
 
-    this.acknowledgeFunctionFindings();
-
+  private addOutputs(): void {
     const smArn = this.ingestStateMachine.stateMachine.stateMachineArn;
     new CfnOutput(this, 'StateMachineArn', { value: smArn });
-    new CfnOutput(this, 'DatabaseSecretArn', { value: this.databaseSecret.secretArn });
+    new CfnOutput(this, 'DatabaseSecretArn', {
+      value: this.databaseSecret.secretArn,
+      description: 'The master user (the migration only); the functions use the writer and reader roles',
+    });
     new CfnOutput(this, 'ApiKeySecretName', {
       value: this.apiKeySecretLiteralName ?? this.apiKeySecret.secretName,
     });
@@ -401,7 +529,7 @@ export class IngestionStack extends Stack {
       value: this.status.function.functionName,
       description: 'npm run ingest -- status --status-function <this> (no tunnel to the database needed)',
     });
-    new CfnOutput(this, 'DashboardUrl', { value: this.dashboard.url });
+    if (this.dashboard) new CfnOutput(this, 'DashboardUrl', { value: this.dashboard.url });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
     new CfnOutput(this, 'FetchPageLogGroup', { value: this.fetchPage.logGroup.logGroupName });
     new CfnOutput(this, 'MigrateLogGroup', { value: this.migrate.logGroup.logGroupName });
@@ -410,8 +538,12 @@ export class IngestionStack extends Stack {
       value: this.ingestStateMachine.logGroup.logGroupName,
     });
     if (this.database) {
+      new CfnOutput(this, 'OnDestroy', {
+        value: this.database.keepsOnDestroy,
+        description: 'What npm run destroy leaves behind (it deletes everything else, logs included)',
+      });
       new CfnOutput(this, 'DatabaseEndpoint', {
-        value: `${this.database.instance.dbInstanceEndpointAddress}:${this.database.instance.dbInstanceEndpointPort}`,
+        value: `${this.database.endpointAddress}:${this.database.endpointPort}`,
         description: 'Reachable only from inside the VPC (isolated subnets)',
       });
     }
@@ -441,7 +573,7 @@ export class IngestionStack extends Stack {
     Validations.of(secret).acknowledge({
       id: 'AwsSolutions-SMG4',
       reason:
-        'The DataSync API key is issued by the vendor, which offers no API to rotate it: rotation is manual.',
+        'The DataSync API key is issued by the vendor, which offers no API to rotate it: rotation is manual (docs/deploy.md, Rotate the API key).',
     });
     return secret;
   }
@@ -469,4 +601,14 @@ export class IngestionStack extends Stack {
       }
     }
   }
+}
+
+function parseProps(props: IngestionStackProps): ParsedProps {
+  const parsed = propsSchema.safeParse(props);
+  if (!parsed.success) {
+    throw new ConfigError(
+      `Invalid IngestionStack props:\n${z.prettifyError(parsed.error)}\nFix the props passed to new IngestionStack(...).`,
+    );
+  }
+  return parsed.data;
 }

@@ -63,6 +63,22 @@ export const LAMBDA_SERVICE_ERRORS = [
 ] as const;
 
 /**
+ * Lambda's own answers about the function's execution environment, not about the code: a VPC
+ * function idle for weeks goes inactive and its first invoke says ResourceNotReadyException
+ * ("wait and try again") while Lambda recreates its network interfaces; EC2 throttling, the ENI
+ * limit and EC2 faults come from that same recreation, and ResourceConflictException from a
+ * function still being updated by a deploy. Each clears within minutes: 10 s, then 20, 40, 80 and
+ * 160 s (about 5 minutes in all) before the catch-all fails the execution.
+ */
+export const LAMBDA_ENVIRONMENT_ERRORS = [
+  'Lambda.ResourceNotReadyException',
+  'Lambda.EC2ThrottledException',
+  'Lambda.ENILimitReachedException',
+  'Lambda.EC2UnexpectedException',
+  'Lambda.ResourceConflictException',
+] as const;
+
+/**
  * The continue-as-new child's execution name, derived from the parent's id alone: 'continued-'
  * plus 40 hex digits, within the 80 characters and the characters an execution name allows.
  */
@@ -161,6 +177,13 @@ export class IngestStateMachine extends Construct {
           maxAttempts: 6,
           backoffRate: 2,
           maxDelay: Duration.seconds(60),
+          jitterStrategy: sfn.JitterType.FULL,
+        })
+        .addRetry({
+          errors: [...LAMBDA_ENVIRONMENT_ERRORS],
+          interval: Duration.seconds(10),
+          maxAttempts: 6,
+          backoffRate: 2,
           jitterStrategy: sfn.JitterType.FULL,
         })
         .addRetry({

@@ -84,6 +84,11 @@ export function formatStatus(report: StatusReport): string[] {
     lines.push(...chainLines(c));
     lines.push(...topUpLines(c));
     lines.push(`checkpoint: ${c.status}, updated ${new Date(c.updatedAtMs).toISOString()}`);
+    if (c.conflicts) {
+      lines.push(
+        `conflicts:  ${count(c.conflicts)} ids sent again with other content (first copy kept; table event_conflicts)`,
+      );
+    }
     if (c.lastError) lines.push(`last error: ${c.lastError}`);
     const limit = c.lastRateLimit;
     if (limit || c.rateLimited) {

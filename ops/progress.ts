@@ -18,6 +18,8 @@ export interface CheckpointView {
   updatedAtMs: number;
   /** 429s answered so far (the status function and the database reader give it). */
   rateLimited?: number;
+  /** Conflicting duplicates: ids sent again with other content (table event_conflicts). */
+  conflicts?: number;
   /** The newest rate-limit headers the upstream sent. */
   lastRateLimit?: { limit: number; remaining: number; resetSeconds: number } | null;
   /** When the function will next call the upstream, epoch ms. */

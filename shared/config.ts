@@ -131,6 +131,11 @@ const databaseFields = {
   databaseSecretArn: z.string().min(1).optional(),
   /** Overrides the TLS mode of the URL's sslmode or of the secret (whose default is verify-full). */
   databaseSsl: databaseSslSchema.optional(),
+  /**
+   * A PEM file of the CAs the server's certificate must chain to (verify-full), in place of the
+   * process's trust store: deployed, the RDS CA bundle shipped in the function's bundle.
+   */
+  databaseCaFile: z.string().min(1).optional(),
 };
 
 const DATABASE_MISSING =
@@ -182,6 +187,7 @@ export const CONFIG_ENV_NAMES = {
   databaseUrl: 'DATABASE_URL',
   databaseSecretArn: 'DATABASE_SECRET_ARN',
   databaseSsl: 'DATABASE_SSL',
+  databaseCaFile: 'DATABASE_CA_FILE',
   pageSize: 'PAGE_SIZE',
   minSpacingMs: 'MIN_REQUEST_SPACING_MS',
   requestTimeoutMs: 'REQUEST_TIMEOUT_MS',

@@ -8,7 +8,7 @@ import { openDatabase } from '#shared/aws/database.ts';
 import { parseApiKeySecret, SecretCache } from '#shared/aws/secrets.ts';
 import { type FetchPageConfig, type FetchPageConfigInput, loadConfig, parseConfig } from '#shared/config.ts';
 import { createStore } from '#shared/db/store.ts';
-import { ConfigError, DataSyncError } from '#shared/errors.ts';
+import { AuthError, ConfigError, DataSyncError } from '#shared/errors.ts';
 import {
   type Clock,
   type PlanOutput,
@@ -45,7 +45,9 @@ export type InvocationContext = Pick<LambdaContext, 'getRemainingTimeInMillis'> 
 interface Built {
   config: FetchPageConfig;
   sql: Sql;
-  run: (event: unknown, invocation: StepInvocation) => Promise<StepOutput | PlanOutput>;
+  /** The API key as read now: from the cache within its TTL, or again from Secrets Manager (`fresh`). */
+  apiKey: (fresh: boolean) => Promise<string>;
+  run: (apiKey: string, event: unknown, invocation: StepInvocation) => Promise<StepOutput | PlanOutput>;
 }
 
 export const realClock: Clock = {
@@ -55,9 +57,11 @@ export const realClock: Clock = {
 
 /**
  * Builds the Lambda handler. Clients are created on the first invocation and kept for the
- * container's life (one database connection, secrets read once). Configuration errors surface
- * as a named `ConfigError` from the invocation, so the state machine fails with a clear cause
- * instead of an opaque init crash.
+ * container's life (one database connection). The API key is read again after its TTL
+ * (SECRET_TTL_MS), and at once when the upstream refuses it: a key rotated in Secrets Manager is
+ * used from the invocation that meets the refusal on, which is then run again with it.
+ * Configuration errors surface as a named `ConfigError` from the invocation, so the state machine
+ * fails with a clear cause instead of an opaque init crash.
  */
 export function createHandler(options: HandlerOptions = {}) {
   const powertools = options.logger ? null : new Logger({ serviceName: 'fetch-page' });
@@ -68,30 +72,35 @@ export function createHandler(options: HandlerOptions = {}) {
 
   async function build(): Promise<Built> {
     const config = options.config ? parseConfig(options.config) : loadConfig(options.env ?? process.env);
-    const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}));
-    const apiKey = config.apiKeySecretArn
-      ? parseApiKeySecret(
-          await secrets.get(config.apiKeySecretArn, 'DATASYNC_API_KEY_SECRET_ARN'),
-          config.apiKeySecretArn,
-        )
-      : (config.apiKey as string);
-    const sql = await openDatabase(config, secrets, 'datasync-fetch-page');
-    const upstream = createDataSyncClient({
-      baseUrl: config.apiUrl,
-      apiKey,
-      timeoutMs: config.requestTimeoutMs,
-      ...(options.fetch ? { fetch: options.fetch } : {}),
+    const secrets = new SecretCache(options.secretsManager ?? new SecretsManagerClient({}), {
+      now: clock.now,
     });
-    // One pacer row per upstream: every chain of every source that reads this API shares it.
-    const deps = {
-      store: createStore(sql, { pacerKey: config.apiUrl }),
-      upstream,
-      clock,
-      logger,
-      metrics,
-      config,
+    const keyArn = config.apiKeySecretArn;
+    const apiKey = async (fresh: boolean) => {
+      if (!keyArn) return config.apiKey as string;
+      const envName = 'DATASYNC_API_KEY_SECRET_ARN';
+      const value = await (fresh ? secrets.refresh(keyArn, envName) : secrets.get(keyArn, envName));
+      return parseApiKeySecret(value, keyArn);
     };
-    return { config, sql, run: (event, invocation) => runAction(deps, event, invocation) };
+    await apiKey(false); // a missing or placeholder key fails the cold start, before the database
+    const sql = await openDatabase(config, secrets, 'datasync-fetch-page');
+    // One pacer row per upstream: every chain of every source that reads this API shares it.
+    const store = createStore(sql, { pacerKey: config.apiUrl });
+    let upstream: { key: string; client: ReturnType<typeof createDataSyncClient> } | undefined;
+    const run = (key: string, event: unknown, invocation: StepInvocation) => {
+      if (upstream?.key !== key) {
+        const client = createDataSyncClient({
+          baseUrl: config.apiUrl,
+          apiKey: key,
+          timeoutMs: config.requestTimeoutMs,
+          ...(options.fetch ? { fetch: options.fetch } : {}),
+        });
+        upstream = { key, client };
+      }
+      const deps = { store, upstream: upstream.client, clock, logger, metrics, config };
+      return runAction(deps, event, invocation);
+    };
+    return { config, sql, apiKey, run };
   }
 
   const handler = async (event: unknown, context?: InvocationContext): Promise<StepOutput | PlanOutput> => {
@@ -104,7 +113,21 @@ export function createHandler(options: HandlerOptions = {}) {
         built = undefined; // a failed cold start (bad secret, say) is retried on the next invocation
         throw error;
       });
-      return await ready.run(event, deadlineMs === undefined ? {} : { deadlineMs });
+      const invocation = deadlineMs === undefined ? {} : { deadlineMs };
+      const key = await ready.apiKey(false);
+      try {
+        return await ready.run(key, event, invocation);
+      } catch (error) {
+        if (!(error instanceof AuthError) || !ready.config.apiKeySecretArn) throw error;
+        // Refused: the key may have been rotated since this container read it. Read it again;
+        // only a different key is worth a second attempt, the same one fails as before.
+        const fresh = await ready.apiKey(true);
+        if (fresh === key) throw error;
+        logger.warn('the API key was refused; a new one is in Secrets Manager, running again with it', {
+          errorName: error.name,
+        });
+        return await ready.run(fresh, event, invocation);
+      }
     } catch (error) {
       const named = toNamedError(error);
       // Not `message`: Powertools reserves that key for the line's own message and drops the field.

@@ -33,6 +33,8 @@ export interface IngestFunctionProps {
   readonly vpcSubnets?: ec2.SubnetSelection;
   /** @default - a new security group when `vpc` is set */
   readonly securityGroups?: ec2.ISecurityGroup[];
+  /** Lets the function use the IPv6 addresses of dual-stack subnets (the `ipv6` egress). @default false */
+  readonly ipv6AllowedForDualStack?: boolean;
   /** @default - unreserved */
   readonly reservedConcurrentExecutions?: number;
   /** Shell commands run after esbuild (e.g. copying migration files into the bundle). @default - none */
@@ -75,6 +77,7 @@ export class IngestFunction extends Construct {
       vpc: props.vpc,
       vpcSubnets: props.vpc ? props.vpcSubnets : undefined,
       securityGroups: props.securityGroups,
+      ...(props.ipv6AllowedForDualStack ? { ipv6AllowedForDualStack: true } : {}),
       environment: {
         NODE_OPTIONS: '--enable-source-maps',
         POWERTOOLS_SERVICE_NAME: props.serviceName,

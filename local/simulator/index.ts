@@ -94,6 +94,9 @@ export function datasetFor(options: SimulatorOptions): Dataset {
       missingFieldRate: options.missingFieldRate,
       epochSecondsRate: options.epochSecondsRate,
       controlCharRate: options.controlCharRate,
+      deepPropertiesRate: options.deepPropertiesRate,
+      unexactNumberRate: options.unexactNumberRate,
+      unknownTypeRate: options.unknownTypeRate,
     },
     skew:
       options.timestampSkew > 0 ? { share: options.timestampSkew, bursts: options.skewBursts } : undefined,

@@ -11,8 +11,10 @@ import {
   createResponseWriter,
   errorReply,
   expressEtag,
+  hostileErrorReply,
   MANIFEST_BODY,
   rateLimitedReply,
+  writePadded,
 } from './responses.ts';
 import { emptyStats } from './stats.ts';
 
@@ -149,6 +151,13 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
       return;
     }
 
+    const bodyFault = method === 'GET' ? faults.bodyFault(n) : null;
+    if (bodyFault === 'hostileError') {
+      stats.faults.hostileError++;
+      write(req, res, hostileErrorReply(requestId, rate, apiKey));
+      return;
+    }
+
     const cacheKey = `${apiKey} ${req.url}`;
     const cached = method === 'GET' ? cache.get(cacheKey, now) : undefined;
     if (cached) {
@@ -165,6 +174,11 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     if (latency > 0) {
       stats.faults.latencyMsTotal += latency / scale;
       await new Promise((resolve) => setTimeout(resolve, latency / scale));
+    }
+    if (reply.status === 200 && (bodyFault === 'oversize' || bodyFault === 'endless')) {
+      stats.faults[bodyFault === 'oversize' ? 'oversizeBody' : 'endlessBody']++;
+      writePadded(res, reply, options.oversizeBodyBytes, bodyFault === 'endless');
+      return;
     }
     if (reply.status === 200) {
       reply.etag = expressEtag(reply.body);

@@ -2,27 +2,54 @@ import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/clien
 import { z } from 'zod';
 import { ConfigError, SecretsUnavailableError } from '../errors.ts';
 
+/** How long a warm container trusts a secret it read: a rotated API key is picked up within this. */
+export const SECRET_TTL_MS = 5 * 60_000;
+
+/** Options of {@link SecretCache}. */
+export interface SecretCacheOptions {
+  /** A read older than this is read again at the next `get`. @default SECRET_TTL_MS */
+  ttlMs?: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
 /**
- * Reads secrets once per container: a warm Lambda never calls Secrets Manager again, and a
- * cold start makes at most one call per secret even when asked concurrently.
+ * Reads secrets at most once per TTL per container: a warm Lambda calls Secrets Manager again
+ * only when its copy is older than the TTL or `refresh` says the value was refused (a rotated
+ * API key), and a cold start makes at most one call per secret even when asked concurrently.
  */
 export class SecretCache {
   readonly #client: SecretsManagerClient;
-  readonly #cache = new Map<string, Promise<string>>();
+  readonly #cache = new Map<string, { value: Promise<string>; readAt: number }>();
+  readonly #ttlMs: number;
+  readonly #now: () => number;
 
-  constructor(client: SecretsManagerClient) {
+  constructor(client: SecretsManagerClient, options: SecretCacheOptions = {}) {
     this.#client = client;
+    this.#ttlMs = options.ttlMs ?? SECRET_TTL_MS;
+    this.#now = options.now ?? Date.now;
   }
 
   get(secretId: string, envName: string): Promise<string> {
-    let pending = this.#cache.get(secretId);
-    if (!pending) {
-      pending = this.#fetch(secretId, envName);
-      this.#cache.set(secretId, pending);
-      // A failed read must not be cached forever: the next invocation tries again.
-      pending.catch(() => this.#cache.delete(secretId));
-    }
-    return pending;
+    const cached = this.#cache.get(secretId);
+    if (cached && this.#now() - cached.readAt < this.#ttlMs) return cached.value;
+    return this.#read(secretId, envName);
+  }
+
+  /** Reads the secret again now, whatever its age: after the upstream refused the value held. */
+  refresh(secretId: string, envName: string): Promise<string> {
+    return this.#read(secretId, envName);
+  }
+
+  #read(secretId: string, envName: string): Promise<string> {
+    const value = this.#fetch(secretId, envName);
+    const entry = { value, readAt: this.#now() };
+    this.#cache.set(secretId, entry);
+    // A failed read must not be cached: the next invocation tries again.
+    value.catch(() => {
+      if (this.#cache.get(secretId) === entry) this.#cache.delete(secretId);
+    });
+    return value;
   }
 
   async #fetch(secretId: string, envName: string): Promise<string> {

@@ -259,6 +259,8 @@ export async function finishRange(db: Db, args: FinishRangeArgs): Promise<Finish
           .set({
             status: 'complete',
             completedAt: sql`now()`,
+            // The source is read to the end: an earlier failure's error no longer describes it.
+            lastError: null,
             ...topUpCompletion(header, inserted),
             version: sql`${checkpoints.version} + 1`,
             updatedAt: sql`now()`,

@@ -1,6 +1,7 @@
 import { and, asc, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { CHAIN_MODES, type Checkpoint } from '../step/contract.ts';
+import { escapeText } from '../upstream/escape.ts';
 import type { Db } from './client.ts';
 import { withDbErrors } from './connection-errors.ts';
 import { checkpointConflict, leaseHeld } from './errors.ts';
@@ -52,6 +53,8 @@ export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   chainNote: z.string().nullable(),
   chainsPlanned: z.number().int(),
   planOldestTs: z.number().nullable(),
+  emptyPagesInARow: z.number().int().nonnegative().optional(),
+  conflicts: z.number().int().nonnegative().optional(),
   marks: z
     .object({
       hwmTs: z.number().nullable(),
@@ -238,7 +241,12 @@ export async function recordFailure(db: Db, args: { sourceId: string; error: str
   await withDbErrors(db.$client, async () => {
     await db
       .insert(checkpoints)
-      .values({ sourceId: args.sourceId, status: 'failed', lastError: storable(args.error) })
+      // One line, control characters visible: `ingest status` prints it to a terminal.
+      .values({
+        sourceId: args.sourceId,
+        status: 'failed',
+        lastError: storable(escapeText(args.error, 4000)),
+      })
       .onConflictDoUpdate({
         target: checkpoints.sourceId,
         set: { status: 'failed', lastError: sql`excluded.last_error`, version: bumpVersion, updatedAt: now },

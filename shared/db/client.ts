@@ -47,6 +47,8 @@ const optionsSchema = z.object({
    * disable/require/verify-full there too) or the connection object's `ssl`.
    */
   ssl: databaseSslSchema.optional(),
+  /** PEM CAs a verifying mode trusts instead of the process's store (DATABASE_CA_FILE's contents). */
+  ca: z.string().min(1).optional(),
 });
 export type CreateSqlOptions = z.input<typeof optionsSchema>;
 
@@ -99,7 +101,7 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
   };
   const sql =
     typeof c === 'string'
-      ? postgres(c, withUrlSsl(c, o.ssl, common))
+      ? postgres(c, withUrlSsl(c, o.ssl, common, o.ca))
       : postgres({
           ...common,
           host: c.host,
@@ -107,7 +109,7 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
           username: c.user,
           password: c.password,
           database: c.database,
-          ssl: postgresSsl(o.ssl ?? c.ssl ?? false, c.host.includes(',') ? null : c.host),
+          ssl: postgresSsl(o.ssl ?? c.ssl ?? false, c.host.includes(',') ? null : c.host, o.ca),
         });
   createDb(sql);
   return sql;
@@ -123,10 +125,11 @@ export function createSql(config: string | ConnectionObject, opts: CreateSqlOpti
 function postgresSsl(
   mode: DatabaseSsl | boolean,
   host: string | null,
-): false | 'require' | { rejectUnauthorized: true; host?: string } {
+  ca?: string,
+): false | 'require' | { rejectUnauthorized: true; host?: string; ca?: string } {
   if (mode === false || mode === 'disable') return false;
   if (mode === 'require') return 'require';
-  return { rejectUnauthorized: true, ...(host ? { host } : {}) };
+  return { rejectUnauthorized: true, ...(host ? { host } : {}), ...(ca ? { ca } : {}) };
 }
 
 /**
@@ -155,10 +158,15 @@ function singleHostOf(url: string): { url: URL; host: string } | null {
  * The options for a URL: `ssl` when DATABASE_SSL overrides the URL or the URL asks to verify;
  * otherwise postgres.js applies the URL's sslmode (disable, require, prefer) itself.
  */
-function withUrlSsl<T extends object>(url: string, override: DatabaseSsl | undefined, common: T): T {
+function withUrlSsl<T extends object>(
+  url: string,
+  override: DatabaseSsl | undefined,
+  common: T,
+  ca?: string,
+): T {
   const single = singleHostOf(url);
   const mode = override ?? (single ? verifyingModeOf(single.url) : undefined);
-  return mode ? { ...common, ssl: postgresSsl(mode, single?.host ?? null) } : common;
+  return mode ? { ...common, ssl: postgresSsl(mode, single?.host ?? null, ca) } : common;
 }
 
 /**

@@ -31,6 +31,8 @@ export const statusViewSchema = z.object({
   eventsInserted: z.number(),
   pages: z.number(),
   rejected: z.number(),
+  /** Conflicting duplicates (same id, other content; table event_conflicts). Optional: older status functions omit it. */
+  conflicts: z.number().optional(),
   totalReported: z.number().nullable(),
   status: z.string(),
   lastError: z.string().nullable(),
@@ -92,6 +94,7 @@ export function statusView(rows: readonly Checkpoint[], nowMs: number): StatusVi
     eventsInserted: totals.inserted,
     pages: totals.pages,
     rejected: totals.rejected,
+    conflicts: chains.reduce((sum, c) => sum + (c.conflicts ?? 0), 0),
     totalReported:
       header.totalReported ?? chains.find((c) => c.totalReported !== null)?.totalReported ?? null,
     status: header.status,

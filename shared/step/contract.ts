@@ -193,6 +193,10 @@ export interface Checkpoint {
   chainsPlanned: number;
   /** Source row only: the plan's estimate of the oldest instant (the low end of a range whose lo is null). */
   planOldestTs: number | null;
+  /** Pages in a row up to this position that came back empty with hasMore (shared/step/position.ts). Absent: 0. */
+  emptyPagesInARow?: number;
+  /** Conflicting duplicates this row met (same id, other content; table event_conflicts). Absent: 0. */
+  conflicts?: number;
   /** The top-up marks (shared/step/topup.ts). The database always fills them; fakes may leave them out. */
   marks?: CheckpointMarks;
 }
@@ -303,6 +307,8 @@ export interface PersistPageInput {
      * hasMore false is range-done too, and stays running: finishRange completes the source.
      */
     rangeDone?: boolean;
+    /** The page was empty and said hasMore: the row's count of such pages in a row goes up, else back to 0. */
+    emptyPage?: boolean;
     /** Rows of this page below a top-up's floor that were not stored before it: counted with the page. */
     lateBeyondLookback?: number;
   };
@@ -327,6 +333,10 @@ export interface PersistPageResult {
    * because some ids were already stored) or `none` (no valid event in the page).
    */
   writePath: 'copy' | 'insert' | 'none';
+  /** Duplicates of this page whose content differs from the stored copy (recorded in event_conflicts). */
+  conflicts?: number;
+  /** Rows PostgreSQL refused, stored as rejects with its reason (counted in rejectsInserted). */
+  refused?: number;
 }
 
 export interface Clock {

@@ -77,7 +77,9 @@ function localEnv(fn: CfnFunction, dir: string): Record<string, string> {
     'DATABASE_SECRET_ARN',
     'DATASYNC_API_KEY_SECRET_ARN',
     'DATABASE_SSL',
-    'NODE_EXTRA_CA_CERTS',
+    'DATABASE_CA_FILE',
+    'DATABASE_WRITER_SECRET_ARN',
+    'DATABASE_READER_SECRET_ARN',
   ]) {
     delete env[key];
   }

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { STEP_METRICS } from '#infra/constructs/dashboard.ts';
 import { buildStack, onlyResource } from './support.ts';
 
-const { template } = buildStack();
+const { template } = buildStack({ dashboard: true });
 const dashboard = onlyResource(template, 'AWS::CloudWatch::Dashboard');
 /** The dashboard body is an Fn::Join of JSON text and references; the text is what we check. */
 const body = JSON.stringify(dashboard.resource.Properties.DashboardBody);

@@ -6,6 +6,7 @@ import {
   FAILED_STATE,
   FETCH_PAGE_STATE,
   FUNCTION_ERROR_CLASSES,
+  LAMBDA_ENVIRONMENT_ERRORS,
   PLAN_STATE,
 } from '#infra/state-machine.ts';
 import * as dbErrors from '#shared/db/errors.ts';
@@ -72,6 +73,16 @@ describe('error registry -> state machine', () => {
     ({ name }) => {
       for (const caught of caughtToFailedBy) expect(caught).toContain(name);
       for (const retried of retriedBy) expect(retried).not.toContain(name);
+    },
+  );
+
+  // Lambda's own environment errors belong to no class of ours, yet the same rule holds: an
+  // error another attempt can cure is retried by both tasks, never caught to Failed first.
+  it.each([...LAMBDA_ENVIRONMENT_ERRORS])(
+    'retries the Lambda environment error %s in Plan and FetchPage',
+    (name) => {
+      for (const retried of retriedBy) expect(retried).toContain(name);
+      for (const caught of caughtToFailedBy) expect(caught).not.toContain(name);
     },
   );
 

@@ -75,7 +75,7 @@ describe('localstack target', () => {
 
   it('keeps the migration trigger, the alarms and the outputs', () => {
     local.resourceCountIs('Custom::Trigger', 1);
-    local.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    local.resourceCountIs('AWS::CloudWatch::Alarm', 6);
     local.hasOutput('StartExecutionCommand', Match.anyValue());
   });
 });

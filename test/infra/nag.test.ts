@@ -50,6 +50,21 @@ describe('cdk-nag AwsSolutions', () => {
     expect(nagFindings({ target: 'localstack' })).toEqual([]);
   });
 
+  it.each([
+    ['the lean profile (IPv6 egress, no NAT)', { egress: 'ipv6' }],
+    [
+      'an RDS instance behind a NAT gateway, with the endpoint and the dashboard',
+      {
+        database: 'instance',
+        egress: 'nat-gateway',
+        secretsManagerEndpoint: true,
+        dashboard: true,
+      },
+    ],
+  ] as const)('has no unacknowledged finding with %s', (_name, props) => {
+    expect(nagFindings(props)).toEqual([]);
+  });
+
   it('has no unacknowledged finding with an API key secret imported by name', () => {
     expect(nagFindings({ apiKeySecret: { name: 'vendor/datasync' } })).toEqual([]);
   });
@@ -61,11 +76,14 @@ describe('cdk-nag AwsSolutions', () => {
       Object.defineProperty(new AwsSolutionsChecks(app), 'isAcknowledged', { value: () => false });
     expect(nagFindings({}, ignoringAcknowledgements).sort()).toEqual(
       [
-        'AwsSolutions-SMG4 at Nag/Database/Instance/Secret/Resource',
+        'AwsSolutions-SMG4 at Nag/Database/Cluster/Secret/Resource',
+        'AwsSolutions-SMG4 at Nag/Database/WriterSecret/Resource',
+        'AwsSolutions-SMG4 at Nag/Database/ReaderSecret/Resource',
         'AwsSolutions-SMG4 at Nag/ApiKeySecret/Resource',
-        'AwsSolutions-EC23 at Nag/Network/Vpc/SecretsManager/SecurityGroup/Resource',
-        'AwsSolutions-RDS3 at Nag/Database/Instance/Resource',
-        'AwsSolutions-RDS11 at Nag/Database/Instance/Resource',
+        'AwsSolutions-RDS6 at Nag/Database/Cluster/Resource',
+        ...['EC26', 'EC28', 'EC29'].map(
+          (rule) => `AwsSolutions-${rule} at Nag/Network/Vpc/publicSubnet1/NatInstance/Resource`,
+        ),
         ...['Migrate', 'FetchPage', 'Status'].flatMap((fn) => [
           `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole] at Nag/${fn}/Function/ServiceRole/Resource`,
           `AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole] at Nag/${fn}/Function/ServiceRole/Resource`,

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { App, RemovalPolicy } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import { describe, expect, it } from 'vitest';
@@ -19,11 +20,26 @@ const fetchPage = onlyResource(template, 'AWS::Lambda::Function', {
 const migrate = onlyResource(template, 'AWS::Lambda::Function', {
   Description: Match.stringLikeRegexp('migrations'),
 });
-const db = onlyResource(template, 'AWS::RDS::DBInstance');
+const db = onlyResource(template, 'AWS::RDS::DBCluster');
 const apiKeySecret = onlyResource(template, 'AWS::SecretsManager::Secret', {
   Name: 'DataSyncIngest/datasync-api-key',
 });
-const dbSecretAttachment = onlyResource(template, 'AWS::SecretsManager::SecretTargetAttachment');
+/** The attachment (the secret with host and port) of the master, writer or reader secret. */
+function attachment(owner: 'Cluster' | 'WriterSecret' | 'ReaderSecret') {
+  const ids = Object.keys(template.findResources('AWS::SecretsManager::SecretTargetAttachment')).filter(
+    (id) => id.startsWith(`Database${owner}`),
+  );
+  if (ids.length !== 1) throw new Error(`expected one attachment of ${owner}, found ${ids.length}`);
+  return { logicalId: ids[0]! };
+}
+const dbSecretAttachment = attachment('Cluster');
+const writerSecret = attachment('WriterSecret');
+const readerSecret = attachment('ReaderSecret');
+
+/** The functions' security group (all three share it). */
+const functionsSg = (
+  (fetchPage.resource.Properties as CfnProps).VpcConfig.SecurityGroupIds as { 'Fn::GetAtt': [string] }[]
+)[0]!['Fn::GetAtt'][0];
 
 function policyOf(role: unknown) {
   const [policy] = Object.values(resources).filter(
@@ -75,27 +91,27 @@ describe('fetch-page function', () => {
       LOG_LEVEL: 'INFO',
       DATASYNC_API_URL: TEST_API_URL,
       DATASYNC_API_KEY_SECRET_ARN: { Ref: apiKeySecret.logicalId },
-      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      DATABASE_SECRET_ARN: { Ref: writerSecret.logicalId },
       MIN_REQUEST_SPACING_MS: '2200',
       PAGE_SIZE: '5000',
       CHAINS: 'auto',
       MAX_ITERATIONS_PER_EXECUTION: '1000',
       // Set by the top-up schedule (infra/constructs/schedule.ts).
       TOPUP_LOOKBACK_MS: '900000',
-      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
       DATABASE_SSL: 'verify-full',
     });
     expect(JSON.stringify(props.Environment)).not.toMatch(/password|REPLACE_ME|DATASYNC_API_KEY"/i);
   });
 
-  it('may read exactly its two secrets and nothing else', () => {
+  it('may read exactly its two secrets (the API key, the writer role) and nothing else', () => {
     const statements = policyOf(roleRef(fetchPage));
     const secretStatements = statements.filter((s) =>
       [s.Action].flat().some((a) => a.startsWith('secretsmanager:')),
     );
     expect(secretStatements.map((s) => s.Resource)).toEqual([
       { Ref: apiKeySecret.logicalId },
-      { Ref: dbSecretAttachment.logicalId },
+      { Ref: writerSecret.logicalId },
     ]);
     for (const s of secretStatements) {
       expect([s.Action].flat().sort()).toEqual([
@@ -114,16 +130,27 @@ describe('fetch-page function', () => {
 describe('migrations', () => {
   const props = migrate.resource.Properties as CfnProps;
 
-  it('run from a VPC function that reads only the database secret and finds the bundled migrations', () => {
+  it('run as the master user, the only function that may read its secret, and set the role passwords', () => {
     expect(props.Environment.Variables).toMatchObject({
       DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
+      DATABASE_WRITER_SECRET_ARN: { Ref: writerSecret.logicalId },
+      DATABASE_READER_SECRET_ARN: { Ref: readerSecret.logicalId },
       MIGRATIONS_DIR: '/var/task/drizzle',
       MIGRATIONS_HASH: hashDirectory(FIXTURE_MIGRATIONS),
     });
     const secretResources = policyOf(roleRef(migrate))
       .filter((s) => [s.Action].flat().some((a) => a.startsWith('secretsmanager:')))
       .map((s) => s.Resource);
-    expect(secretResources).toEqual([{ Ref: dbSecretAttachment.logicalId }]);
+    expect(secretResources).toEqual([
+      { Ref: dbSecretAttachment.logicalId },
+      { Ref: writerSecret.logicalId },
+      { Ref: readerSecret.logicalId },
+    ]);
+    // Nobody else holds the master secret.
+    const readers = Object.values(resources)
+      .filter((r) => r.Type === 'AWS::IAM::Policy')
+      .filter((r) => JSON.stringify(r.Properties).includes(`"${dbSecretAttachment.logicalId}"`));
+    expect(readers.map((r) => r.Properties.Roles)).toEqual([[roleRef(migrate)]]);
   });
 
   it('run on deploy whenever the function version changes, after the database and before the state machine', () => {
@@ -162,19 +189,21 @@ describe('status function', () => {
   });
   const props = status.resource.Properties as CfnProps;
 
-  it('runs in the function subnets, reads only the database secret and verifies TLS', () => {
+  it('runs in the function subnets, reads only the reader role secret and verifies TLS', () => {
     expect(props.VpcConfig.SubnetIds).toEqual(
       (fetchPage.resource.Properties as CfnProps).VpcConfig.SubnetIds,
     );
     expect(props.Environment.Variables).toMatchObject({
-      DATABASE_SECRET_ARN: { Ref: dbSecretAttachment.logicalId },
-      NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+      DATABASE_SECRET_ARN: { Ref: readerSecret.logicalId },
+      DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
       DATABASE_SSL: 'verify-full',
     });
     const secretResources = policyOf(roleRef(status))
       .filter((s) => [s.Action].flat().some((a) => a.startsWith('secretsmanager:')))
       .map((s) => s.Resource);
-    expect(secretResources).toEqual([{ Ref: dbSecretAttachment.logicalId }]);
+    expect(secretResources).toEqual([{ Ref: readerSecret.logicalId }]);
+    // Time for a paused database to resume before the read.
+    expect(props.Timeout).toBe(60);
   });
 
   it('is created after the migrations ran', () => {
@@ -185,43 +214,121 @@ describe('status function', () => {
 });
 
 describe('database TLS', () => {
-  it('gives both functions the Amazon CA bundle and asks the client to verify certificate and host name', () => {
-    for (const fn of [fetchPage, migrate]) {
-      expect((fn.resource.Properties as CfnProps).Environment.Variables).toMatchObject({
-        NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+  const functions = Object.values(template.findResources('AWS::Lambda::Function')).filter(
+    (r) => r.Properties.Environment?.Variables?.DATABASE_SECRET_ARN,
+  );
+
+  it('has every function verify certificate and host name against the CA file, not the process store', () => {
+    expect(functions).toHaveLength(3);
+    for (const fn of functions) {
+      expect(fn.Properties.Environment.Variables).toMatchObject({
+        DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
         DATABASE_SSL: 'verify-full',
       });
+      expect(fn.Properties.Environment.Variables).not.toHaveProperty('NODE_EXTRA_CA_CERTS');
     }
+  });
+
+  it('points DATABASE_CA_FILE at the bundled RDS CA bundle when one is shipped, and refuses a missing file', () => {
+    const { template: t } = buildStack({ databaseCaBundle: join(FIXTURE_MIGRATIONS, '0000_fixture.sql') });
+    const shipped = Object.values(t.findResources('AWS::Lambda::Function')).filter(
+      (r) => r.Properties.Environment?.Variables?.DATABASE_SECRET_ARN,
+    );
+    for (const fn of shipped) {
+      expect(fn.Properties.Environment.Variables.DATABASE_CA_FILE).toBe('/var/task/rds-ca-bundle.pem');
+    }
+    expect(() => buildStack({ databaseCaBundle: '/nonexistent/global-bundle.pem' })).toThrow(
+      /databaseCaBundle \/nonexistent\/global-bundle.pem does not exist: download the RDS global bundle/,
+    );
   });
 });
 
 describe('database', () => {
   const props = db.resource.Properties as CfnProps;
 
-  it('is PostgreSQL 16, encrypted, private, with backups and deletion protection', () => {
+  it('is Aurora PostgreSQL 16.3+ Serverless v2 that pauses at 0 ACUs, encrypted, with backups and deletion protection', () => {
     expect(props).toMatchObject({
+      Engine: 'aurora-postgresql',
+      EngineVersion: '16.6',
+      ServerlessV2ScalingConfiguration: { MinCapacity: 0, MaxCapacity: 2 },
+      StorageEncrypted: true,
+      DeletionProtection: true,
+      BackupRetentionPeriod: 7,
+    });
+    expect(template.toJSON().Resources[db.logicalId]).toMatchObject({
+      DeletionPolicy: 'Snapshot',
+      UpdateReplacePolicy: 'Snapshot',
+    });
+    const writer = onlyResource(template, 'AWS::RDS::DBInstance');
+    expect(writer.resource.Properties).toMatchObject({
+      DBInstanceClass: 'db.serverless',
+      PubliclyAccessible: false,
+      DBClusterIdentifier: { Ref: db.logicalId },
+    });
+  });
+
+  it('keeps its master secret as long as the final snapshot, which needs that password', () => {
+    const master = (id: string, t = template) =>
+      Object.entries(t.findResources('AWS::SecretsManager::Secret')).find(([key]) =>
+        key.includes(`Database${id}Secret`),
+      )?.[1];
+    expect(master('Cluster')).toMatchObject({ DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+    expect(master('Writer')).toMatchObject({ DeletionPolicy: 'Delete' });
+    const { template: t } = buildStack({
+      databaseRemovalPolicy: RemovalPolicy.DESTROY,
+      deletionProtection: false,
+    });
+    expect(master('Cluster', t)).toMatchObject({ DeletionPolicy: 'Delete' });
+    t.hasOutput('OnDestroy', { Value: Match.stringLikeRegexp('^Nothing') });
+    template.hasOutput('OnDestroy', {
+      Value: Match.stringLikeRegexp('final snapshot .* and its master secret'),
+    });
+  });
+
+  it('exports its PostgreSQL log into a group with a retention, created first and deleted with the stack', () => {
+    const group = onlyResource(template, 'AWS::Logs::LogGroup', {
+      LogGroupName: '/aws/rds/cluster/datasyncingest-database/postgresql',
+    });
+    expect(group.resource.Properties.RetentionInDays).toBe(30);
+    expect(template.toJSON().Resources[group.logicalId]).toMatchObject({ DeletionPolicy: 'Delete' });
+    expect(props).toMatchObject({
+      DBClusterIdentifier: 'datasyncingest-database',
+      EnableCloudwatchLogsExports: ['postgresql'],
+    });
+    expect((template.toJSON().Resources[db.logicalId] as { DependsOn: string[] }).DependsOn).toContain(
+      group.logicalId,
+    );
+  });
+
+  it('forces TLS through its parameter group', () => {
+    const pg = onlyResource(template, 'AWS::RDS::DBClusterParameterGroup');
+    expect(pg.resource.Properties).toMatchObject({
+      Family: 'aurora-postgresql16',
+      Parameters: { 'rds.force_ssl': '1' },
+    });
+    expect(props.DBClusterParameterGroupName).toEqual({ Ref: pg.logicalId });
+  });
+
+  it('can be an always-on RDS instance instead (-c database=instance)', () => {
+    const { template: t } = buildStack({ database: 'instance' });
+    t.resourceCountIs('AWS::RDS::DBCluster', 0);
+    const instance = onlyResource(t, 'AWS::RDS::DBInstance');
+    expect(instance.resource.Properties).toMatchObject({
       Engine: 'postgres',
       EngineVersion: '16',
       DBInstanceClass: 'db.t4g.micro',
       StorageEncrypted: true,
       PubliclyAccessible: false,
       DeletionProtection: true,
-      BackupRetentionPeriod: 7,
       MultiAZ: false,
+      EnableCloudwatchLogsExports: ['postgresql'],
     });
-    expect(template.toJSON().Resources[db.logicalId]).toMatchObject({
-      DeletionPolicy: 'Snapshot',
-      UpdateReplacePolicy: 'Snapshot',
+    t.hasResourceProperties('AWS::RDS::DBParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
+    t.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: '/aws/rds/instance/datasyncingest-database/postgresql',
+      RetentionInDays: 30,
     });
-  });
-
-  it('forces TLS through its parameter group', () => {
-    const pg = onlyResource(template, 'AWS::RDS::DBParameterGroup');
-    expect(pg.resource.Properties).toMatchObject({
-      Family: 'postgres16',
-      Parameters: { 'rds.force_ssl': '1' },
-    });
-    expect(props.DBParameterGroupName).toEqual({ Ref: pg.logicalId });
+    expect(stackPropsFromContext(parseContext({ database: 'instance' })).database).toBe('instance');
   });
 
   it('lives in the isolated subnets', () => {
@@ -236,10 +343,7 @@ describe('database', () => {
   });
 
   it('admits only the functions security group, on 5432, and nothing else', () => {
-    const dbSg = (props.VPCSecurityGroups as { 'Fn::GetAtt': [string, string] }[])[0]!['Fn::GetAtt'][0];
-    const fnSg = (
-      (fetchPage.resource.Properties as CfnProps).VpcConfig.SecurityGroupIds as { 'Fn::GetAtt': [string] }[]
-    )[0]!['Fn::GetAtt'][0];
+    const dbSg = (props.VpcSecurityGroupIds as { 'Fn::GetAtt': [string, string] }[])[0]!['Fn::GetAtt'][0];
     const ingress = Object.values(resources).filter(
       (r) => r.Type === 'AWS::EC2::SecurityGroupIngress' && r.Properties.GroupId['Fn::GetAtt']?.[0] === dbSg,
     );
@@ -248,26 +352,123 @@ describe('database', () => {
         IpProtocol: 'tcp',
         FromPort: 5432,
         ToPort: 5432,
-        SourceSecurityGroupId: { 'Fn::GetAtt': [fnSg, 'GroupId'] },
+        SourceSecurityGroupId: { 'Fn::GetAtt': [functionsSg, 'GroupId'] },
       }),
     ]);
     expect(resources[dbSg]!.Properties.SecurityGroupIngress).toBeUndefined();
   });
 });
 
+describe('functions security group', () => {
+  it('lets out only HTTPS and PostgreSQL to the database', () => {
+    expect(resources[functionsSg]!.Properties.SecurityGroupEgress).toEqual([
+      expect.objectContaining({ CidrIp: '0.0.0.0/0', IpProtocol: 'tcp', FromPort: 443, ToPort: 443 }),
+    ]);
+    const egress = Object.values(resources).filter(
+      (r) =>
+        r.Type === 'AWS::EC2::SecurityGroupEgress' && r.Properties.GroupId['Fn::GetAtt']?.[0] === functionsSg,
+    );
+    const dbSg = (db.resource.Properties.VpcSecurityGroupIds as { 'Fn::GetAtt': [string] }[])[0]![
+      'Fn::GetAtt'
+    ][0];
+    // PostgreSQL to the database, and HTTPS to the NAT instance (which 0.0.0.0/0 covers already).
+    expect(egress.map((r) => r.Properties)).toEqual([
+      expect.objectContaining({
+        IpProtocol: 'tcp',
+        FromPort: 5432,
+        ToPort: 5432,
+        DestinationSecurityGroupId: { 'Fn::GetAtt': [dbSg, 'GroupId'] },
+      }),
+      expect.objectContaining({
+        IpProtocol: 'tcp',
+        FromPort: 443,
+        ToPort: 443,
+        DestinationSecurityGroupId: {
+          'Fn::GetAtt': [expect.stringMatching(/^NetworkVpcNatSecurityGroup/), 'GroupId'],
+        },
+      }),
+    ]);
+  });
+});
+
 describe('network', () => {
-  it('has one NAT gateway by default and a Secrets Manager interface endpoint in the function subnets', () => {
-    template.resourceCountIs('AWS::EC2::NatGateway', 1);
-    template.hasResourceProperties('AWS::EC2::VPCEndpoint', {
+  it('egresses through one t4g.nano NAT instance by default: no NAT gateway, no interface endpoint', () => {
+    template.resourceCountIs('AWS::EC2::NatGateway', 0);
+    template.resourceCountIs('AWS::EC2::VPCEndpoint', 0);
+    const nat = onlyResource(template, 'AWS::EC2::Instance');
+    expect(nat.resource.Properties).toMatchObject({
+      InstanceType: 't4g.nano',
+      SourceDestCheck: false,
+      CreditSpecification: { CPUCredits: 'standard' },
+    });
+    template.resourceCountIs('AWS::EC2::FlowLog', 1);
+  });
+
+  it('admits into the NAT instance only HTTPS from the functions', () => {
+    const nat = onlyResource(template, 'AWS::EC2::Instance');
+    const natSg = (nat.resource.Properties.SecurityGroupIds as { 'Fn::GetAtt': [string] }[])[0]![
+      'Fn::GetAtt'
+    ][0];
+    expect(resources[natSg]!.Properties.SecurityGroupIngress).toBeUndefined();
+    const ingress = Object.values(resources).filter(
+      (r) => r.Type === 'AWS::EC2::SecurityGroupIngress' && r.Properties.GroupId['Fn::GetAtt']?.[0] === natSg,
+    );
+    expect(ingress.map((r) => r.Properties)).toEqual([
+      expect.objectContaining({
+        FromPort: 443,
+        ToPort: 443,
+        SourceSecurityGroupId: { 'Fn::GetAtt': [functionsSg, 'GroupId'] },
+      }),
+    ]);
+  });
+
+  it('can use NAT gateways and an interface endpoint that admits the functions, not the whole VPC', () => {
+    const { template: t } = buildStack({
+      egress: 'nat-gateway',
+      natGateways: 2,
+      secretsManagerEndpoint: true,
+    });
+    t.resourceCountIs('AWS::EC2::NatGateway', 2);
+    t.resourceCountIs('AWS::EC2::Instance', 0);
+    t.hasResourceProperties('AWS::EC2::VPCEndpoint', {
       VpcEndpointType: 'Interface',
       ServiceName: 'com.amazonaws.us-east-1.secretsmanager',
       PrivateDnsEnabled: true,
-      SubnetIds: [
-        { Ref: Match.stringLikeRegexp('^NetworkVpclambdaSubnet1') },
-        { Ref: Match.stringLikeRegexp('^NetworkVpclambdaSubnet2') },
-      ],
     });
-    template.resourceCountIs('AWS::EC2::FlowLog', 1);
+    const json = JSON.stringify(t.toJSON());
+    // The CDK default rule admits 443 from the VPC CIDR; ours names the functions' group.
+    expect(json).not.toMatch(/"CidrIp":\{"Fn::GetAtt":\["NetworkVpc[0-9A-F]+","CidrBlock"\]\}/);
+    const endpoint = onlyResource(t, 'AWS::EC2::VPCEndpoint');
+    const sg = (endpoint.resource.Properties.SecurityGroupIds as { 'Fn::GetAtt': [string] }[])[0]![
+      'Fn::GetAtt'
+    ][0];
+    const rules = Object.values(
+      t.toJSON().Resources as Record<string, { Type: string; Properties: CfnProps }>,
+    )
+      .filter(
+        (r) => r.Type === 'AWS::EC2::SecurityGroupIngress' && r.Properties.GroupId['Fn::GetAtt']?.[0] === sg,
+      )
+      .map((r) => r.Properties.SourceSecurityGroupId);
+    expect(rules).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^FunctionsSecurityGroup/), 'GroupId'] }]);
+  });
+
+  it('lean profile: IPv6 egress through an egress-only gateway, no NAT, dual-stack SDK endpoints', () => {
+    const { template: t } = buildStack(
+      stackPropsFromContext(parseContext({ profile: 'lean', datasyncApiUrl: TEST_API_URL })),
+    );
+    t.resourceCountIs('AWS::EC2::NatGateway', 0);
+    t.resourceCountIs('AWS::EC2::Instance', 0);
+    t.resourceCountIs('AWS::EC2::EgressOnlyInternetGateway', 1);
+    t.hasResourceProperties('AWS::EC2::Route', {
+      DestinationIpv6CidrBlock: '::/0',
+      EgressOnlyInternetGatewayId: Match.anyValue(),
+    });
+    for (const fn of Object.values(t.findResources('AWS::Lambda::Function')).filter(
+      (r) => r.Properties.VpcConfig,
+    )) {
+      expect(fn.Properties.VpcConfig.Ipv6AllowedForDualStack).toBe(true);
+      expect(fn.Properties.Environment.Variables.AWS_USE_DUALSTACK_ENDPOINT).toBe('true');
+    }
   });
 });
 
@@ -310,7 +511,7 @@ describe('state machine permissions', () => {
 });
 
 describe('alarms and outputs', () => {
-  it('alarms on failed, timed-out and aborted executions and on rejected events', () => {
+  it('alarms on failed, timed-out and aborted executions, rejected events, a stall and function errors', () => {
     for (const metric of ['ExecutionsFailed', 'ExecutionsTimedOut', 'ExecutionsAborted']) {
       template.hasResourceProperties('AWS::CloudWatch::Alarm', {
         Namespace: 'AWS/States',
@@ -325,7 +526,52 @@ describe('alarms and outputs', () => {
       Dimensions: [{ Name: 'service', Value: 'fetch-page' }],
       Statistic: 'Sum',
     });
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 6);
+  });
+
+  it('raises a stall when fetch-page runs for 30 minutes without storing a page', () => {
+    const stall = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      JSON.stringify(a.Properties.Metrics ?? []).includes('invocations > 0'),
+    );
+    expect(stall?.Properties).toMatchObject({ EvaluationPeriods: 2, Threshold: 1 });
+    const metrics = stall!.Properties.Metrics as CfnProps[];
+    expect(metrics.find((m) => m.Expression)?.Expression).toBe(
+      'IF(invocations > 0 AND FILL(pages, 0) == 0, 1, 0)',
+    );
+    expect(JSON.stringify(metrics)).toContain('"MetricName":"Invocations"');
+    expect(JSON.stringify(metrics)).toContain('"MetricName":"Pages"');
+    expect(JSON.stringify(metrics)).toContain(
+      `{"Name":"FunctionName","Value":{"Ref":"${fetchPage.logicalId}"}}`,
+    );
+  });
+
+  it('raises function errors over all three functions', () => {
+    const errors = Object.values(template.findResources('AWS::CloudWatch::Alarm')).find((a) =>
+      JSON.stringify(a.Properties.Metrics ?? []).includes('FILL(e0, 0)'),
+    );
+    const metrics = errors!.Properties.Metrics as CfnProps[];
+    expect(metrics.find((m) => m.Expression)?.Expression).toBe('FILL(e0, 0) + FILL(e1, 0) + FILL(e2, 0)');
+    expect(metrics.filter((m) => m.MetricStat?.Metric?.MetricName === 'Errors')).toHaveLength(3);
+  });
+
+  it('refuses a deploy whose alarms would notify nobody, naming both fixes', () => {
+    const deploy = { datasyncApiUrl: TEST_API_URL, requireAlarmDestination: 'true' };
+    expect(() => buildStack(stackPropsFromContext(parseContext(deploy)))).toThrow(
+      /Alarms would notify nobody: pass -c alarmEmail=you@example.com .* or -c alarmTopicArn=/,
+    );
+    expect(() =>
+      buildStack(stackPropsFromContext(parseContext({ ...deploy, alarmEmail: 'ops@example.com' }))),
+    ).not.toThrow();
+    // A destroy needs no alarm destination and no URL.
+    expect(() =>
+      buildStack({
+        ...stackPropsFromContext(parseContext({ requireAlarmDestination: 'true', destroy: 'true' })),
+        datasyncApiUrl: undefined,
+      }),
+    ).toThrow(/DataSync API URL is not set/);
+    expect(
+      stackPropsFromContext(parseContext({ requireAlarmDestination: 'true', destroy: 'true' })),
+    ).toMatchObject({ requireAlarmDestination: false, datasyncApiUrl: 'https://destroy.invalid/api/v1' });
   });
 
   it('sends alarms to a topic the stack creates, or to the one given, with an optional email subscription', () => {
@@ -338,7 +584,7 @@ describe('alarms and outputs', () => {
     const { template: t } = buildStack({ alarmTopicArn: topicArn, alarmEmail: 'ops@example.com' });
     t.resourceCountIs('AWS::SNS::Topic', 0);
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(4);
+    expect(alarms).toHaveLength(6);
     for (const a of alarms) expect(a.Properties.AlarmActions).toEqual([topicArn]);
     t.hasResourceProperties('AWS::SNS::Subscription', {
       Protocol: 'email',
@@ -353,7 +599,7 @@ describe('alarms and outputs', () => {
     );
   });
 
-  it('outputs the log groups, the database endpoint, the dashboard URL and the status function', () => {
+  it('outputs the log groups, the database endpoint and the status function; the dashboard URL only with one', () => {
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
     for (const name of ['FetchPageLogGroup', 'MigrateLogGroup', 'StatusLogGroup']) {
       const ref = (outputs[name]!.Value as { Ref: string }).Ref;
@@ -364,7 +610,13 @@ describe('alarms and outputs', () => {
       '/aws/vendedlogs/states/DataSyncIngest-ingestion',
     );
     expect(JSON.stringify(outputs.DatabaseEndpoint!.Value)).toContain(`"${db.logicalId}","Endpoint.Address"`);
-    expect(JSON.stringify(outputs.DashboardUrl!.Value)).toMatch(
+    expect(outputs).not.toHaveProperty('DashboardUrl');
+    template.resourceCountIs('AWS::CloudWatch::Dashboard', 0);
+    const withDashboard = buildStack({ dashboard: true }).template.toJSON().Outputs as Record<
+      string,
+      { Value: unknown }
+    >;
+    expect(JSON.stringify(withDashboard.DashboardUrl!.Value)).toMatch(
       /cloudwatch\/home\?region=.*#dashboards:name=/,
     );
     const status = onlyResource(template, 'AWS::Lambda::Function', {
@@ -415,10 +667,15 @@ describe('configuration', () => {
         .filter((n): n is string => typeof n === 'string');
       return { sm: sm.StateMachineName as string, logGroups };
     });
-    expect(names).toEqual([
-      { sm: 'IngestA-ingestion', logGroups: ['/aws/vendedlogs/states/IngestA-ingestion'] },
-      { sm: 'IngestB-ingestion', logGroups: ['/aws/vendedlogs/states/IngestB-ingestion'] },
-    ]);
+    expect(names).toEqual(
+      ['IngestA', 'IngestB'].map((name) => ({
+        sm: `${name}-ingestion`,
+        logGroups: [
+          `/aws/rds/cluster/${name.toLowerCase()}-database/postgresql`,
+          `/aws/vendedlogs/states/${name}-ingestion`,
+        ],
+      })),
+    );
   });
 
   it('may decrypt an imported API key secret under a customer-managed key, through Secrets Manager only', () => {
@@ -447,6 +704,7 @@ describe('configuration', () => {
 
   it('honours the sizing and safety props', () => {
     const { template: t } = buildStack({
+      egress: 'nat-gateway',
       natGateways: 2,
       deletionProtection: false,
       databaseRemovalPolicy: RemovalPolicy.DESTROY,
@@ -454,7 +712,7 @@ describe('configuration', () => {
       stateMachineName: 'ingest-b',
     });
     t.resourceCountIs('AWS::EC2::NatGateway', 2);
-    t.hasResource('AWS::RDS::DBInstance', {
+    t.hasResource('AWS::RDS::DBCluster', {
       DeletionPolicy: 'Delete',
       Properties: Match.objectLike({ DeletionProtection: false }),
     });
@@ -500,6 +758,21 @@ describe('configuration', () => {
     });
     expect(props.databaseInstanceType?.toString()).toBe('t4g.small');
     expect(parseContext({}).target).toBe('aws');
+  });
+
+  it('reads the lean profile, the egress, the database kind and the dashboard from context', () => {
+    expect(stackPropsFromContext(parseContext({ profile: 'lean' })).egress).toBe('ipv6');
+    expect(stackPropsFromContext(parseContext({ profile: 'lean', egress: 'nat-instance' })).egress).toBe(
+      'nat-instance',
+    );
+    expect(stackPropsFromContext(parseContext({})).egress).toBeUndefined();
+    expect(
+      stackPropsFromContext(
+        parseContext({ dashboard: 'true', secretsManagerEndpoint: 'false', database: 'serverless' }),
+      ),
+    ).toMatchObject({ dashboard: true, secretsManagerEndpoint: false, database: 'serverless' });
+    expect(() => parseContext({ profile: 'cheap' })).toThrow(/at profile/);
+    expect(() => parseContext({ dashboard: 'yes' })).toThrow(/must be true or false[\s\S]*at dashboard/);
   });
 
   it('rejects bad context with the key and the fix', () => {

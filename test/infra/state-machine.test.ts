@@ -203,7 +203,7 @@ describe('state machine definition', () => {
     '%s retries Lambda service faults including throttling, and transient errors with full jitter',
     (name) => {
       const retry = functionTasks[name]!.Retry as Record<string, unknown>[];
-      expect(retry).toHaveLength(3);
+      expect(retry).toHaveLength(4);
       expect(retry[0]).toMatchObject({
         ErrorEquals: expect.arrayContaining([
           'Lambda.ServiceException',
@@ -215,7 +215,7 @@ describe('state machine definition', () => {
         JitterStrategy: 'FULL',
         BackoffRate: 2,
       });
-      expect(retry[2]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
+      expect(retry[3]!.ErrorEquals).toEqual([...TRANSIENT_ERRORS]);
       for (const r of retry) {
         expect(r).toMatchObject({ JitterStrategy: 'FULL', BackoffRate: 2 });
         expect(r.MaxAttempts as number).toBeGreaterThan(0);
@@ -235,6 +235,29 @@ describe('state machine definition', () => {
       for (const name of ['Lambda.Unknown', 'Sandbox.Timedout', 'States.Timeout']) {
         expect(retried).toContain(name);
       }
+    },
+  );
+
+  it.each(FUNCTION_TASK_STATES)(
+    '%s waits out a VPC function that went inactive while idle, and the ENI faults of its recreation',
+    (name) => {
+      // An idle month is the normal case: the first invoke after it answers ResourceNotReadyException.
+      const retry = (functionTasks[name]!.Retry as Record<string, unknown>[]).find((r) =>
+        (r.ErrorEquals as string[]).includes('Lambda.ResourceNotReadyException'),
+      );
+      expect(retry).toEqual({
+        ErrorEquals: [
+          'Lambda.ResourceNotReadyException',
+          'Lambda.EC2ThrottledException',
+          'Lambda.ENILimitReachedException',
+          'Lambda.EC2UnexpectedException',
+          'Lambda.ResourceConflictException',
+        ],
+        IntervalSeconds: 10,
+        MaxAttempts: 6,
+        BackoffRate: 2,
+        JitterStrategy: 'FULL',
+      });
     },
   );
 
@@ -318,9 +341,10 @@ describe('synthesizeDefinition', () => {
     // 2500 iterations are about 22,500 of the 25,000 events: a few retried pages overflow it.
     expect(() =>
       synthesizeDefinition({ migrationsDir: FIXTURE_MIGRATIONS, maxIterationsPerExecution: 2500 }),
-    ).toThrow(/maxIterationsPerExecution must be a whole number from 1 to 2000/);
+    ).toThrow(/Invalid IngestionStack props:[\s\S]*at maxIterationsPerExecution/);
+    // The bound is shared/config.ts's, read by the context too (not declared again in infra/).
     expect(() => parseContext({ maxIterationsPerExecution: '2001' })).toThrow(
-      /must be at most 2000[\s\S]*at maxIterationsPerExecution/,
+      /Invalid CDK context:[\s\S]*at maxIterationsPerExecution/,
     );
   });
 });

@@ -91,3 +91,35 @@ describe('reading a secret', () => {
     expect(err?.message).not.toContain('hunter2');
   });
 });
+
+describe('how long a read is trusted', () => {
+  it('serves a read within the TTL from the cache, reads again after it, and at once on refresh', async () => {
+    sm.on(GetSecretValueCommand)
+      .resolvesOnce({ SecretString: 'key-1' })
+      .resolvesOnce({ SecretString: 'key-2' })
+      .resolves({ SecretString: 'key-3' });
+    let now = 0;
+    const cache = new SecretCache(new SecretsManagerClient({ region: 'eu-west-1' }), {
+      ttlMs: 300_000,
+      now: () => now,
+    });
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('key-1');
+    now = 299_999;
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('key-1');
+    expect(sm.commandCalls(GetSecretValueCommand)).toHaveLength(1);
+    now = 300_000;
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('key-2');
+    expect(await cache.refresh(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('key-3');
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('key-3');
+    expect(sm.commandCalls(GetSecretValueCommand)).toHaveLength(3);
+  });
+
+  it('trusts a read for five minutes by default (a rotated key is picked up within that)', async () => {
+    sm.on(GetSecretValueCommand).resolvesOnce({ SecretString: 'old' }).resolves({ SecretString: 'new' });
+    let now = 1_000_000;
+    const cache = new SecretCache(new SecretsManagerClient({ region: 'eu-west-1' }), { now: () => now });
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('old');
+    now += 5 * 60_000;
+    expect(await cache.get(ARN, 'DATASYNC_API_KEY_SECRET_ARN')).toBe('new');
+  });
+});
