@@ -35,6 +35,12 @@ export const benchmarks: Record<string, BenchEntry> = {
     options: '--pages N (default 200)',
     load: () => import('./memory.ts') as Promise<BenchModule>,
   },
+  oversize: {
+    description:
+      'peak RSS of one request answered by a 200 MB page or an endless body, byte cap on and off (child processes)',
+    options: '--mb N (default 200)',
+    load: () => import('./oversize.ts') as Promise<BenchModule>,
+  },
   pacer: {
     description:
       'the shared pacer: N chains x 600 requests through PostgreSQL and the simulator, 12 configurations (~10 min)',

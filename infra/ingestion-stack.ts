@@ -35,6 +35,7 @@ import { Database, type DatabaseKind } from './constructs/database.ts';
 import { IngestFunction } from './constructs/ingest-function.ts';
 import { hashDirectory, Migrations } from './constructs/migrations.ts';
 import { type Egress, Network } from './constructs/network.ts';
+import { IngestSchedule } from './constructs/schedule.ts';
 import { IngestStateMachine } from './state-machine.ts';
 
 /** The repository root: entries, package-lock.json and drizzle/ are found from here. */
@@ -224,6 +225,10 @@ export class IngestionStack extends Stack {
     const data = p.target === 'aws' ? this.awsDataPlane(props, p) : this.localDataPlane(props);
     this.addFunctions(props, p, data);
     this.ingestStateMachine = this.addStateMachine(props);
+    IngestSchedule.fromContext(this, {
+      stateMachine: this.ingestStateMachine.stateMachine,
+      fetchPage: this.fetchPage.function,
+    });
     this.addMigrations(props, data);
     this.addAlarms(props, p);
     if (props.dashboard) this.dashboard = this.addDashboard(p);

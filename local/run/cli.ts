@@ -1,4 +1,7 @@
+import { SourceMismatchError } from './datasets.ts';
+import { InterruptedError } from './interrupted.ts';
 import { parseLocalRunArgs, USAGE, UsageError } from './options.ts';
+import { resumeCommandOf } from './resume.ts';
 import { type LocalRunSummary, runLocal } from './runner.ts';
 
 /**
@@ -19,7 +22,8 @@ const wantsJson = argv.includes('--json');
 
 function fail(name: string, message: string, code: number): number {
   process.stderr.write(`error: ${message}\n`);
-  if (wantsJson) process.stdout.write(`${JSON.stringify({ status: 'failed', error: { name, message } })}\n`);
+  const status = code === 130 ? 'interrupted' : 'failed';
+  if (wantsJson) process.stdout.write(`${JSON.stringify({ status, error: { name, message } })}\n`);
   return code;
 }
 
@@ -35,15 +39,27 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (argv.some((a) => a === '--api-key' || a.startsWith('--api-key='))) {
+    // npm prints the script's command line (`> tsx local/run/cli.ts --api-key ...`) unless -s.
+    process.stderr.write(
+      "warning: a key given as --api-key is visible in the shell history, in the process list and in npm's banner " +
+        '(unless npm run -s); set DATASYNC_API_KEY instead\n',
+    );
+  }
 
   const controller = new AbortController();
+  // Until the source has a checkpoint (connecting, migrating, checking the API) a Ctrl-C stops at
+  // once and there is nothing to resume; a resume hint then would only mislead.
+  let resumable = false;
   let firstSignalAt: number | null = null;
   const onSignal = (signal: string) => {
     const now = Date.now();
     if (firstSignalAt === null) {
       firstSignalAt = now;
       process.stderr.write(
-        `\n${signal}: stopping after the current step; nothing stored is lost (Ctrl-C again to stop at once)\n`,
+        resumable
+          ? `\n${signal}: stopping after the current step; nothing stored is lost (Ctrl-C again to stop at once)\n`
+          : `\n${signal}: stopping\n`,
       );
       controller.abort();
       return;
@@ -51,7 +67,9 @@ async function main(): Promise<number> {
     // The same Ctrl-C delivered twice (by the terminal and by npm) is not a request to force.
     if (now - firstSignalAt < FORCE_AFTER_MS) return;
     process.stderr.write(
-      `\nstopped at once: every page is stored whole or not at all; run \`${resumeCommand()}\` to resume\n`,
+      resumable
+        ? `\nstopped at once: every page is stored whole or not at all; run \`${resumeCommand()}\` to resume\n`
+        : '\nstopped at once: nothing was written by this run, so there is nothing to resume\n',
     );
     if (wantsJson) {
       process.stdout.write(
@@ -76,11 +94,15 @@ async function main(): Promise<number> {
       err: (t) => process.stderr.write(t),
       progressMode: mode,
       signal: controller.signal,
+      onResumable: () => {
+        resumable = true;
+      },
     });
   } catch (error) {
     const e = error instanceof Error ? error : new Error(String(error));
     // One line: messages of our own errors already say what to do.
-    return fail(e.name, e.message.replace(/\s*\n\s*/g, ' '), 1);
+    const code = e instanceof SourceMismatchError ? 2 : e instanceof InterruptedError ? 130 : 1;
+    return fail(e.name, e.message.replace(/\s*\n\s*/g, ' '), code);
   }
 
   printSummary(summary);
@@ -89,10 +111,9 @@ async function main(): Promise<number> {
   return summary.status === 'complete' && summary.verified ? 0 : 1;
 }
 
-/** The command the user typed, to resume with. */
+/** The command the user typed, to resume with, secrets masked (resumeCommandOf). */
 function resumeCommand(): string {
-  const quoted = argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`));
-  return `npm run local${quoted.length ? ` -- ${quoted.join(' ')}` : ''}`;
+  return resumeCommandOf(argv);
 }
 
 function printSummary(s: LocalRunSummary): void {
@@ -100,25 +121,35 @@ function printSummary(s: LocalRunSummary): void {
   const lines = [
     `status: ${s.status}${s.alreadyComplete ? ' (already complete before this run)' : ''}`,
     `events stored: ${n(s.events)} (distinct ids ${n(s.distinctIds)})${s.expectedEvents !== null ? `, upstream holds ${n(s.expectedEvents)} valid` : ''}`,
-    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}`,
+    `duplicates skipped: ${n(s.duplicatesSkipped)}, rejected rows: ${n(s.rejected)}${s.conflicts > 0 ? `, conflicting duplicates: ${n(s.conflicts)} (table event_conflicts)` : ''}`,
     `pages: ${n(s.pages)}, requests: ${n(s.requests)}, rate-limited: ${n(s.rateLimited)}, executions: ${s.executions}, seconds: ${s.seconds}`,
     `chains: ${describeChainMode(s)}`,
   ];
+  if (s.topUp) {
+    const late =
+      s.topUp.lateBeyondLookback > 0 ? ` (${n(s.topUp.lateBeyondLookback)} late beyond the lookback)` : '';
+    const mark = s.topUp.highWaterMark ? `, high-water mark ${s.topUp.highWaterMark}` : '';
+    lines.push(`top-up: +${n(s.topUp.newEvents)} events${late} in ${n(s.topUp.requests)} request(s)${mark}`);
+  }
   // Only a run that ended has something to verify: an interrupted one is incomplete by design.
   if (s.status !== 'interrupted') lines.push(`verification: ${s.verified ? 'OK' : 'FAILED'}`);
   // The figures go to stdout; stderr gets the one line that says what went wrong and what to do.
   process.stdout.write(`${lines.join('\n')}\n`);
   const logHint = s.logFile ? `; the log is ${s.logFile}` : '';
   if (s.error) process.stderr.write(`error: ${s.error.name}: ${s.error.message}${logHint}\n`);
-  else if (s.status === 'interrupted') {
+  else if (s.status === 'interrupted' && s.pages === 0) {
+    process.stdout.write(
+      `interrupted before the first page was stored: nothing to resume; \`${resumeCommand()}\` starts the run again\n`,
+    );
+  } else if (s.status === 'interrupted') {
     const of = s.expectedEvents !== null ? ` of ${n(s.expectedEvents)}` : '';
     process.stdout.write(
       `interrupted: ${n(s.events)}${of} events are stored and checkpointed; run \`${resumeCommand()}\` to resume from there\n`,
     );
   } else if (s.status !== 'complete' || !s.verified)
     process.stderr.write(
-      s.duplicatesSkipped > 0 && s.events < (s.expectedEvents ?? 0)
-        ? `error: ${s.expectedEvents! - s.events} of the upstream's events were already stored under another source (rows are keyed by event id alone); ingest into a separate database or --reset that source\n`
+      s.alreadyComplete
+        ? `error: source "${s.sourceId}" does not verify (${s.problem ?? 'the checkpoint is not complete'}); add --reset to ingest it anew\n`
         : `error: the run ended ${s.status} and did not verify (${s.problem ?? 'the checkpoint is not complete'})${logHint}\n`,
     );
 }
@@ -138,6 +169,7 @@ function jsonSummary(s: LocalRunSummary) {
     distinctIds: s.distinctIds,
     duplicatesSkipped: s.duplicatesSkipped,
     rejected: s.rejected,
+    conflicts: s.conflicts,
     pages: s.pages,
     requests: s.requests,
     rateLimited: s.rateLimited,
@@ -149,6 +181,7 @@ function jsonSummary(s: LocalRunSummary) {
     seconds: s.seconds,
     expectedEvents: s.expectedEvents,
     verified: s.verified,
+    topUp: s.topUp ?? null,
     ...(s.error
       ? { error: s.error }
       : s.status === 'failed' || (s.status === 'complete' && !s.verified)

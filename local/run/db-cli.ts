@@ -19,7 +19,11 @@ Without --query it prints the database URL (for psql, a GUI, or DATABASE_URL) an
 
 Examples:
   npm run local:db -- --query "select type, count(*) from events group by type order by 2 desc"
-  npm run local:db -- --query "select source_id, status, events_inserted, pages from checkpoints"
+  npm run local:db -- --query "select s.source_id, s.status, sum(c.events_inserted) as events, sum(c.pages) as pages
+    from checkpoints s join checkpoints c on c.source_id = s.source_id or c.chain_of = s.source_id
+    where s.chain_of is null group by 1, 2"
+    (one line per source: a source read by several cursor chains also has rows <source>~1, <source>~2...
+    whose status stays running; the source's own row, chain_of null, holds the source's status)
 
 The data dir holds the database and the run logs (about 1.1 GB after a full 3,000,000-event run).
 Remove it with \`rm -rf <data-dir>\` when no run is using it; the next \`npm run local\` starts afresh.`;
@@ -142,7 +146,7 @@ async function main(argv: string[]): Promise<number> {
     const shown = rel && !rel.startsWith('..') ? rel : dataDir;
     info(
       `database: ${url}\n` +
-        `tables: events, rejected_events, checkpoints (one row per source)\n` +
+        'tables: events, rejected_events, checkpoints (one row per source, plus <source>~N rows for its cursor chains), source_datasets\n' +
         `data: ${dataDir} (${humanSize(sizeOf(dataDir))}); remove it with \`rm -rf ${shown}\` once this is stopped\n` +
         'the server stays up until Ctrl-C\n',
     );

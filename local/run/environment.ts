@@ -3,10 +3,14 @@ import { join } from 'node:path';
 import type { Sql } from 'postgres';
 import { createDb, createSql, type Db } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
+import { describeProbeFailure, probePostgres } from '#shared/db/probe.ts';
 import { AuthError } from '#shared/errors.ts';
 import { createDataSyncClient } from '#shared/upstream/client.ts';
 import { type RunningSimulator, type SimulatorOptionsInput, startSimulator } from '../simulator/index.ts';
+import { growthFile, growthLog } from './growth-log.ts';
+import { InterruptedError } from './interrupted.ts';
 import type { LocalRunOptions } from './options.ts';
+import { maskCredentials } from './resume.ts';
 
 /** What a local run works against: a migrated database and an upstream (the simulator unless --api-url). */
 export interface LocalEnvironment {
@@ -23,6 +27,9 @@ export interface LocalEnvironment {
 
 type Cleanup = () => Promise<void>;
 
+/** From the TCP connect to the server's first ReadyForQuery (postgres.js's connect_timeout). */
+export const CONNECT_TIMEOUT_SECONDS = 10;
+
 /**
  * PostgreSQL (the given URL, else the embedded server kept in `<data-dir>/postgres`) and the
  * upstream (the given API after a preflight, else the simulator in-process on a free port).
@@ -32,8 +39,11 @@ export async function openEnvironment(
   dataDir: string,
   out: (text: string) => void,
   simulatorOverrides: Partial<SimulatorOptionsInput> = {},
+  signal?: AbortSignal,
 ): Promise<LocalEnvironment> {
   const cleanups: Cleanup[] = [];
+  // Ctrl-C while connecting stops at once: nothing of this run is written yet.
+  const step = <T>(what: string, p: Promise<T>) => abortable(p, signal, what);
   const close = async () => {
     for (const fn of cleanups.reverse()) await fn().catch(() => undefined);
     cleanups.length = 0;
@@ -43,41 +53,54 @@ export async function openEnvironment(
     if (!databaseUrl) {
       const server = await openEmbeddedServer(dataDir, out);
       cleanups.push(server.release);
-      databaseUrl = await ensureDatabase(server.url, 'datasync');
+      databaseUrl = await step('starting the embedded PostgreSQL', ensureDatabase(server.url, 'datasync'));
     }
-    const sql = createSql(databaseUrl, { applicationName: 'datasync-local-runner' });
-    cleanups.push(() => sql.end({ timeout: 5 }));
-    await checkDatabase(sql, databaseUrl);
-    await runMigrations(sql);
+    const sql = createSql(databaseUrl, {
+      applicationName: 'datasync-local-runner',
+      connectTimeoutSeconds: CONNECT_TIMEOUT_SECONDS,
+    });
+    cleanups.push(() => sql.end({ timeout: signal?.aborted ? 0 : 5 }));
+    const where = describeUrl(databaseUrl);
+    await step(`connecting to PostgreSQL at ${where}`, checkDatabase(sql, databaseUrl));
+    await step(`migrating the database at ${where}`, runMigrations(sql));
 
     let simulator: RunningSimulator | null = null;
     let apiUrl = options.apiUrl;
     let apiKey = options.apiKey ?? '';
     if (!apiUrl) {
       apiKey = 'local-dev-key';
-      const sim = await startSimulator({
-        port: 0,
-        events: options.events,
-        seed: options.seed,
-        apiKey,
-        windowSeconds: options.windowSeconds,
-        rateLimit: options.rateLimit,
-        windowMode: options.windowMode,
-        timeScale: options.timeScale,
-        latencyMs: options.latencyMs,
-        chaos: options.chaos,
-        // Tests only: how the simulator reads built cursors, skewed timestamps and the like.
-        ...simulatorOverrides,
-      });
+      const sim = await startSimulator(
+        {
+          port: 0,
+          events: options.events,
+          seed: options.seed,
+          apiKey,
+          windowSeconds: options.windowSeconds,
+          rateLimit: options.rateLimit,
+          windowMode: options.windowMode,
+          timeScale: options.timeScale,
+          latencyMs: options.latencyMs,
+          chaos: options.chaos,
+          growRate: options.growRate,
+          growLateShare: options.growLateShare,
+          // Tests only: how the simulator reads built cursors, skewed timestamps and the like.
+          ...simulatorOverrides,
+        },
+        growthLog(growthFile(dataDir, options)),
+      );
       simulator = sim;
       cleanups.push(() => sim.close());
       apiUrl = sim.url;
+      const grown = sim.dataset.grown > 0 ? ` (+${sim.dataset.grown.toLocaleString('en-US')} grown)` : '';
       out(
-        `simulator: ${options.events.toLocaleString('en-US')} events at ${apiUrl} (${describeLimit(options)})\n`,
+        `simulator: ${options.events.toLocaleString('en-US')} events${grown} at ${apiUrl} (${describeLimit(options)})\n`,
       );
     } else {
       // A wrong key or an unreachable API must fail before anything is written for the source.
-      await preflightUpstream(apiUrl, apiKey);
+      await step(
+        `checking the DataSync API at ${maskCredentials(apiUrl)}`,
+        preflightUpstream(apiUrl, apiKey),
+      );
     }
     return { databaseUrl, sql, db: createDb(sql), apiUrl, apiKey, simulator, close };
   } catch (error) {
@@ -163,7 +186,7 @@ async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> 
     } catch (error) {
       if (error instanceof AuthError) {
         throw new AuthError(
-          `The DataSync API at ${apiUrl} refused the API key (HTTP ${error.status}). Check --api-key / DATASYNC_API_KEY.`,
+          `The DataSync API at ${maskCredentials(apiUrl)} refused the API key (HTTP ${error.status}). Check --api-key / DATASYNC_API_KEY.`,
           error.status,
         );
       }
@@ -174,20 +197,95 @@ async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> 
   }
   const reason = (lastError as Error).message.split(';')[0];
   throw new Error(
-    `Cannot reach the DataSync API at ${apiUrl} (${reason}). Check --api-url / DATASYNC_API_URL and the network, ` +
+    `Cannot reach the DataSync API at ${maskCredentials(apiUrl)} (${reason}). Check --api-url / DATASYNC_API_URL and the network, ` +
       'or leave both unset to use the bundled simulator.',
   );
 }
 
 async function checkDatabase(sql: Sql, url: string): Promise<void> {
+  const where = describeUrl(url);
+  const u = safeUrl(url);
+  const host = u ? (u.hostname || 'localhost').replace(/^\[(.*)\]$/, '$1') : null;
+  // A multi-host URL or a Unix socket (?host=/path) is left to the driver.
+  if (u && host && !u.searchParams.get('host') && !url.includes(',')) {
+    const failure = await probePostgres(host, Number(u.port || 5432), CONNECT_TIMEOUT_SECONDS * 1000);
+    if (failure) {
+      throw new Error(
+        `Cannot connect to PostgreSQL at ${where}: ${describeProbeFailure(failure)}. ${CONNECT_FIX}`,
+      );
+    }
+  }
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await sql`select 1`;
+    // postgres.js retries a connection the server closes during authentication without end: bound it.
+    await Promise.race([
+      sql`select 1`,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(Object.assign(new Error('startup timed out'), { code: 'CONNECT_TIMEOUT' })),
+          (CONNECT_TIMEOUT_SECONDS + 5) * 1000,
+        );
+      }),
+    ]);
   } catch (error) {
-    const u = safeUrl(url);
-    throw new Error(
-      `Cannot connect to PostgreSQL at ${u?.host ?? url}: ${(error as Error).message}. ` +
-        'Check --database-url / DATABASE_URL and that the server is running, or leave both unset to use the embedded PostgreSQL.',
+    throw new Error(connectFailure(error, where));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const CONNECT_FIX =
+  'Check --database-url / DATABASE_URL (host and port of a PostgreSQL server) and that the server is running, ' +
+  'or leave both unset to use the embedded PostgreSQL.';
+
+/**
+ * Why a connection failed, in words: a port that accepts TCP but does not answer as PostgreSQL
+ * (a silent port, an HTTP server, a firewall that swallows packets) used to hang the run.
+ */
+export function connectFailure(error: unknown, where: string): string {
+  const code = (error as { code?: unknown }).code;
+  const message = (error as Error).message ?? String(error);
+  const fix = CONNECT_FIX;
+  if (code === 'CONNECT_TIMEOUT') {
+    return (
+      `Cannot connect to PostgreSQL at ${where}: no PostgreSQL answer within ${CONNECT_TIMEOUT_SECONDS} s ` +
+      '(expected the server to accept the connection and answer its startup message; the port may be filtered, or ' +
+      `something other than PostgreSQL listens there). ${fix}`
     );
+  }
+  if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_ENDED' || code === 'CONNECTION_DESTROYED') {
+    return (
+      `Cannot connect to PostgreSQL at ${where}: the server closed the connection during the startup handshake ` +
+      `(${code}): something other than PostgreSQL listens on that port. ${fix}`
+    );
+  }
+  return `Cannot connect to PostgreSQL at ${where}: ${message}. ${fix}`;
+}
+
+/** host:port of a URL, never its password. */
+function describeUrl(url: string): string {
+  const u = safeUrl(url);
+  return u ? `${u.hostname || 'localhost'}:${u.port || '5432'}` : '<the database URL>';
+}
+
+/** Rejects with InterruptedError when the signal fires first; the step goes on in the background, unheeded. */
+async function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return p;
+  const interrupted = () =>
+    new InterruptedError(
+      `interrupted while ${what}: nothing was written by this run, so there is nothing to resume`,
+    );
+  if (signal.aborted) throw interrupted();
+  let onAbort: () => void = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(interrupted());
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    p.catch(() => undefined);
   }
 }
 

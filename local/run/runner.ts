@@ -9,13 +9,22 @@ import { type Checkpoint, releaseLease, resetSource } from '#shared/db/checkpoin
 import type { Db } from '#shared/db/client.ts';
 import { LeaseHeldError } from '#shared/errors.ts';
 import { sourceHeader, sourceTotals } from '#shared/step/totals.ts';
-import type { Dataset, SimulatorOptionsInput } from '../simulator/index.ts';
+import type { SimulatorOptionsInput } from '../simulator/index.ts';
+import { checkSourceUpstream, forgetUpstream, upstreamOf } from './datasets.ts';
 import { type LocalEnvironment, openEnvironment, processAlive } from './environment.ts';
 import { runExecutions } from './executor.ts';
-import type { LocalRunOptions } from './options.ts';
+import { InterruptedError } from './interrupted.ts';
+import { type LocalRunOptions, variantSourceId } from './options.ts';
 import { createProgressReporter, progressFromRows } from './progress.ts';
 import { plannedEventsPerSecond, stepConfig } from './scaling.ts';
-import { countStored, type StoredCounts, verificationProblem } from './verification.ts';
+import { expectedOf, follow, type TopUpSummary, topUpLine, topUpOf } from './topup.ts';
+import {
+  conflictsOf,
+  countStored,
+  type StoredCounts,
+  storedRowsProblem,
+  verificationProblem,
+} from './verification.ts';
 
 export interface LocalRunSummary {
   status: 'complete' | 'failed' | 'interrupted';
@@ -25,6 +34,8 @@ export interface LocalRunSummary {
   distinctIds: number;
   duplicatesSkipped: number;
   rejected: number;
+  /** Conflicting duplicates: ids sent again with other content (event_conflicts); any fails verification. */
+  conflicts: number;
   pages: number;
   requests: number;
   rateLimited: number;
@@ -46,6 +57,8 @@ export interface LocalRunSummary {
   /** The run's log (the function's lines and any failure); null when the run failed before it had one. */
   logFile: string | null;
   error?: { name: string; message: string };
+  /** When this run topped up a complete source: what it added (null: a backfill or its resumption). */
+  topUp?: TopUpSummary | null;
 }
 
 export interface LocalRunIo {
@@ -54,8 +67,13 @@ export interface LocalRunIo {
   /** Warnings and errors (stderr). */
   err: (text: string) => void;
   progressMode: 'tty' | 'lines' | 'none';
-  /** Aborts the run (Ctrl-C): the current execution stops after its in-flight step. */
+  /**
+   * Aborts the run (Ctrl-C): before the executions, at once (InterruptedError); during them, the
+   * current execution stops after its in-flight step.
+   */
   signal?: AbortSignal;
+  /** Called once the source has a checkpoint to resume from (a resume hint means something from then on). */
+  onResumable?: () => void;
   /**
    * Events per request (the handler's PAGE_SIZE). Only benchmarks change it, to keep the page
    * count while making pages cheaper (bench/floor.ts). @default 5000
@@ -80,47 +98,56 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
   const log = openLog(dataDir, options.sourceId);
   let env: LocalEnvironment | null = null;
   try {
-    env = await openEnvironment(options, dataDir, io.out, io.simulator);
+    env = await openEnvironment(options, dataDir, io.out, io.simulator, io.signal);
     const { db, simulator } = env;
-    const expectedEvents = simulator ? simulator.dataset.expectedValidCount() : null;
+    const expectedEvents = expectedOf(simulator, options);
     if (options.reset) {
-      await resetSource(db, options.sourceId);
-      io.out(`reset: source "${options.sourceId}" emptied\n`);
-    }
-    let beforeRows = await listChains(db, options.sourceId);
-    let before = sourceHeader(beforeRows);
-    let parentExecutionId = leaseHandover(before, options.sourceId, io);
-
-    const other = simulator && before ? otherDataSet(before, beforeRows, simulator.dataset) : null;
-    if (other) {
-      // Only the simulator's data can be ingested again at will: a real API's source is never dropped here.
-      await resetSource(db, options.sourceId);
+      const gone = await resetSource(db, options.sourceId);
+      await forgetUpstream(db, options.sourceId);
       io.out(
-        `source "${options.sourceId}" held ${other} from an earlier run with other simulator options; ` +
-          `this run serves ${simulator!.dataset.total.toLocaleString('en-US')} events: starting the source over ` +
-          '(use --source to keep both)\n',
+        `reset: source "${options.sourceId}" emptied (${gone.events.toLocaleString('en-US')} events and ${gone.rejected.toLocaleString('en-US')} rejected rows deleted)\n`,
       );
-      before = null;
-      beforeRows = [];
-      parentExecutionId = null;
+    }
+    const beforeRows = await listChains(db, options.sourceId);
+    const before = sourceHeader(beforeRows);
+    // A run for another data set than the stored one is refused before anything is written:
+    // starting a source over takes --reset.
+    await checkSourceUpstream(
+      db,
+      options.sourceId,
+      beforeRows,
+      upstreamOf(options, env.simulator ? null : env.apiUrl),
+      simulator?.dataset ?? null,
+      otherSourceName(options),
+    );
+    const parentExecutionId = leaseHandover(before, options.sourceId, io);
+    if (io.signal?.aborted) {
+      throw new InterruptedError(
+        `interrupted before the run started: nothing was written for source "${options.sourceId}"`,
+      );
     }
 
     if (before?.status === 'complete') {
       const counts = await countStored(env.sql, options.sourceId);
-      io.out(
-        `source "${options.sourceId}" is already complete (${counts.events.toLocaleString('en-US')} events stored): nothing to do. ` +
-          'Use --reset to ingest it again, or --source to ingest another.\n',
-      );
-      return conclude('complete', options, counts, beforeRows, 0, 0, started, expectedEvents, true, log);
-    }
-    if (before) {
+      // "Complete" is the checkpoint's word; the rows are counted before a top-up builds on them.
+      const problem = storedRowsProblem(counts, beforeRows);
+      if (problem !== null) {
+        io.out(
+          `source "${options.sourceId}" was completed earlier, but its stored rows no longer match its checkpoint ` +
+            `(${problem}): rows were deleted or changed outside the pipeline. Run again with --reset to ingest it anew.\n`,
+        );
+        return conclude('complete', options, counts, beforeRows, 0, 0, started, expectedEvents, true, log);
+      }
+      io.out(topUpLine(options, before, counts.events));
+    } else if (before) {
       const t = sourceTotals(beforeRows);
       const chains = beforeRows.length > 1 ? ` over ${beforeRows.length} chains` : '';
       io.out(
-        `resuming source "${options.sourceId}" from its checkpoint: ${t.inserted.toLocaleString('en-US')} events, ${t.pages} pages${chains}\n`,
+        `resuming source "${options.sourceId}" from its checkpoint: ${t.inserted.toLocaleString('en-US')} events, ${t.pages} page${t.pages === 1 ? '' : 's'}${chains}\n`,
       );
     }
     io.out(`logs: ${log.file}\n`);
+    io.onResumable?.();
 
     const result = await execute(
       options,
@@ -182,6 +209,40 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
         lastError: after?.lastError ?? null,
       });
     }
+    summary.topUp = topUpOf(beforeRows, afterRows);
+    if (options.follow && status === 'complete' && summary.verified) {
+      return await follow(options, io, summary, async () => {
+        const rowsBefore = await listChains(db, options.sourceId);
+        const r = await execute(
+          options,
+          { ...io, progressMode: 'none' },
+          env!,
+          log,
+          rowsBefore,
+          null,
+          expectedOf(simulator, options),
+          Date.now(),
+        );
+        const rowsAfter = await listChains(db, options.sourceId);
+        const c = await countStored(env!.sql, options.sourceId);
+        const ok = !r.failure && !r.interrupted && sourceHeader(rowsAfter)?.status === 'complete';
+        const s = conclude(
+          r.interrupted ? 'interrupted' : ok ? 'complete' : 'failed',
+          options,
+          c,
+          rowsAfter,
+          r.executions,
+          r.invocations,
+          started,
+          expectedOf(simulator, options),
+          false,
+          log,
+        );
+        if (r.failure) s.error = r.failure;
+        s.topUp = topUpOf(rowsBefore, rowsAfter);
+        return s;
+      });
+    }
     return summary;
   } catch (error) {
     log.write('ERROR', 'the run stopped', { error: (error as Error).name, reason: (error as Error).message });
@@ -226,14 +287,19 @@ async function execute(
   // The chains' rows, read on the ticker: every chain's counters, whichever step ran last.
   let rows = beforeRows;
   let invocations = 0;
+  // The first time this run is seen to have stored a page: the measured rate counts from there.
+  let firstPage: { at: number; stored: number } | null = null;
   const snapshot = () => {
     const p = progressFromRows(rows);
+    const now = Date.now();
+    if (firstPage === null && p.stored > startStored) firstPage = { at: now, stored: p.stored };
     return {
       ...p,
       total: total ?? null,
-      elapsedMs: Date.now() - started,
+      elapsedMs: now - started,
       storedThisRun: p.stored - startStored,
       plannedRate,
+      sinceFirstPage: firstPage ? { ms: now - firstPage.at, stored: p.stored - firstPage.stored } : null,
     };
   };
   const refresh = poller(env.db, options.sourceId, (r) => {
@@ -305,21 +371,10 @@ function leaseHandover(before: Checkpoint | null, sourceId: string, io: LocalRun
   );
 }
 
-/**
- * A description of the data set the checkpoint was built from when it is not the simulator's
- * current one (another --events or --chaos), else null. The upstream's reported total and, for a
- * complete source, the count of valid events tell them apart.
- */
-function otherDataSet(cp: Checkpoint, rows: Checkpoint[], dataset: Dataset): string | null {
-  const n = (v: number) => v.toLocaleString('en-US');
-  if (cp.totalReported !== null && cp.totalReported !== dataset.total) {
-    return `a ${n(cp.totalReported)}-event data set`;
-  }
-  const inserted = sourceTotals(rows).inserted;
-  if (cp.status === 'complete' && inserted !== dataset.expectedValidCount()) {
-    return `${n(inserted)} valid events of another data set`;
-  }
-  return null;
+/** A name for a second source beside `options.sourceId`: the variant's own name, else `<source>-2`. */
+function otherSourceName(options: LocalRunOptions): string {
+  const variant = options.apiUrl ? options.sourceId : variantSourceId(options);
+  return variant !== options.sourceId ? variant : `${options.sourceId.slice(0, 62)}-2`;
 }
 
 interface RunLog {
@@ -384,6 +439,7 @@ function conclude(
     distinctIds: counts.distinctIds,
     duplicatesSkipped: totals.duplicates,
     rejected: counts.rejectedRows,
+    conflicts: conflictsOf(rows),
     pages: totals.pages,
     requests: totals.requests,
     rateLimited: totals.rateLimited,

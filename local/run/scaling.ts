@@ -12,7 +12,7 @@ export type PacingOptions = Pick<
   LocalRunOptions,
   'timeScale' | 'minSpacingMs' | 'rateLimit' | 'windowSeconds' | 'latencyMs'
 > &
-  Partial<Pick<LocalRunOptions, 'chains' | 'maxIterations'>>;
+  Partial<Pick<LocalRunOptions, 'chains' | 'maxIterations' | 'lookbackMs'>>;
 
 /**
  * The fetch-page function's configuration for a local run: the settings' defaults from the one
@@ -33,7 +33,8 @@ export function stepConfig(
     },
     options.timeScale,
   );
-  return parseConfig({ ...settings, ...target });
+  // The lookback is a span of the events' own instants: no time scale applies to it.
+  return parseConfig({ ...settings, lookbackMs: options.lookbackMs ?? configDefaults.lookbackMs, ...target });
 }
 
 /**

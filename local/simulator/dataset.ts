@@ -1,10 +1,11 @@
 import type { EventType } from '#shared/upstream/types.ts';
 import { createEventFaults, type EventFault, type EventFaultRates } from './event-faults.ts';
 import { createEventFields } from './event-fields.ts';
+import { createGrowth, type GrowArgs, type GrowResult } from './growth.ts';
 import { mix32, SALT } from './hash.ts';
 import { createSerialiser } from './serialise.ts';
 import { createSessions } from './sessions.ts';
-import { createTimeline, type TimestampSkew } from './timeline.ts';
+import { createTimeline, DATASET_END_MS, DATASET_START_MS, type TimestampSkew } from './timeline.ts';
 
 /*
  * The simulator's deterministic data set. Nothing is materialised: every event is a pure function
@@ -14,7 +15,8 @@ import { createTimeline, type TimestampSkew } from './timeline.ts';
  *   event-fields.ts  key -> id, type, name (ids map back to keys);
  *   sessions.ts      key -> session -> sessionId, user, device, browser;
  *   event-faults.ts  index -> how the event is altered when served;
- *   serialise.ts     the JSON text the server sends.
+ *   serialise.ts     the JSON text the server sends;
+ *   growth.ts        events added while the set is served (above the newest, and late ones), merged in.
  */
 
 export {
@@ -24,6 +26,7 @@ export {
   type MissableField,
 } from './event-faults.ts';
 export { TYPE_TOTALS } from './event-fields.ts';
+export { DEFAULT_LATE_LOOKBACK_MS, type GrowArgs, type GrowResult, MAX_GROWTH } from './growth.ts';
 export {
   BURST_MS_PER_EVENT,
   DATASET_END_MS,
@@ -61,7 +64,15 @@ export interface DatasetOptions {
 }
 
 export interface Dataset {
+  /** Events served now: the base's plus every grown one. */
   readonly total: number;
+  /** Events added by {@link Dataset.grow} so far. */
+  readonly grown: number;
+  /**
+   * Adds events: above the newest and late ones below it. Every event already there keeps its
+   * (timestamp, id), so cursors issued before stay valid (growth.ts).
+   */
+  grow(args: GrowArgs): GrowResult;
   readonly seed: number;
   readonly sessionCount: number;
   readonly userCount: number;
@@ -131,7 +142,7 @@ export function createDataset(options: DatasetOptions): Dataset {
   }
 
   let validCount: number | null = null;
-  return {
+  const base: Omit<Dataset, 'grown' | 'grow'> = {
     total,
     seed: options.seed,
     sessionCount: sessions.sessionCount,
@@ -196,6 +207,147 @@ export function createDataset(options: DatasetOptions): Dataset {
         checkIndex(end - 1);
       }
       return serialiseRange(start, end);
+    },
+  };
+  return withGrowth(base, {
+    seed,
+    meanStepMs: (DATASET_END_MS - DATASET_START_MS) / total,
+    idOfKey: fields.idOfKey,
+    event(key, ms) {
+      const s = sessions.sessionInfo(sessions.sessionOfKey(key % total));
+      return {
+        id: fields.idOfKey(key),
+        sessionId: s.id,
+        userId: s.userId,
+        type: fields.typeOfKey(key),
+        name: fields.nameOfKey(key),
+        session: { id: s.id, deviceType: s.deviceType, browser: s.browser },
+        timestamp: key % 3 === 0 ? ms : new Date(ms).toISOString(),
+      };
+    },
+  });
+}
+
+/** A grown event's clean fields, from its key and instant. */
+type GrownFields = Pick<SimEvent, 'id' | 'sessionId' | 'userId' | 'type' | 'name' | 'session' | 'timestamp'>;
+
+/**
+ * The data set as served: the base merged with the events grown so far (growth.ts). With nothing
+ * grown every call goes straight to the base, so a data set that never grows costs nothing more.
+ */
+function withGrowth(
+  base: Omit<Dataset, 'grown' | 'grow'>,
+  parts: {
+    seed: number;
+    meanStepMs: number;
+    idOfKey(key: number): string;
+    event(key: number, ms: number): GrownFields;
+  },
+): Dataset {
+  const growth = createGrowth({
+    total: base.total,
+    seed: parts.seed,
+    meanStepMs: parts.meanStepMs,
+    timestampAt: base.timestampAt,
+    idOfKey: parts.idOfKey,
+    indexAfter: base.indexAfter,
+  });
+  const total = () => base.total + growth.count;
+  const checkIndex = (index: number) => {
+    if (!Number.isInteger(index) || index < 0 || index >= total()) {
+      throw new RangeError(`index ${index} is outside the data set (0..${total() - 1})`);
+    }
+  };
+  const locate = (index: number) => {
+    checkIndex(index);
+    return growth.locate(index);
+  };
+  const grownEvent = (rank: number, index: number): SimEvent => {
+    const ms = growth.tsOf(rank);
+    const f = parts.event(growth.keyOf(rank), ms);
+    return { index, ...f, properties: { page: '/home' }, timestampMs: ms, fault: null };
+  };
+  const grownJson = (rank: number): string => {
+    const ms = growth.tsOf(rank);
+    const f = parts.event(growth.keyOf(rank), ms);
+    const t = typeof f.timestamp === 'number' ? String(f.timestamp) : `"${f.timestamp}"`;
+    return `{"id":"${f.id}","sessionId":"${f.sessionId}","userId":"${f.userId}","type":"${f.type}","name":"${f.name}","properties":{"page":"/home"},"timestamp":${t},"session":{"id":"${f.session.id}","deviceType":"${f.session.deviceType}","browser":"${f.session.browser}"}}`;
+  };
+  const mergedOfBase = (b: number) => b + growth.countBeforeBase(b);
+  return {
+    get total() {
+      return total();
+    },
+    get grown() {
+      return growth.count;
+    },
+    seed: base.seed,
+    sessionCount: base.sessionCount,
+    userCount: base.userCount,
+    faultRates: base.faultRates,
+    grow: (args) => growth.grow(args),
+    eventAt(index) {
+      const at = locate(index);
+      return 'grown' in at ? grownEvent(at.grown, index) : { ...base.eventAt(at.base), index };
+    },
+    idAt(index) {
+      const at = locate(index);
+      return 'grown' in at ? growth.idOf(at.grown) : base.idAt(at.base);
+    },
+    timestampAt(index) {
+      const at = locate(index);
+      return 'grown' in at ? growth.tsOf(at.grown) : base.timestampAt(at.base);
+    },
+    indexAfter: (ts, id) => base.indexAfter(ts, id) + growth.countAtOrAhead(ts, id),
+    indexAtOrBefore: (ts) => base.indexAtOrBefore(ts) + growth.countNewerThan(ts),
+    indexOfId(id) {
+      const b = base.indexOfId(id);
+      if (b !== null) return mergedOfBase(b);
+      const rank = growth.rankOfId(id);
+      return rank === null ? null : growth.mergedOfRank(rank);
+    },
+    faultFor(index) {
+      const at = locate(index);
+      return 'grown' in at ? null : base.faultFor(at.base);
+    },
+    isValid(index) {
+      const at = locate(index);
+      return 'grown' in at ? true : base.isValid(at.base);
+    },
+    expectedValidCount: () => base.expectedValidCount() + growth.count,
+    rejectedIndices: () => base.rejectedIndices().map(mergedOfBase),
+    serialiseEvent(index) {
+      const at = locate(index);
+      return 'grown' in at ? grownJson(at.grown) : base.serialiseEvent(at.base);
+    },
+    serialiseRange(start, end) {
+      if (growth.count === 0) return base.serialiseRange(start, end);
+      if (start >= end) return { json: '', faults: {} };
+      checkIndex(start);
+      checkIndex(end - 1);
+      // Runs of base indices go to the base's fast path; grown events are written one by one.
+      const parts: string[] = [];
+      const faults: Partial<Record<EventFault['kind'], number>> = {};
+      let m = start;
+      while (m < end) {
+        const at = growth.locate(m);
+        if ('grown' in at) {
+          parts.push(grownJson(at.grown));
+          m++;
+          continue;
+        }
+        // The next grown event after this base index bounds the run.
+        const c = growth.grownBefore(m);
+        const runEnd = Math.min(end, c < growth.count ? growth.mergedOfRank(c) : total());
+        const run = base.serialiseRange(at.base, at.base + (runEnd - m));
+        if (run.json !== '') parts.push(run.json);
+        for (const [kind, n] of Object.entries(run.faults)) {
+          const k = kind as EventFault['kind'];
+          faults[k] = (faults[k] ?? 0) + (n ?? 0);
+        }
+        m = runEnd;
+      }
+      return { json: parts.join(','), faults };
     },
   };
 }

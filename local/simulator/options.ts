@@ -16,6 +16,29 @@ export const CHAOS_PROFILE = {
   controlCharRate: 0.001,
 } as const;
 
+/**
+ * An upstream that misbehaves on purpose (issue: a hostile upstream). Never part of the chaos
+ * profile: each is switched on by itself. Per event: deepProperties, unexactNumber, unknownType
+ * (all rejects). Per cursor position: backCursor, sidewaysCursor, emptyPage (the stream does not
+ * move strictly down), conflictingDuplicate (an id sent again with other content). Per request:
+ * oversizeBody, endlessBody, hostileError.
+ */
+export const HOSTILE_RATES = [
+  'deepPropertiesRate',
+  'unexactNumberRate',
+  'unknownTypeRate',
+  'backCursorRate',
+  'sidewaysCursorRate',
+  'emptyPageRate',
+  'conflictingDuplicateRate',
+  'oversizeBodyRate',
+  'endlessBodyRate',
+  'hostileErrorRate',
+] as const;
+type HostileRateName = (typeof HOSTILE_RATES)[number];
+/** The size an oversize page is padded to by default: the 200 MB page of the issue. */
+export const DEFAULT_OVERSIZE_BODY_BYTES = 200 * 1024 * 1024;
+
 type RateName = keyof typeof CHAOS_PROFILE;
 const RATE_NAMES = Object.keys(CHAOS_PROFILE) as RateName[];
 
@@ -75,6 +98,21 @@ export const simulatorOptionsInputSchema = z.strictObject({
   truncatedBodyRate: rate.optional(),
   epochSecondsRate: rate.optional(),
   controlCharRate: rate.optional(),
+  ...(Object.fromEntries(HOSTILE_RATES.map((name) => [name, rate.optional()])) as Record<
+    HostileRateName,
+    z.ZodOptional<typeof rate>
+  >),
+  /** Bytes an oversizeBody page is padded to (with whitespace, so it stays valid JSON). */
+  oversizeBodyBytes: boundedInt(1, 4 * 1024 * 1024 * 1024).optional(),
+  // Growth (growth.ts): events arriving while the simulator runs.
+  /** Events added per second (the client's seconds) above the newest; 0 = the data set stays as it is. */
+  growRate: z.number().min(0, { error: 'pass 0 or more events per second' }).max(100_000).optional(),
+  /** Share of the growth that arrives late, with instants up to growLateSeconds below the newest. */
+  growLateShare: rate.optional(),
+  /** Share of the growth that arrives later still, between growLateSeconds and twice that below the newest. */
+  growBeyondShare: rate.optional(),
+  /** How far below the newest a late event lands (default 600: inside the pipeline's 15-minute lookback). */
+  growLateSeconds: positive.optional(),
 });
 export type SimulatorOptionsInput = z.infer<typeof simulatorOptionsInputSchema>;
 
@@ -105,6 +143,21 @@ export interface SimulatorOptions {
   truncatedBodyRate: number;
   epochSecondsRate: number;
   controlCharRate: number;
+  deepPropertiesRate: number;
+  unexactNumberRate: number;
+  unknownTypeRate: number;
+  backCursorRate: number;
+  sidewaysCursorRate: number;
+  emptyPageRate: number;
+  conflictingDuplicateRate: number;
+  oversizeBodyRate: number;
+  endlessBodyRate: number;
+  hostileErrorRate: number;
+  oversizeBodyBytes: number;
+  growRate: number;
+  growLateShare: number;
+  growBeyondShare: number;
+  growLateSeconds: number;
 }
 
 export const DEFAULT_API_KEY = 'local-dev-key';
@@ -129,6 +182,12 @@ export const SIMULATOR_DEFAULTS = {
   chaos: false,
   rejectRefreshedCursors: false,
   builtCursors: 'by-ts',
+  ...(Object.fromEntries(HOSTILE_RATES.map((name) => [name, 0])) as Record<HostileRateName, 0>),
+  oversizeBodyBytes: DEFAULT_OVERSIZE_BODY_BYTES,
+  growRate: 0,
+  growLateShare: 0,
+  growBeyondShare: 0,
+  growLateSeconds: 600,
 } as const satisfies Omit<SimulatorOptions, RateName>;
 
 /** Validates options and fills defaults; a rate not given is the chaos profile's when `chaos`, else 0. */
@@ -145,10 +204,22 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
     RATE_NAMES.map((name) => [name, given[name] ?? (chaos ? CHAOS_PROFILE[name] : 0)]),
   ) as Record<RateName, number>;
   const perEvent =
-    rates.malformedTimestampRate + rates.missingFieldRate + rates.epochSecondsRate + rates.controlCharRate;
+    rates.malformedTimestampRate +
+    rates.missingFieldRate +
+    rates.epochSecondsRate +
+    rates.controlCharRate +
+    (given.deepPropertiesRate ?? 0) +
+    (given.unexactNumberRate ?? 0) +
+    (given.unknownTypeRate ?? 0);
   if (perEvent > 1) {
     throw new ConfigError(
-      `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate): each event gets at most one fault, so keep the sum at most 1.`,
+      `Simulator per-event fault rates add up to ${perEvent} (malformedTimestampRate + missingFieldRate + epochSecondsRate + controlCharRate + deepPropertiesRate + unexactNumberRate + unknownTypeRate): each event gets at most one fault, so keep the sum at most 1.`,
+    );
+  }
+  const lateShares = (given.growLateShare ?? 0) + (given.growBeyondShare ?? 0);
+  if (lateShares > 1) {
+    throw new ConfigError(
+      `Simulator growLateShare + growBeyondShare add up to ${lateShares}: they are shares of one growth, so keep the sum at most 1.`,
     );
   }
   const latency = given.latencyMs ?? DEFAULT_LATENCY;
@@ -235,6 +306,69 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
   truncatedBodyRate: { kind: 'number', arg: 'R', help: 'share of pages cut short' },
   epochSecondsRate: { kind: 'number', arg: 'R', help: 'share of timestamps sent as epoch seconds' },
   controlCharRate: { kind: 'number', arg: 'R', help: 'share of timestamps wrapped in control characters' },
+  deepPropertiesRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of events whose properties nest 10,000 deep',
+  },
+  unexactNumberRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of events carrying 12345678901234567890, 1e400 or 1e-400',
+  },
+  unknownTypeRate: { kind: 'number', arg: 'R', help: 'hostile: share of events of type hacked_type' },
+  backCursorRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of cursor positions whose page points back to the previous page',
+  },
+  sidewaysCursorRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of cursor positions whose page points sideways (same instant, a higher id)',
+  },
+  emptyPageRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of cursor positions answered by empty pages with hasMore and a new cursor, forever',
+  },
+  conflictingDuplicateRate: {
+    kind: 'number',
+    arg: 'R',
+    help: "hostile: share of pages repeating an id with other content (the previous page's last row a day off, a row of their own renamed)",
+  },
+  oversizeBodyRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of requests whose page is padded to --oversize-body-bytes',
+  },
+  endlessBodyRate: { kind: 'number', arg: 'R', help: 'hostile: share of requests whose body never ends' },
+  hostileErrorRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'hostile: share of requests answered 401 with a newline, ANSI colours and the key in the message',
+  },
+  oversizeBodyBytes: { kind: 'int', arg: 'N', help: 'size of an oversize page (default 209715200: 200 MB)' },
+  growRate: {
+    kind: 'number',
+    arg: 'N',
+    help: 'add N events a second above the newest while running (default 0; POST /__sim/grow adds some at once)',
+  },
+  growLateShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives late, up to --grow-late-seconds below the newest',
+  },
+  growBeyondShare: {
+    kind: 'number',
+    arg: 'S',
+    help: 'share of the growth that arrives later still (one to two --grow-late-seconds below)',
+  },
+  growLateSeconds: {
+    kind: 'number',
+    arg: 'S',
+    help: 'how far below the newest late events land (default 600)',
+  },
 };
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -244,7 +378,9 @@ export const SIMULATOR_USAGE = [
   'Usage: npm run simulator -- [options]   (details: local/simulator/README.md)',
   ...OPTION_NAMES.map((name) => {
     const { arg, help } = FLAGS[name];
-    return `  ${`--${kebab(name)}${arg ? ` ${arg}` : ''}`.padEnd(34)}${help}`;
+    const flag = `--${kebab(name)}${arg ? ` ${arg}` : ''}`;
+    // A flag too long for the column gets a line of its own: it ran into its help text.
+    return `  ${flag.length > 32 ? `${flag}\n${' '.repeat(36)}` : flag.padEnd(34)}${help}`;
   }),
   `  ${'--help, -h'.padEnd(34)}this text`,
 ].join('\n');

@@ -71,6 +71,51 @@ export function rateLimitedReply(rate: RateDecision, requestId: string): Reply {
   };
 }
 
+/**
+ * A 401 whose message a terminal would obey: a newline, ANSI colour codes and the presented key
+ * (an upstream that echoes what it refused). The client must escape and mask it.
+ */
+export function hostileErrorReply(requestId: string, rate: RateDecision | null, apiKey: string): Reply {
+  const message = `Invalid API key '${apiKey}'\n\u001b[31mACCESS DENIED\u001b[0m verification: OK`;
+  return errorReply(401, requestId, rate, 'Unauthorized', message, 'INVALID_API_KEY');
+}
+
+const PAD_CHUNK = Buffer.alloc(1024 * 1024, 0x20);
+
+/**
+ * Sends `body` padded with whitespace before its last character to `bytes` in all (still valid
+ * JSON), chunk by chunk with back-pressure, so the server never holds the padded body. `endless`:
+ * no Content-Length and padding until the client goes away.
+ */
+export function writePadded(res: ServerResponse, reply: Reply, bytes: number, endless: boolean): void {
+  const head = Buffer.from(reply.body.slice(0, -1), 'utf8');
+  const tail = Buffer.from(reply.body.slice(-1), 'utf8');
+  let left = endless ? Number.POSITIVE_INFINITY : Math.max(0, bytes - head.length - tail.length);
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/json; charset=utf-8',
+    'X-Request-ID': reply.requestId,
+  };
+  if (!endless) headers['Content-Length'] = String(head.length + left + tail.length);
+  res.writeHead(reply.status, headers);
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+  });
+  res.write(head);
+  const pump = (): void => {
+    while (!closed && left > 0) {
+      const n = Math.min(left, PAD_CHUNK.length);
+      left -= n;
+      if (!res.write(n === PAD_CHUNK.length ? PAD_CHUNK : PAD_CHUNK.subarray(0, n))) {
+        res.once('drain', pump);
+        return;
+      }
+    }
+    if (!closed) res.end(tail);
+  };
+  pump();
+}
+
 export interface ResponseWriter {
   write(req: IncomingMessage, res: ServerResponse, reply: Reply): void;
   /** The HTML error page of the load balancer, for transient 5xx faults. */

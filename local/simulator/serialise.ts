@@ -1,4 +1,4 @@
-import type { EventFault, EventFaults } from './event-faults.ts';
+import { DEEP_PROPERTIES_DEPTH, type EventFault, type EventFaults, UNKNOWN_TYPE } from './event-faults.ts';
 import type { EventFields } from './event-fields.ts';
 import type { Sessions } from './sessions.ts';
 import type { Timeline } from './timeline.ts';
@@ -36,7 +36,13 @@ export function createSerialiser({ total, timeline, fields, sessions, faults }: 
     const id = idOfKey(key);
     const f = faultFor(index);
     let ts: string;
-    if (f === null || f.kind === 'missingField') {
+    if (
+      f === null ||
+      f.kind === 'missingField' ||
+      f.kind === 'deepProperties' ||
+      f.kind === 'unexactNumber' ||
+      f.kind === 'unknownType'
+    ) {
       ts = index % 3 === 0 ? String(ms) : `"${iso(ms)}"`;
     } else if (f.kind === 'malformedTimestamp') ts = JSON.stringify(f.value);
     else if (f.kind === 'epochSeconds') ts = String(ms / 1000);
@@ -48,9 +54,9 @@ export function createSerialiser({ total, timeline, fields, sessions, faults }: 
     let out = `{"id":"${id}"`;
     if (missing !== 'sessionId') out += `,"sessionId":"${s.id}"`;
     if (missing !== 'userId') out += `,"userId":"${s.userId}"`;
-    if (missing !== 'type') out += `,"type":"${typeOfKey(key)}"`;
+    if (missing !== 'type') out += `,"type":"${f.kind === 'unknownType' ? UNKNOWN_TYPE : typeOfKey(key)}"`;
     if (missing !== 'name') out += `,"name":"${nameOfKey(key)}"`;
-    out += ',"properties":{"page":"/home"}';
+    out += `,"properties":${propertiesOf(f)}`;
     if (missing !== 'timestamp') out += `,"timestamp":${ts}`;
     out += `,"session":{"id":"${s.id}","deviceType":"${s.deviceType}","browser":"${s.browser}"}}`;
     return out;
@@ -95,6 +101,15 @@ export function createSerialiser({ total, timeline, fields, sessions, faults }: 
   }
 
   return { serialise, serialiseRange };
+}
+
+/** The `properties` text of an event served with fault `f`. */
+function propertiesOf(f: EventFault): string {
+  if (f.kind === 'deepProperties') {
+    return `${'{"next":'.repeat(DEEP_PROPERTIES_DEPTH - 1)}{"page":"/home"}${'}'.repeat(DEEP_PROPERTIES_DEPTH - 1)}`;
+  }
+  if (f.kind === 'unexactNumber') return `{"page":"/home","n":${f.number}}`;
+  return '{"page":"/home"}';
 }
 
 const DAY_MS = 86_400_000;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createCursors } from './cursor-position.ts';
-import type { Dataset } from './dataset.ts';
+import type { Dataset, GrowArgs } from './dataset.ts';
 import { createEventsPage } from './events-page.ts';
 import type { SimulatorOptions } from './options.ts';
 import { RateLimiter } from './rate-limiter.ts';
@@ -11,8 +11,10 @@ import {
   createResponseWriter,
   errorReply,
   expressEtag,
+  hostileErrorReply,
   MANIFEST_BODY,
   rateLimitedReply,
+  writePadded,
 } from './responses.ts';
 import { emptyStats } from './stats.ts';
 
@@ -35,7 +37,7 @@ export { emptyStats, type SimStats } from './stats.ts';
 const EVENTS_PATH = '/api/v1/events';
 
 /** The request handler and its state. Durations are real milliseconds, already divided by timeScale. */
-export function createRequestHandler(options: SimulatorOptions, dataset: Dataset) {
+export function createRequestHandler(options: SimulatorOptions, dataset: Dataset, hooks: GrowthHooks = {}) {
   const stats = emptyStats();
   const scale = options.timeScale;
   const windowMs = (options.windowSeconds * 1000) / scale;
@@ -70,6 +72,16 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
     const method = req.method ?? 'GET';
 
+    if (path === '/__sim/grow') {
+      // Not the service's: adds events at once, e.g. POST /__sim/grow?newer=12000&late=40.
+      const reply = growFromQuery(dataset, url, method, hooks);
+      res.writeHead(reply.status, {
+        'Content-Type': 'application/json; charset=utf-8',
+        'Content-Length': String(Buffer.byteLength(reply.body)),
+      });
+      res.end(reply.body);
+      return;
+    }
     if (path === '/__sim/stats') {
       const body = JSON.stringify(stats);
       res.writeHead(200, {
@@ -139,6 +151,13 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
       return;
     }
 
+    const bodyFault = method === 'GET' ? faults.bodyFault(n) : null;
+    if (bodyFault === 'hostileError') {
+      stats.faults.hostileError++;
+      write(req, res, hostileErrorReply(requestId, rate, apiKey));
+      return;
+    }
+
     const cacheKey = `${apiKey} ${req.url}`;
     const cached = method === 'GET' ? cache.get(cacheKey, now) : undefined;
     if (cached) {
@@ -156,6 +175,11 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
       stats.faults.latencyMsTotal += latency / scale;
       await new Promise((resolve) => setTimeout(resolve, latency / scale));
     }
+    if (reply.status === 200 && (bodyFault === 'oversize' || bodyFault === 'endless')) {
+      stats.faults[bodyFault === 'oversize' ? 'oversizeBody' : 'endlessBody']++;
+      writePadded(res, reply, options.oversizeBodyBytes, bodyFault === 'endless');
+      return;
+    }
     if (reply.status === 200) {
       reply.etag = expressEtag(reply.body);
       if (method === 'GET') cache.set(cacheKey, { body: reply.body, etag: reply.etag, requestId }, now);
@@ -169,4 +193,55 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
   }
 
   return { handle, stats: () => structuredClone(stats) };
+}
+
+/** Told of every growth, so that a caller can replay it on a later start (the local runner does). */
+export interface GrowthHooks {
+  onGrow?: (args: GrowArgs) => void;
+}
+
+const GROW_PARAMS = ['newer', 'late', 'beyond', 'lateSeconds'] as const;
+
+/** POST /__sim/grow?newer=N&late=K&beyond=J&lateSeconds=S: the growth's result, or a 400 naming the bad parameter. */
+function growFromQuery(
+  dataset: Dataset,
+  url: URL,
+  method: string,
+  hooks: GrowthHooks,
+): { status: number; body: string } {
+  const fail = (status: number, message: string) => ({ status, body: JSON.stringify({ error: message }) });
+  if (method !== 'POST') return fail(405, 'use POST /__sim/grow?newer=N&late=K&beyond=J&lateSeconds=S');
+  const values: Record<string, number> = {};
+  for (const [key, raw] of url.searchParams) {
+    if (!(GROW_PARAMS as readonly string[]).includes(key)) {
+      return fail(400, `unknown parameter ${JSON.stringify(key)}: pass ${GROW_PARAMS.join(', ')}`);
+    }
+    const n = Number(raw);
+    if (
+      raw.trim() === '' ||
+      !Number.isFinite(n) ||
+      n < 0 ||
+      (key !== 'lateSeconds' && !Number.isInteger(n))
+    ) {
+      return fail(
+        400,
+        `${key} must be a whole number of events, 0 or more (lateSeconds: seconds above 0), got ${JSON.stringify(raw)}`,
+      );
+    }
+    values[key] = n;
+  }
+  const args: GrowArgs = {
+    newer: values.newer ?? 0,
+    lateWithin: values.late ?? 0,
+    lateBeyond: values.beyond ?? 0,
+    // Instants are the data set's own: the time scale does not shrink them.
+    lookbackMs: Math.max(1, Math.round((values.lateSeconds ?? 600) * 1000)),
+  };
+  try {
+    const result = dataset.grow(args);
+    hooks.onGrow?.(args);
+    return { status: 200, body: JSON.stringify(result) };
+  } catch (error) {
+    return fail(400, (error as Error).message);
+  }
 }

@@ -20,6 +20,17 @@ export interface SimStats {
     missingField: number;
     epochSeconds: number;
     controlChar: number;
+    deepProperties: number;
+    unexactNumber: number;
+    unknownType: number;
+    /** Request faults of an upstream that misbehaves on purpose (request-faults.ts). */
+    backCursor: number;
+    sidewaysCursor: number;
+    emptyPage: number;
+    conflictingDuplicate: number;
+    oversizeBody: number;
+    endlessBody: number;
+    hostileError: number;
     refreshedCursorRejected: number;
     latencyMsTotal: number;
   };
@@ -43,6 +54,16 @@ export function emptyStats(): SimStats {
       missingField: 0,
       epochSeconds: 0,
       controlChar: 0,
+      deepProperties: 0,
+      unexactNumber: 0,
+      unknownType: 0,
+      backCursor: 0,
+      sidewaysCursor: 0,
+      emptyPage: 0,
+      conflictingDuplicate: 0,
+      oversizeBody: 0,
+      endlessBody: 0,
+      hostileError: 0,
       refreshedCursorRejected: 0,
       latencyMsTotal: 0,
     },

@@ -13,6 +13,7 @@ import type { Db } from './client.ts';
 import { withDbErrors } from './connection-errors.ts';
 import { checkpointConflict, leaseHeld } from './errors.ts';
 import { checkpoints } from './schema.ts';
+import { clearFloor, topUpCompletion } from './topup.ts';
 
 /*
  * A source's cursor chains: chain 0 is the source's own checkpoint row and the
@@ -250,18 +251,24 @@ export async function finishRange(db: Db, args: FinishRangeArgs): Promise<Finish
         .where(eq(checkpoints.sourceId, key));
       const allDone = (rows ?? []).every((r) => r.rangeDone || r.chain === chain);
       if (allDone) {
+        // A top-up's walk reached its floor on every range: its signpost becomes the mark in
+        // this same commit.
+        const inserted = (rows ?? []).reduce((n, r) => n + r.eventsInserted, 0);
         await tx
           .update(checkpoints)
           .set({
             status: 'complete',
             completedAt: sql`now()`,
+            // The source is read to the end: an earlier failure's error no longer describes it.
+            lastError: null,
+            ...topUpCompletion(header, inserted),
             version: sql`${checkpoints.version} + 1`,
             updatedAt: sql`now()`,
           })
           .where(eq(checkpoints.sourceId, sourceId));
         await tx
           .update(checkpoints)
-          .set({ leaseOwner: null, leaseExpiresAt: null, updatedAt: sql`now()` })
+          .set({ leaseOwner: null, leaseExpiresAt: null, ...clearFloor, updatedAt: sql`now()` })
           .where(ofSource(sourceId));
       }
       return { takeover: null, sourceComplete: allDone, chains: await lockedState(tx, sourceId) };
@@ -308,7 +315,8 @@ export async function fallbackToOneChain(
           chainMode: 'fallback',
           chainNote: args.reason,
           rangeHiTs: null,
-          rangeLoTs: null,
+          // A top-up's walk still ends at its floor; a backfill reads to the end of the data.
+          rangeLoTs: source.topupFloorTs,
           rangeDone: false,
           status: 'running',
           completedAt: null,

@@ -1,6 +1,7 @@
 import { and, asc, eq, getTableColumns, isNull, lte, or, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { CHAIN_MODES, type Checkpoint } from '../step/contract.ts';
+import { escapeText } from '../upstream/escape.ts';
 import type { Db } from './client.ts';
 import { withDbErrors } from './connection-errors.ts';
 import { checkpointConflict, leaseHeld } from './errors.ts';
@@ -52,6 +53,23 @@ export const checkpointSchema: z.ZodType<Checkpoint> = z.object({
   chainNote: z.string().nullable(),
   chainsPlanned: z.number().int(),
   planOldestTs: z.number().nullable(),
+  emptyPagesInARow: z.number().int().nonnegative().optional(),
+  conflicts: z.number().int().nonnegative().optional(),
+  marks: z
+    .object({
+      hwmTs: z.number().nullable(),
+      hwmId: z.string().nullable(),
+      signpostTs: z.number().nullable(),
+      signpostId: z.string().nullable(),
+      floorTs: z.number().nullable(),
+      topupStartedAtMs: z.number().nullable(),
+      baseInserted: z.number().nullable(),
+      lastTopupAtMs: z.number().nullable(),
+      lastTopupInserted: z.number().nullable(),
+      topups: z.number(),
+      lateBeyondLookback: z.number(),
+    })
+    .optional(),
 });
 export type { Checkpoint };
 
@@ -77,10 +95,34 @@ export function toCheckpoint(row: CheckpointRow): Checkpoint {
     resumeCursor: _resumeCursor,
     resumePositionTs: _resumePositionTs,
     resumePositionId: _resumePositionId,
+    hwmTs,
+    hwmId,
+    topupSignpostTs,
+    topupSignpostId,
+    topupFloorTs,
+    topupStartedAt,
+    topupBaseInserted,
+    lastTopupAt,
+    lastTopupInserted,
+    topups,
+    lateBeyondLookback,
     ...rest
   } = row;
   return checkpointSchema.parse({
     ...rest,
+    marks: {
+      hwmTs: msOrNull(hwmTs),
+      hwmId,
+      signpostTs: msOrNull(topupSignpostTs),
+      signpostId: topupSignpostId,
+      floorTs: msOrNull(topupFloorTs),
+      topupStartedAtMs: msOrNull(topupStartedAt),
+      baseInserted: topupBaseInserted,
+      lastTopupAtMs: msOrNull(lastTopupAt),
+      lastTopupInserted,
+      topups,
+      lateBeyondLookback,
+    },
     positionTs: msOrNull(positionTs),
     rangeHiTs: msOrNull(rangeHiTs),
     rangeLoTs: msOrNull(rangeLoTs),
@@ -199,7 +241,12 @@ export async function recordFailure(db: Db, args: { sourceId: string; error: str
   await withDbErrors(db.$client, async () => {
     await db
       .insert(checkpoints)
-      .values({ sourceId: args.sourceId, status: 'failed', lastError: storable(args.error) })
+      // One line, control characters visible: `ingest status` prints it to a terminal.
+      .values({
+        sourceId: args.sourceId,
+        status: 'failed',
+        lastError: storable(escapeText(args.error, 4000)),
+      })
       .onConflictDoUpdate({
         target: checkpoints.sourceId,
         set: { status: 'failed', lastError: sql`excluded.last_error`, version: bumpVersion, updatedAt: now },

@@ -8,6 +8,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   unique,
@@ -24,22 +25,29 @@ import { CHAIN_MODES } from '../step/contract.ts';
  */
 
 /**
- * One row per upstream event. Deliberately lean: only the primary key is indexed, because the
- * write volume (millions of rows through ON CONFLICT) is what this table costs.
+ * One row per upstream event of a source. Deliberately lean: only the primary key is indexed,
+ * because the write volume (millions of rows through ON CONFLICT) is what this table costs. The
+ * key is (source_id, id): two sources fed the same ids (two simulator runs of one seed, a test
+ * copy of a real source) each keep their own rows, and a page fetched twice for one source
+ * stores nothing twice.
  */
-export const events = pgTable('events', {
-  id: uuid('id').primaryKey(),
-  sessionId: uuid('session_id'),
-  userId: uuid('user_id'),
-  type: text('type'),
-  name: text('name'),
-  properties: jsonb('properties'),
-  occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
-  deviceType: text('device_type'),
-  browser: text('browser'),
-  sourceId: text('source_id'),
-  ingestedAt: timestamp('ingested_at', { withTimezone: true, mode: 'date' }).defaultNow(),
-});
+export const events = pgTable(
+  'events',
+  {
+    id: uuid('id').notNull(),
+    sessionId: uuid('session_id'),
+    userId: uuid('user_id'),
+    type: text('type'),
+    name: text('name'),
+    properties: jsonb('properties'),
+    occurredAt: timestamp('occurred_at', { withTimezone: true, mode: 'date' }).notNull(),
+    deviceType: text('device_type'),
+    browser: text('browser'),
+    sourceId: text('source_id').notNull(),
+    ingestedAt: timestamp('ingested_at', { withTimezone: true, mode: 'date' }).defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'events_source_id_id_pk', columns: [t.sourceId, t.id] })],
+);
 
 export const CHECKPOINT_STATUSES = ['running', 'complete', 'failed'] as const;
 /** How a source is read: one chain, several chains over ranges of instants, or back to one after a refusal. */
@@ -102,6 +110,31 @@ export const checkpoints = pgTable(
     resumeCursor: text('resume_cursor'),
     resumePositionTs: timestamp('resume_position_ts', { withTimezone: true, mode: 'date' }),
     resumePositionId: text('resume_position_id'),
+    /**
+     * Pages in a row, up to this chain's position, that came back empty with hasMore: true. Kept
+     * here so a resume keeps counting (shared/step/position.ts stops at MAX_EMPTY_PAGES_IN_A_ROW).
+     */
+    emptyPagesInARow: integer('empty_pages_in_a_row').notNull().default(0),
+    /** Conflicting duplicates this chain met: an id stored already, sent again with other content (`event_conflicts`). */
+    conflicts: bigint('conflicts', { mode: 'number' }).notNull().default(0),
+    // Top-ups (shared/step/topup.ts, drizzle/0004_topup.sql).
+    /** Source row: the high-water mark. Everything at or below it that the upstream held when the walk that set it started is stored, but for late arrivals (the lookback's business). */
+    hwmTs: timestamp('hwm_ts', { withTimezone: true, mode: 'date' }),
+    hwmId: text('hwm_id'),
+    /** Source row, while a top-up runs: the newest position it saw on page one; the next mark once the walk reaches the floor. */
+    topupSignpostTs: timestamp('topup_signpost_ts', { withTimezone: true, mode: 'date' }),
+    topupSignpostId: text('topup_signpost_id'),
+    /** Every row of a running top-up: the walk's floor, mark less the lookback (the range ending there ends the walk). */
+    topupFloorTs: timestamp('topup_floor_ts', { withTimezone: true, mode: 'date' }),
+    /** Source row: when the running top-up was planned, and the source's inserted count then. */
+    topupStartedAt: timestamp('topup_started_at', { withTimezone: true, mode: 'date' }),
+    topupBaseInserted: bigint('topup_base_inserted', { mode: 'number' }),
+    /** Source row: the last completed top-up, its new rows, and how many have completed. */
+    lastTopupAt: timestamp('last_topup_at', { withTimezone: true, mode: 'date' }),
+    lastTopupInserted: bigint('last_topup_inserted', { mode: 'number' }),
+    topups: bigint('topups', { mode: 'number' }).notNull().default(0),
+    /** Rows stored by a top-up below its floor (late beyond the lookback): stored, and counted here. */
+    lateBeyondLookback: bigint('late_beyond_lookback', { mode: 'number' }).notNull().default(0),
   },
   (t) => [
     check('checkpoints_status_check', sql`${t.status} in ('running', 'complete', 'failed')`),
@@ -151,3 +184,41 @@ export const pacers = pgTable('pacers', {
   headerDelayMs: integer('header_delay_ms'),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
 });
+
+/**
+ * What each source was ingested from, as the local runner records it when it starts a source:
+ * a run whose options describe another data set is refused (SourceMismatchError) instead of
+ * mixing the two or starting the source over. `upstream` is a canonical key compared as text
+ * (`simulator events=3000000 seed=1 chaos=false`, or the API's base URL); `description` is what
+ * the refusal prints. A source the deployed pipeline started has no row here.
+ */
+export const sourceDatasets = pgTable('source_datasets', {
+  sourceId: text('source_id').primaryKey(),
+  upstream: text('upstream').notNull(),
+  description: text('description').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+});
+
+/**
+ * Conflicting duplicates: an event id the source already holds (stored earlier, or earlier in the
+ * same page) sent again with different content. The first copy stays in `events`; each other
+ * copy is kept here once (raw_hash), with the fields that differ, so `verified` cannot be true
+ * while the upstream contradicted itself.
+ */
+export const eventConflicts = pgTable(
+  'event_conflicts',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    sourceId: text('source_id').notNull(),
+    eventId: uuid('event_id').notNull(),
+    /** The fields whose values differ from the stored copy, comma-separated. */
+    fields: text('fields').notNull(),
+    /** The copy that was not stored, as normalised (JSON text). */
+    received: text('received').notNull(),
+    /** sha256 hex of `received`. */
+    receivedHash: text('received_hash').notNull(),
+    pageCursor: text('page_cursor'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [unique('event_conflicts_source_event_hash_key').on(t.sourceId, t.eventId, t.receivedHash)],
+);

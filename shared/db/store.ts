@@ -5,6 +5,7 @@ import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './
 import { createDb } from './client.ts';
 import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from './pacer.ts';
 import { persistPage } from './persist.ts';
+import { beginTopUp, newestStored, storedIds } from './topup.ts';
 
 /**
  * The step's view of the database, bound to one postgres.js client: the one place that builds
@@ -34,5 +35,10 @@ export function createStore(sql: Sql, options: { pacerKey?: string } = {}): Step
     finishRange: (args) => finishRange(db, args),
     fallbackToOneChain: (args) => fallbackToOneChain(db, args),
     renewSourceLease: (args) => renewSourceLease(db, args),
+    topUp: {
+      newestStored: (sourceId) => newestStored(db, sourceId),
+      storedIds: (args) => storedIds(db, args),
+      beginTopUp: (args) => beginTopUp(db, args),
+    },
   };
 }

@@ -31,6 +31,8 @@ export const statusViewSchema = z.object({
   eventsInserted: z.number(),
   pages: z.number(),
   rejected: z.number(),
+  /** Conflicting duplicates (same id, other content; table event_conflicts). Optional: older status functions omit it. */
+  conflicts: z.number().optional(),
   totalReported: z.number().nullable(),
   status: z.string(),
   lastError: z.string().nullable(),
@@ -49,6 +51,20 @@ export const statusViewSchema = z.object({
   /** Why one chain, or why the fallback. */
   note: z.string().nullable().optional(),
   chains: z.array(chainViewSchema).optional(),
+  /** Top-ups (optional: a status function deployed before them sends none). Epoch ms. */
+  topUp: z
+    .object({
+      /** Everything at or below it that the upstream held when the last walk started is stored (late arrivals: the lookback's). */
+      highWaterMark: z.number().nullable(),
+      /** The running top-up's signpost and floor (null when none runs). */
+      signpost: z.number().nullable(),
+      floor: z.number().nullable(),
+      lastTopUpAtMs: z.number().nullable(),
+      lastTopUpInserted: z.number().nullable(),
+      topUps: z.number(),
+      lateBeyondLookback: z.number(),
+    })
+    .optional(),
 });
 export type StatusView = z.infer<typeof statusViewSchema>;
 
@@ -78,6 +94,7 @@ export function statusView(rows: readonly Checkpoint[], nowMs: number): StatusVi
     eventsInserted: totals.inserted,
     pages: totals.pages,
     rejected: totals.rejected,
+    conflicts: chains.reduce((sum, c) => sum + (c.conflicts ?? 0), 0),
     totalReported:
       header.totalReported ?? chains.find((c) => c.totalReported !== null)?.totalReported ?? null,
     status: header.status,
@@ -91,6 +108,15 @@ export function statusView(rows: readonly Checkpoint[], nowMs: number): StatusVi
     leaseExpiresAtMs: header.leaseExpiresAtMs,
     mode: header.chainMode,
     note: header.chainNote,
+    topUp: {
+      highWaterMark: header.marks?.hwmTs ?? null,
+      signpost: header.marks?.signpostTs ?? null,
+      floor: header.marks?.floorTs ?? null,
+      lastTopUpAtMs: header.marks?.lastTopupAtMs ?? null,
+      lastTopUpInserted: header.marks?.lastTopupInserted ?? null,
+      topUps: header.marks?.topups ?? 0,
+      lateBeyondLookback: chains.reduce((n, c) => n + (c.marks?.lateBeyondLookback ?? 0), 0),
+    },
     chains: chains.map((c) => ({
       chain: c.chain,
       hi: c.rangeHiTs,

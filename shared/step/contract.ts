@@ -35,6 +35,11 @@ const stateSchema = z
     round: z.number().int().nonnegative().default(0),
     /** Set by Plan on each Map item: the chain's iterations before it pauses. */
     perChainCap: z.number().int().positive().optional(),
+    /**
+     * What a start does when another execution is reading the source: `fail` (LeaseHeldError, the
+     * default for a start by hand) or `skip` (the scheduled start: it ends quietly, succeeded).
+     */
+    ifRunning: z.enum(['fail', 'skip']).optional(),
   })
   .loose();
 
@@ -146,6 +151,8 @@ export const planOutputSchema = z.object({
   chains: z.array(chainItemSchema),
   parentExecutionId: z.string().min(1).nullish(),
   totals: stepTotalsSchema,
+  /** The start found the source being read by another execution and ended quietly (ifRunning: skip). */
+  skipped: z.literal('already-running').optional(),
 });
 export type PlanOutput = z.infer<typeof planOutputSchema>;
 
@@ -186,6 +193,51 @@ export interface Checkpoint {
   chainsPlanned: number;
   /** Source row only: the plan's estimate of the oldest instant (the low end of a range whose lo is null). */
   planOldestTs: number | null;
+  /** Pages in a row up to this position that came back empty with hasMore (shared/step/position.ts). Absent: 0. */
+  emptyPagesInARow?: number;
+  /** Conflicting duplicates this row met (same id, other content; table event_conflicts). Absent: 0. */
+  conflicts?: number;
+  /** The top-up marks (shared/step/topup.ts). The database always fills them; fakes may leave them out. */
+  marks?: CheckpointMarks;
+}
+
+/** What a newest-first top-up keeps (epoch ms; null = not set). */
+export interface CheckpointMarks {
+  /** Source row: the high-water mark, null until the first top-up sets it. */
+  hwmTs: number | null;
+  hwmId: string | null;
+  /** Source row, while a top-up runs: the newest position it saw; the next mark when the walk ends. */
+  signpostTs: number | null;
+  signpostId: string | null;
+  /** Every row of a running top-up: mark less the lookback. A range whose low end is at or below it ends the walk. */
+  floorTs: number | null;
+  topupStartedAtMs: number | null;
+  /** Source row: the source's inserted count when the running top-up began. */
+  baseInserted: number | null;
+  lastTopupAtMs: number | null;
+  /** Source row: rows the last completed top-up stored. */
+  lastTopupInserted: number | null;
+  /** Source row: completed top-ups. */
+  topups: number;
+  /** Rows a top-up stored below its floor (late beyond the lookback), this row's. */
+  lateBeyondLookback: number;
+}
+
+/** What a top-up's Plan records in one transaction (shared/db/topup.ts). */
+export interface BeginTopUpArgs {
+  sourceId: string;
+  owner: string;
+  /** The version read when the lease was taken: a retried Plan that lost the race cannot plan twice. */
+  expectedVersion: number;
+  /** The mark the walk goes down to (less the lookback); null: none known, the walk goes to the end. */
+  mark: { ts: number; id: string | null } | null;
+  signpost: { ts: number; id: string };
+  floorTs: number | null;
+  /** The source's chain mode during the walk: 'chains' for a gap planned as chains, else unchanged. */
+  mode: ChainMode;
+  note: string | null;
+  /** Chain 0 first (hiTs null); the last one ends at floorTs. */
+  ranges: PlannedRange[];
 }
 
 /** One range of a plan: chain 0 has hiTs null, the last chain loTs null. Epoch ms. */
@@ -255,6 +307,10 @@ export interface PersistPageInput {
      * hasMore false is range-done too, and stays running: finishRange completes the source.
      */
     rangeDone?: boolean;
+    /** The page was empty and said hasMore: the row's count of such pages in a row goes up, else back to 0. */
+    emptyPage?: boolean;
+    /** Rows of this page below a top-up's floor that were not stored before it: counted with the page. */
+    lateBeyondLookback?: number;
   };
   requestsMade: number;
   rateLimitedSeen: number;
@@ -277,6 +333,10 @@ export interface PersistPageResult {
    * because some ids were already stored) or `none` (no valid event in the page).
    */
   writePath: 'copy' | 'insert' | 'none';
+  /** Duplicates of this page whose content differs from the stored copy (recorded in event_conflicts). */
+  conflicts?: number;
+  /** Rows PostgreSQL refused, stored as rejects with its reason (counted in rejectsInserted). */
+  refused?: number;
 }
 
 export interface Clock {
@@ -327,6 +387,18 @@ export interface StepStore {
   }): Promise<Checkpoint>;
   /** The shared pacer of one upstream: absent in stores that pace nothing (tests of the step alone). */
   pacer?: SharedPacerPort;
+  /** Top-ups (shared/db/topup.ts); a store without them completes a source for good. */
+  topUp?: TopUpStorePort;
+}
+
+/** What a top-up needs of the database. */
+export interface TopUpStorePort {
+  /** The newest stored event of the source (the mark of a source completed before top-ups existed). */
+  newestStored(sourceId: string): Promise<{ ts: number; id: string } | null>;
+  /** Which of these ids the source has stored. */
+  storedIds(args: { sourceId: string; ids: string[] }): Promise<Set<string>>;
+  /** Reopens a complete source for a top-up: marks, floor, ranges; the source row version-checked. */
+  beginTopUp(args: BeginTopUpArgs): Promise<Checkpoint[]>;
 }
 
 /** Every request of every chain reserves its start here (shared/db/pacer.ts). */

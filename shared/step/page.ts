@@ -15,7 +15,9 @@ import {
   type StepOutput,
   stepOutputSchema,
 } from './contract.ts';
+import { checkStreamPosition } from './position.ts';
 import { type Fetched, fetchWithRecovery } from './recovery.ts';
+import { atFloor, inTopUpWalk, rangeEnds } from './topup.ts';
 import { stepTotals, totalsOf } from './totals.ts';
 
 /** One page invocation: who runs it, for which chain, and how its outputs are shaped. */
@@ -268,7 +270,7 @@ async function storePage(
   const { store, clock, metrics, config } = deps;
   const { result, cursorUsed, requests } = fetched;
   const { page } = result;
-  const normalised = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
+  const normalised = normalisePage(page.data, page);
   const { events, rejects } = normalised;
   const outside = aboveRange(cp, events, chain);
   if (outside) {
@@ -283,8 +285,11 @@ async function storePage(
   // that resumes one chain from that cursor is exact.
   const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
   const next = nextPosition(cp, page.hasMore, page.nextCursor, events, sourceId);
-  const ranged = cp.chainOf !== null || cp.chainMode === 'chains';
-  const rangeDone = ranged && (reachedEnd || !page.hasMore);
+  const { emptyPage } = checkStreamPosition(cp, page, next, sourceId);
+  // A top-up's walk is ranged whatever the source's mode: its last range ends at the floor (topup.ts).
+  const ranged = cp.chainOf !== null || cp.chainMode === 'chains' || inTopUpWalk(cp);
+  const floor = await atFloor(deps, cp, events, sourceId);
+  const rangeDone = ranged && rangeEnds({ reachedEnd, hasMore: page.hasMore, floor });
   // With the shared pacer the window is its business; this chain only keeps its own spacing.
   const plan = planNextRequest({
     lastRequestStartMs: result.startedAtMs,
@@ -312,6 +317,8 @@ async function storePage(
       rateLimit: result.rateLimit,
       totalReported: page.total,
       rangeDone,
+      emptyPage,
+      lateBeyondLookback: floor.lateBeyondLookback,
     },
     requestsMade: requests,
     rateLimitedSeen: 0,

@@ -1,4 +1,4 @@
-import { InvocationDeadlineError } from '../errors.ts';
+import { InvocationDeadlineError, LeaseHeldError } from '../errors.ts';
 import { planNextRequest } from '../pacing/headers.ts';
 import { RequestPacer } from '../pacing/request-pacer.ts';
 import { normalisePage } from '../upstream/normalise.ts';
@@ -16,6 +16,7 @@ import {
   type StepInvocation,
 } from './contract.ts';
 import { fetchWithRecovery } from './recovery.ts';
+import { planTopUp } from './topup.ts';
 import { sourceTotals, stepTotals } from './totals.ts';
 
 /**
@@ -38,15 +39,58 @@ export async function runPlan(
   const parentExecutionId = input.state.parentExecutionId ?? null;
 
   // The source's row is the source's lease: a second execution for the source stops here.
-  const source = await store.acquireLease({
-    sourceId,
-    owner,
-    nowMs: clock.now(),
-    ttlMs: config.leaseTtlMs,
-    handoverFrom: parentExecutionId,
-  });
+  let source: Checkpoint;
+  try {
+    source = await store.acquireLease({
+      sourceId,
+      owner,
+      nowMs: clock.now(),
+      ttlMs: config.leaseTtlMs,
+      handoverFrom: parentExecutionId,
+    });
+  } catch (error) {
+    // A scheduled start that finds the source being read (a long backfill, a slow top-up) ends
+    // quietly: no failed execution, no alarm. The running execution reads what is new anyway.
+    if (!(error instanceof LeaseHeldError && input.state.ifRunning === 'skip' && round === 0)) throw error;
+    logger.info('the source is being read by another execution: this start ends quietly', {
+      sourceId,
+      reason: error.message,
+    });
+    const rows = await store.listChains(sourceId);
+    return {
+      ...planOutput(
+        sourceId,
+        round,
+        parentExecutionId,
+        rows[0]?.chainMode ?? 'single',
+        rows,
+        [],
+        true,
+        config,
+      ),
+      skipped: 'already-running',
+    };
+  }
   let rows = await store.listChains(sourceId);
-  if (source.status === 'complete') {
+  // A complete source started again is topped up, once per execution: the Replan after the
+  // Map (round 1) finds it complete and ends the execution.
+  const topUp = store.topUp;
+  if (source.status === 'complete' && topUp && round === 0) {
+    const planned = await planTopUp(deps, topUp, source, owner, deadlineMs);
+    rows = planned.rows;
+    if (planned.done) {
+      return planOutput(
+        sourceId,
+        round,
+        parentExecutionId,
+        rows[0]?.chainMode ?? 'single',
+        rows,
+        [],
+        true,
+        config,
+      );
+    }
+  } else if (source.status === 'complete') {
     await store.releaseLease({ sourceId, owner });
     return planOutput(
       sourceId,
@@ -59,7 +103,7 @@ export async function runPlan(
       config,
     );
   }
-  if (source.chainMode === null) {
+  if (source.chainMode === null && source.status !== 'complete') {
     rows = await makePlan(deps, config, source, owner, deadlineMs);
   }
   const head = rows.find((r) => r.chain === 0) ?? source;

@@ -11,8 +11,20 @@ import {
   UpstreamUnavailableError,
 } from '../errors.ts';
 import { isHttpUrl } from '../url.ts';
+import { escapeText, maskSecrets, maskUrl } from './escape.ts';
+import { findUnexactNumbers } from './numbers.ts';
 import { type ErrorBody, errorBodySchema, parseEventsBody } from './schemas.ts';
 import type { FetchPageResult } from './types.ts';
+
+/** About one 5000-event page of the live service, in bytes (docs: ~1.73 MB). */
+export const PAGE_BYTES = 1_730_000;
+/**
+ * The most bytes of one response body the client reads: 16 pages of 5000 events. A page many times
+ * the live one (1 MB and 5 MB values fit) still passes; a 200 MB page or a body that never ends is
+ * cut there, refused early when its Content-Length says so, and is a transient error (retried),
+ * so the memory of one request stays bounded.
+ */
+export const MAX_RESPONSE_BYTES = 16 * PAGE_BYTES;
 
 export interface DataSyncClientOptions {
   /** API base, e.g. `http://127.0.0.1:4010/api/v1` (DATASYNC_API_URL). */
@@ -27,6 +39,8 @@ export interface DataSyncClientOptions {
   userAgent?: string;
   /** Wall clock for startedAtMs/latencyMs. @default Date.now */
   now?: () => number;
+  /** Most bytes of a response body read before the response is refused. @default MAX_RESPONSE_BYTES */
+  maxResponseBytes?: number;
 }
 
 export interface FetchEventsParams {
@@ -44,7 +58,8 @@ export interface DataSyncClient {
    * - {@link RateLimitedError} on 429 (retryAfterSeconds from Retry-After(-Exact), else the reset, else 1);
    * - {@link CursorExpiredError} / {@link CursorInvalidError} on 400 CURSOR_EXPIRED / CURSOR_INVALID_FORMAT;
    * - {@link AuthError} on 401/403;
-   * - {@link UpstreamUnavailableError} on 5xx, network failure, timeout, truncated or non-JSON body.
+   * - {@link UpstreamUnavailableError} on 5xx, network failure, timeout, truncated or non-JSON body,
+   *   or a body over `maxResponseBytes` (not read past the cap).
    *   Its `status` is the HTTP status (undefined for network faults). A 502 answered to a request
    *   that carried a cursor may be the server refusing that cursor (one observer saw it): the
    *   caller recognises it by `status === 502` and its own cursor, and decides;
@@ -59,6 +74,7 @@ const optionsSchema = z.object({
   apiKey: z.string(),
   timeoutMs: z.number().int().positive().max(900_000).default(configDefaults.requestTimeoutMs),
   userAgent: z.string().min(1).default('datasync-ingest/0.1'),
+  maxResponseBytes: z.number().int().positive().default(MAX_RESPONSE_BYTES),
 });
 
 const headerNumber = z
@@ -75,7 +91,7 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
       `Invalid DataSync client options: pass the API base URL, the key and a positive timeout.\n${z.prettifyError(parsed.error)}`,
     );
   }
-  const { timeoutMs, userAgent } = parsed.data;
+  const { timeoutMs, userAgent, maxResponseBytes } = parsed.data;
   const eventsUrl = eventsEndpoint(parsed.data.baseUrl);
   const apiKey = parsed.data.apiKey.trim();
   if (apiKey === '') {
@@ -113,16 +129,18 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
           redirect: 'manual',
           signal: combined,
         });
-        bytes = new Uint8Array(await response.arrayBuffer());
+        bytes = await readCapped(response, maxResponseBytes);
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
+        if (error instanceof TooLarge) throw tooLargeError(error, maxResponseBytes, hasCursor);
         throw transportError(error, timeout.aborted, requestTimeoutMs, url, hasCursor);
       }
       const latencyMs = now() - startedAtMs;
       const status = response.status;
       const headers = response.headers;
       const rateLimit = parseRateLimit(headers);
-      const requestId = headers.get('x-request-id');
+      const rawRequestId = headers.get('x-request-id');
+      const requestId = rawRequestId === null ? null : escapeText(rawRequestId, 100);
       const { text, invalidUtf8 } = decodeUtf8(bytes);
 
       if (status >= 200 && status < 300) {
@@ -139,17 +157,22 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
         }
         const page = parseEventsBody(json);
         if (invalidUtf8) page.invalidUtf8 = true;
+        const unexact = findUnexactNumbers(text);
+        if (unexact.length > 0) page.unexact = unexact;
         return {
           page,
           status,
           rateLimit,
-          requestId: requestId ?? page.requestId,
+          requestId: requestId ?? (page.requestId === null ? null : escapeText(page.requestId, 100)),
           startedAtMs,
           latencyMs,
           bytes: bytes.byteLength,
         };
       }
-      throw statusError(status, headers, text, rateLimit, requestId, hasCursor);
+      const error = statusError(status, headers, text, rateLimit, requestId, hasCursor);
+      // An upstream may quote the key it refused: it never reaches a log or last_error.
+      error.message = maskSecrets(error.message, [apiKey]);
+      throw error;
     },
   };
 }
@@ -157,13 +180,18 @@ export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClien
 function eventsEndpoint(baseUrl: string): string {
   const expected =
     'DATASYNC_API_URL must be the API base as an absolute http(s) URL without query or fragment, e.g. https://api.example.com/api/v1';
+  // The refused value is shown with any user name and password masked: the message reaches terminals and logs.
   if (!isHttpUrl(baseUrl)) {
-    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not an http(s) URL: ${expected}`);
+    throw new ConfigError(`DATASYNC_API_URL "${maskUrl(baseUrl)}" is not an http(s) URL: ${expected}`);
   }
   // An API base with a query, a fragment or credentials in it would be mangled or leak the credentials into logs.
   const u = new URL(baseUrl.trim());
-  if (u.search !== '' || u.hash !== '' || u.username !== '') {
-    throw new ConfigError(`DATASYNC_API_URL ${JSON.stringify(baseUrl)} is not usable: ${expected}`);
+  if (u.search !== '' || u.hash !== '' || u.username !== '' || u.password !== '') {
+    const creds =
+      u.username !== '' || u.password !== ''
+        ? ' (it carries credentials; the API key goes in DATASYNC_API_KEY)'
+        : '';
+    throw new ConfigError(`DATASYNC_API_URL "${maskUrl(baseUrl)}" is not usable${creds}: ${expected}`);
   }
   return `${u.origin}${u.pathname.replace(/\/+$/, '')}/events`;
 }
@@ -203,7 +231,8 @@ function statusError(
   hasCursor: boolean,
 ): Error {
   const body = parseErrorBody(text);
-  const said = body ? `${body.code ?? body.error}: ${body.message}` : bodyPreview(text);
+  // The upstream's words are escaped: a newline or an ANSI sequence in them must not reach a terminal.
+  const said = body ? escapeText(`${body.code ?? body.error}: ${body.message}`) : bodyPreview(text);
   const rid = requestIdNote(requestId);
 
   if (status === 429) {
@@ -301,7 +330,69 @@ function describeCause(error: unknown): string {
 function bodyPreview(text: string): string {
   const t = text.trim();
   if (t === '') return 'empty body';
-  return JSON.stringify(t.length > 120 ? `${t.slice(0, 120)}…` : t);
+  return `"${escapeText(t, 120)}"`;
+}
+
+/** The body passed the byte cap (or its Content-Length said it would). */
+class TooLarge extends Error {
+  constructor(
+    readonly readBytes: number,
+    readonly declared: number | null,
+    readonly response: Response,
+  ) {
+    super('response body over the byte cap');
+  }
+}
+
+/**
+ * The body, read chunk by chunk and given up as soon as it passes `cap` bytes (or at once when
+ * Content-Length says it will): a 200 MB page or an endless body costs at most `cap` bytes.
+ * The bytes counted are the decoded ones, so a compressed body cannot inflate past the cap either.
+ */
+async function readCapped(response: Response, cap: number): Promise<Uint8Array> {
+  const length = response.headers.get('content-length');
+  const declared = length !== null && /^\d+$/.test(length.trim()) ? Number(length.trim()) : null;
+  if (declared !== null && declared > cap) {
+    await response.body?.cancel().catch(() => undefined);
+    throw new TooLarge(0, declared, response);
+  }
+  if (!response.body) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > cap) {
+      await reader.cancel().catch(() => undefined);
+      throw new TooLarge(total, declared, response);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+function tooLargeError(e: TooLarge, cap: number, hasCursor: boolean): UpstreamUnavailableError {
+  const { response } = e;
+  const seen =
+    e.declared !== null && e.readBytes === 0
+      ? `its Content-Length says ${e.declared} bytes`
+      : `more than ${e.readBytes - 1} bytes arrived${e.declared === null ? ' (no Content-Length)' : ` (Content-Length said ${e.declared})`}`;
+  const rid = response.headers.get('x-request-id');
+  return new UpstreamUnavailableError(
+    `The events response (HTTP ${response.status}${requestIdNote(rid === null ? null : escapeText(rid, 100))}${hasCursor ? ', with cursor' : ''}) is larger than the client reads: ` +
+      `${seen}, over the cap of ${cap} bytes (16 pages of 5000 events at about ${PAGE_BYTES} bytes each). ` +
+      'It was not read further; the request is safe to retry, and if every answer is this large the upstream is misbehaving: report it to the API provider',
+    response.status,
+  );
 }
 
 function requestIdNote(requestId: string | null): string {

@@ -1,4 +1,5 @@
-import type { NormalisedEvent, RejectedEvent } from './types.ts';
+import type { UnexactEvent } from './numbers.ts';
+import { EVENT_TYPES, type NormalisedEvent, type RejectedEvent } from './types.ts';
 
 /*
  * Event normalisation, one event at a time: a bad event becomes one rejected row with a precise
@@ -22,7 +23,26 @@ import type { NormalisedEvent, RejectedEvent } from './types.ts';
  *   characters around the value are stripped first; inside the value they make it unparseable.
  * - Instants outside 2000-01-01T00:00:00Z .. 2100-01-01T00:00:00Z are rejected as absurd (the
  *   data set spans December 2025 to January 2026).
+ *
+ * Other rules (each a reject with a reason, never a refused page):
+ * - `type` must be one of the eight documented types (EVENT_TYPES), compared exactly: an unknown
+ *   type is kept in rejected_events rather than stored, so a new type the API adds shows up there
+ *   (and can be replayed) instead of silently widening the column's values.
+ * - `properties` may nest at most MAX_PROPERTIES_DEPTH (1000) levels: JSON.stringify recurses, and
+ *   a 10,000-deep object overflows the stack while the page is encoded; and may hold at most
+ *   MAX_PROPERTIES_BYTES (16 MiB, estimated from its strings and scalars) so one row stays well
+ *   inside what one page's write holds in memory. PostgreSQL itself takes far more (jsonb up to
+ *   255 MB), and a row it still refuses is isolated and rejected by persistPage.
+ * - a number JavaScript cannot read exactly (numbers.ts: 20-digit integers, 1e400, 1e-400) makes
+ *   the event a reject; its exact text is kept.
  */
+
+/** Deepest nesting of `properties` an event may have (the top object is level 1). */
+export const MAX_PROPERTIES_DEPTH = 1000;
+/** Largest `properties` an event may carry, estimated in UTF-8 bytes of its JSON. */
+export const MAX_PROPERTIES_BYTES = 16 * 1024 * 1024;
+
+const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 
 /** Earliest accepted instant: 2000-01-01T00:00:00Z. */
 export const MIN_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
@@ -69,6 +89,9 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
 
   const type = readString(o.type, 'type', problems);
   if (type === '') problems.push('type: empty');
+  else if (type !== undefined && !EVENT_TYPE_SET.has(type)) {
+    problems.push(`type: ${preview(type)} is not one of the documented types (${EVENT_TYPES.join(', ')})`);
+  }
   const name = readString(o.name, 'name', problems);
 
   let occurredAtMs = 0;
@@ -81,11 +104,8 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
   }
 
   const properties = o.properties === undefined || o.properties === null ? {} : o.properties;
-  if (containsUnstorable(properties)) {
-    problems.push(
-      'properties: contains U+0000 or an unpaired surrogate, which PostgreSQL jsonb cannot store',
-    );
-  }
+  const propertiesProblem = inspectProperties(properties);
+  if (propertiesProblem !== null) problems.push(`properties: ${propertiesProblem}`);
 
   let deviceType: string | null = null;
   let browser: string | null = null;
@@ -98,7 +118,7 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
     problems.push(`session: not an object (${describe(session)})`);
   }
 
-  if (problems.length > 0) return { ok: false, reject: { raw, reason: problems.join('; ') } };
+  if (problems.length > 0) return { ok: false, reject: rejectOf(raw, problems.join('; ')) };
   return {
     ok: true,
     event: {
@@ -119,18 +139,30 @@ export function normaliseEvent(raw: unknown): NormaliseResult {
 export const INVALID_UTF8_REASON =
   'shows U+FFFD in a page whose body held bytes that are not UTF-8 (decoded as U+FFFD): the value may have been altered, so it is not stored';
 
-/** Normalises a page's events one by one; order is kept within each list. */
+/**
+ * Normalises a page's events one by one; order is kept within each list. `opts` is what the
+ * client learnt of the body (an EventsPage can be passed as is): bytes that were not UTF-8, and
+ * the events carrying numbers JavaScript cannot read exactly.
+ */
 export function normalisePage(
   data: unknown[],
-  opts: { invalidUtf8?: boolean } = {},
+  opts: { invalidUtf8?: boolean | undefined; unexact?: readonly UnexactEvent[] | undefined } = {},
 ): { events: NormalisedEvent[]; rejects: RejectedEvent[] } {
   const events: NormalisedEvent[] = [];
   const rejects: RejectedEvent[] = [];
-  for (const raw of data) {
+  const unexact =
+    opts.unexact && opts.unexact.length > 0 ? new Map(opts.unexact.map((u) => [u.index, u])) : null;
+  for (let i = 0; i < data.length; i++) {
+    const raw = data[i];
+    const lossy = unexact?.get(i);
+    if (lossy) {
+      rejects.push({ raw, reason: lossy.reason, rawText: lossy.rawText });
+      continue;
+    }
     // Only in a page whose body was not valid UTF-8 (rare): a U+FFFD there may stand for bytes
     // the decoder replaced, and storing it would silently alter the value.
-    if (opts.invalidUtf8 && JSON.stringify(raw)?.includes('\ufffd')) {
-      rejects.push({ raw, reason: INVALID_UTF8_REASON });
+    if (opts.invalidUtf8 && showsReplacement(raw)) {
+      rejects.push(rejectOf(raw, INVALID_UTF8_REASON));
       continue;
     }
     const r = normaliseEvent(raw);
@@ -358,20 +390,93 @@ function digits(s: string, at: number, len: number): number {
   return n;
 }
 
-/** Walks any JSON value iteratively (a deeply nested payload must not overflow the stack). */
-function containsUnstorable(value: unknown): boolean {
-  if (typeof value === 'string') return unstorable(value);
-  if (typeof value !== 'object' || value === null) return false;
+/**
+ * Why `properties` cannot be stored, or null: walked iteratively (a deeply nested payload must
+ * not overflow the stack here either), depth and estimated size counted on the way.
+ */
+function inspectProperties(value: unknown): string | null {
+  if (typeof value === 'string') {
+    if (unstorable(value)) return UNSTORABLE_PROPERTIES;
+    return value.length * 3 > MAX_PROPERTIES_BYTES ? tooBig(value.length) : null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const stack: unknown[] = [value];
+  const depths: number[] = [1];
+  let bytes = 0;
+  while (stack.length > 0) {
+    const v = stack.pop();
+    const depth = depths.pop() as number;
+    if (typeof v === 'string') {
+      if (unstorable(v)) return UNSTORABLE_PROPERTIES;
+      bytes += v.length + 2;
+    } else if (typeof v === 'object' && v !== null) {
+      if (depth > MAX_PROPERTIES_DEPTH) {
+        return `nested deeper than ${MAX_PROPERTIES_DEPTH} levels (MAX_PROPERTIES_DEPTH), which this pipeline does not store`;
+      }
+      bytes += 2;
+      if (Array.isArray(v)) {
+        for (const x of v) {
+          stack.push(x);
+          depths.push(depth + 1);
+          bytes += 1;
+        }
+      } else {
+        for (const k in v) {
+          if (unstorable(k)) return UNSTORABLE_PROPERTIES;
+          stack.push((v as Record<string, unknown>)[k]);
+          depths.push(depth + 1);
+          bytes += k.length + 4;
+        }
+      }
+    } else {
+      bytes += 8;
+    }
+    if (bytes > MAX_PROPERTIES_BYTES) return tooBig(bytes);
+  }
+  return null;
+}
+
+const UNSTORABLE_PROPERTIES = 'contains U+0000 or an unpaired surrogate, which PostgreSQL jsonb cannot store';
+
+function tooBig(bytes: number): string {
+  return `more than ${MAX_PROPERTIES_BYTES} bytes (about ${bytes} counted, MAX_PROPERTIES_BYTES), which this pipeline does not store`;
+}
+
+/** A reject whose raw text is kept exactly when JSON.stringify can write it, cut at the depth limit when it cannot. */
+function rejectOf(raw: unknown, reason: string): RejectedEvent {
+  try {
+    JSON.stringify(raw);
+    return { raw, reason };
+  } catch {
+    return { raw, reason, rawText: boundedJson(raw) };
+  }
+}
+
+/** JSON text of `raw` with everything below MAX_PROPERTIES_DEPTH levels replaced by a marker string. */
+export function boundedJson(raw: unknown): string {
+  const cut = (v: unknown, depth: number): unknown => {
+    if (typeof v !== 'object' || v === null) return v;
+    if (depth >= MAX_PROPERTIES_DEPTH) return `<cut: nested deeper than ${MAX_PROPERTIES_DEPTH} levels>`;
+    if (Array.isArray(v)) return v.map((x) => cut(x, depth + 1));
+    const out: Record<string, unknown> = {};
+    for (const k in v) out[k] = cut((v as Record<string, unknown>)[k], depth + 1);
+    return out;
+  };
+  return JSON.stringify(cut(raw, 0)) ?? String(raw);
+}
+
+/** A U+FFFD anywhere in the value, keys included (iterative, like inspectProperties). */
+function showsReplacement(value: unknown): boolean {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === 'string') {
-      if (unstorable(v)) return true;
+      if (v.includes('\ufffd')) return true;
     } else if (Array.isArray(v)) {
       for (const x of v) stack.push(x);
     } else if (typeof v === 'object' && v !== null) {
       for (const k in v) {
-        if (unstorable(k)) return true;
+        if (k.includes('\ufffd')) return true;
         stack.push((v as Record<string, unknown>)[k]);
       }
     }

@@ -1,4 +1,5 @@
 import type { RateLimitInfo } from '../errors.ts';
+import type { UnexactEvent } from './numbers.ts';
 
 /** The eight event types the service reports. */
 export const EVENT_TYPES = [
@@ -31,6 +32,11 @@ export interface NormalisedEvent {
 export interface RejectedEvent {
   raw: unknown;
   reason: string;
+  /**
+   * The event's exact text when JSON.stringify(raw) would not give it back: a number JavaScript
+   * cannot hold (the body's own text), or a value nested too deep to serialise (cut at the depth limit).
+   */
+  rawText?: string;
 }
 
 /** A page in the shape-independent form (the live nested body and the documented flat body both map here). */
@@ -51,6 +57,8 @@ export interface EventsPage {
    * rejects every event that shows a U+FFFD, instead of storing an altered value.
    */
   invalidUtf8?: boolean;
+  /** Events carrying a number JavaScript cannot read exactly (numbers.ts): normalisePage rejects them. */
+  unexact?: UnexactEvent[];
 }
 
 /** What one successful events request gives back. */

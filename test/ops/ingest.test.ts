@@ -385,6 +385,39 @@ describe('status of a source read by several chains', () => {
     expect(lines.filter((l) => l.endsWith('events, done'))).toHaveLength(2);
   });
 
+  it('says the high-water mark, a running top-up and the last one with its new rows', () => {
+    const marks = {
+      hwmTs: T0,
+      hwmId: 'e',
+      signpostTs: T0 + 3_600_000,
+      signpostId: 's',
+      floorTs: T0 - 900_000,
+      topupStartedAtMs: T0 + 3_600_000,
+      baseInserted: 1_000,
+      lastTopupAtMs: T0 + 60_000,
+      lastTopupInserted: 12_040,
+      topups: 2,
+      lateBeyondLookback: 3,
+    };
+    const view = statusView([{ ...threeChains()[0]!, chainMode: 'single', marks }], T0);
+    const lines = formatStatus({
+      sourceId: 'default',
+      execution: null,
+      latest: null,
+      totals: null,
+      eventsPerSecond: null,
+      checkpoint: view,
+      etaSeconds: null,
+    });
+    expect(lines).toContain('high-water: 2026-02-20T12:00:00.000Z');
+    expect(lines).toContain(
+      'top-up:     running, from 2026-02-20T13:00:00.000Z down to 2026-02-20T11:45:00.000Z',
+    );
+    expect(lines).toContain(
+      'last top-up: 2026-02-20T12:01:00.000Z, 12,040 new events (2 top-ups; 3 late beyond the lookback so far)',
+    );
+  });
+
   it('keeps one line for a source read by one chain, and none for a status function without chains', () => {
     const one = statusView(
       [{ ...threeChains()[0]!, chainMode: 'single', chainNote: 'one chain: the first page took 40 ms' }],

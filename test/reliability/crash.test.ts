@@ -1,7 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { growthFile } from '#local/run/growth-log.ts';
+import { createDataset, type GrowArgs } from '#local/simulator/index.ts';
 import { createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
@@ -59,7 +62,13 @@ async function insertedSoFar(sourceId: string): Promise<number> {
 const chainsOf = (run: number) => (run % 2 === 1 ? 3 : 1);
 
 /** One CLI process; SIGKILLed as `kill` says unless it exits first. */
-function runCli(sourceId: string, seed: number, kill: Kill, chains: number): Promise<Attempt> {
+function runCli(
+  sourceId: string,
+  seed: number,
+  kill: Kill,
+  chains: number,
+  events = EVENTS,
+): Promise<Attempt> {
   return new Promise((done, fail) => {
     // node --import tsx, not npx/tsx: those put a wrapper process in between, and the SIGKILL
     // must hit the process that holds the lease and the open transaction.
@@ -72,7 +81,7 @@ function runCli(sourceId: string, seed: number, kill: Kill, chains: number): Pro
         '--database-url',
         db.url,
         '--events',
-        String(EVENTS),
+        String(events),
         '--rate-limit',
         '0',
         '--latency-ms',
@@ -107,9 +116,8 @@ function runCli(sourceId: string, seed: number, kill: Kill, chains: number): Pro
     };
     if (kill?.from === 'spawn') arm();
     if (kill?.from === 'progress') {
-      const target = kill.rows;
       void (async () => {
-        while (!exited && (await insertedSoFar(sourceId)) < target)
+        while (!exited && (await insertedSoFar(sourceId)) < kill.rows)
           await new Promise((r) => setTimeout(r, 10));
         if (!exited) arm();
       })();
@@ -210,5 +218,98 @@ describe(`crash anywhere: SIGKILL at random instants, restart until complete, on
       expect(killsMidRun).toBeGreaterThanOrEqual(SCALE === 'full' ? RUNS : 1);
     },
     sized(20 * 60_000, 100_000),
+  );
+});
+
+// Top-ups: a complete source whose upstream grew (newer events and late ones inside the
+// lookback) is run again and SIGKILLed anywhere in the walk, restarted until complete.
+const TOPUP_RUNS = sized(6, 2);
+const TOPUP_BASE = sized(50_000, 10_000);
+/** Seven pages or more: enough for a three-chain run to plan the gap as chains, and for kills to land mid-walk. */
+const TOPUP_GROWTH: GrowArgs = { newer: sized(60_000, 32_000), lateWithin: 200, lookbackMs: 600_000 };
+const TOPUP_NEW = TOPUP_GROWTH.newer + (TOPUP_GROWTH.lateWithin ?? 0);
+const DATA_DIR = resolve(ROOT, '.local/reliability');
+
+describe(`crash anywhere in a top-up: SIGKILL at random instants of the walk, restart until complete (${SCALE})`, () => {
+  it(
+    `${TOPUP_RUNS} top-ups of ${TOPUP_NEW.toLocaleString('en-US')} events over ${TOPUP_BASE.toLocaleString('en-US')} end exact with the mark at the newest instant`,
+    async () => {
+      const random = seededRandom(SEED + 1);
+      let kills = 0;
+      let killsMidWalk = 0;
+      let stored = 0;
+      let duplicates = 0;
+      for (let run = 0; run < TOPUP_RUNS; run++) {
+        const sourceId = `topup-${SEED}-${run}`;
+        const seed = SEED + 1000 + run;
+        const file = growthFile(DATA_DIR, { events: TOPUP_BASE, seed, chaos: false });
+        rmSync(file, { force: true });
+        const backfill = await runCli(sourceId, seed, null, chainsOf(run), TOPUP_BASE);
+        expect(backfill.code, backfill.stdout + backfill.stderr).toBe(0);
+        // The upstream grows: the bundled simulator replays the data dir's growth at every start.
+        mkdirSync(resolve(file, '..'), { recursive: true });
+        appendFileSync(file, `${JSON.stringify(TOPUP_GROWTH)}\n`);
+        const total = TOPUP_BASE + TOPUP_NEW;
+        for (let k = 0; k < KILLS_PER_RUN; k++) {
+          const done = await insertedSoFar(sourceId);
+          if (done >= total) break;
+          const lastTarget = Math.max(done, total - PAGE_SIZE - 1);
+          const kill: Kill =
+            random() < 0.25
+              ? { from: 'spawn', afterMs: Math.round(random() * STARTUP_KILL_MS) }
+              : {
+                  from: 'progress',
+                  rows: done + Math.floor(random() * (lastTarget - done + 1)),
+                  afterMs: Math.round(random() * KILL_JITTER_MS),
+                };
+          const attempt = await runCli(sourceId, seed, kill, chainsOf(run), TOPUP_BASE);
+          if (attempt.killedAtMs === null) {
+            expect(attempt.code, attempt.stdout + attempt.stderr).toBe(0);
+            break;
+          }
+          kills++;
+          const c = await sourceCounts(sql, sourceId);
+          expect(c.rows).toBe(c.distinctIds);
+          expect(c.rows).toBe(c.checkpoint?.eventsInserted ?? 0);
+          if (c.checkpoint && c.checkpoint.status !== 'complete') killsMidWalk++;
+        }
+        const final = await runCli(sourceId, seed, null, chainsOf(run), TOPUP_BASE);
+        expect(final.code, final.stdout + final.stderr).toBe(0);
+        const summary = JSON.parse(final.stdout.trim().split('\n').at(-1) ?? '{}') as {
+          status: string;
+          verified: boolean;
+          expectedEvents: number;
+        };
+        expect(summary).toMatchObject({ status: 'complete', verified: true, expectedEvents: total });
+        const c = await sourceCounts(sql, sourceId);
+        expect(c.rows).toBe(total);
+        expect(c.distinctIds).toBe(total);
+        expect(c.checkpoint?.eventsInserted).toBe(total);
+        expect(c.checkpoint?.leaseOwner ?? null).toBeNull();
+        // The mark is the grown data set's newest instant, and no top-up is left open.
+        const grown = createDataset({ events: TOPUP_BASE, seed });
+        grown.grow(TOPUP_GROWTH);
+        const [head] = await sql<{ hwm: string | null; signpost: string | null; floors: number }[]>`
+          select (extract(epoch from hwm_ts) * 1000)::bigint::text as hwm, topup_signpost_ts::text as signpost,
+            (select count(*)::int from checkpoints where (source_id = ${sourceId} or chain_of = ${sourceId}) and topup_floor_ts is not null) as floors
+          from checkpoints where source_id = ${sourceId}`;
+        expect(Number(head?.hwm)).toBe(grown.timestampAt(0));
+        expect(head?.signpost).toBeNull();
+        expect(head?.floors).toBe(0);
+        stored += c.rows;
+        duplicates += c.rows - c.distinctIds;
+      }
+      report('crash-anywhere-topup', {
+        runs: TOPUP_RUNS,
+        faults: { sigkills: kills, killsDuringTopUp: killsMidWalk },
+        expected: TOPUP_RUNS * (TOPUP_BASE + TOPUP_NEW),
+        stored,
+        duplicates,
+        rejects: 0,
+        seed: SEED,
+      });
+      expect(killsMidWalk).toBeGreaterThanOrEqual(1);
+    },
+    sized(20 * 60_000, 200_000),
   );
 });

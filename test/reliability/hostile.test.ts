@@ -2,12 +2,14 @@ import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configDefaults } from '#shared/config.ts';
 import { decodeCursor } from '#shared/cursor.ts';
-import { createSql } from '#shared/db/client.ts';
+import { listChains } from '#shared/db/chains.ts';
+import { createDb, createSql } from '#shared/db/client.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { createStore } from '#shared/db/store.ts';
-import { UpstreamProtocolError } from '#shared/errors.ts';
+import { AuthError, UpstreamProtocolError } from '#shared/errors.ts';
+import { statusView } from '#shared/status/view.ts';
 import type { StepDeps } from '#shared/step/index.ts';
-import { createDataSyncClient } from '#shared/upstream/client.ts';
+import { createDataSyncClient, MAX_RESPONSE_BYTES } from '#shared/upstream/client.ts';
 import { INVALID_UTF8_REASON } from '#shared/upstream/normalise.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
 import {
@@ -17,7 +19,13 @@ import {
   pageBody,
   startHostileServer,
 } from '#test/support/hostile-server.ts';
-import { realClock } from '#test/support/pipeline.ts';
+import { realClock, storedInstants } from '#test/support/pipeline.ts';
+import { verificationProblem } from '../../local/run/verification.ts';
+import {
+  type RunningSimulator,
+  type SimulatorOptionsInput,
+  startSimulator,
+} from '../../local/simulator/index.ts';
 import { driveToDone, report, sourceCounts } from './support.ts';
 
 let db: TestDatabase;
@@ -127,7 +135,6 @@ describe('hostile input from a crafted upstream', () => {
   it('stores hostile but valid values exactly, rejects the unstorable with a reason, and follows an empty page', async () => {
     const sqlish = event({
       name: "x'); drop table events; --",
-      type: "page_view' or '1'='1",
       properties: { 'key\'"; delete from checkpoints; --': "$1 $$ \\ E'\\x00' %s ?", arr: ["'", '"', '`'] },
     });
     const longName = event({ name: 'n'.repeat(1024 * 1024) });
@@ -139,7 +146,9 @@ describe('hostile input from a crafted upstream', () => {
     const unicode = event({ name: 'événement_😀_日本', properties: { emoji: '👍🏽', rtl: 'שלום' } });
     const nulInName = event({ name: 'bad\u0000name' });
     const nulInProps = event({ properties: { k: 'v\u0000' } });
-    const page1 = [sqlish, longName, deep, controls, unicode, nulInName, nulInProps];
+    // SQL in the type is outside the documented enum: a reject, stored as text, never run.
+    const typeInjection = event({ type: "page_view' or '1'='1" });
+    const page1 = [sqlish, longName, deep, controls, unicode, typeInjection, nulInName, nulInProps];
 
     const huge = event({
       properties: { blob: 'p'.repeat(5 * 1024 * 1024), list: Array.from({ length: 1000 }, (_, i) => i) },
@@ -195,22 +204,24 @@ describe('hostile input from a crafted upstream', () => {
 
       expect(await storedRow(nulInName.id)).toBeNull();
       expect(await storedRow(nulInProps.id)).toBeNull();
+      expect(await storedRow(typeInjection.id)).toBeNull();
       const reasons = await rejectReasons('hostile-values');
-      expect(reasons).toHaveLength(3);
-      expect(reasons[0]).toMatch(
+      expect(reasons).toHaveLength(4);
+      expect(reasons[0]).toMatch(/^type: "page_view' or '1'='1" is not one of the documented types/);
+      expect(reasons[1]).toMatch(
         /^name: contains U\+0000 or an unpaired surrogate, which PostgreSQL cannot store/,
       );
-      expect(reasons[1]).toBe(
+      expect(reasons[2]).toBe(
         'properties: contains U+0000 or an unpaired surrogate, which PostgreSQL jsonb cannot store',
       );
-      expect(reasons[2]).toBe(INVALID_UTF8_REASON);
+      expect(reasons[3]).toBe(INVALID_UTF8_REASON);
 
       const c = await sourceCounts(sql, 'hostile-values');
-      const valid = page1.length - 2 + page2.length + final.length;
+      const valid = page1.length - 3 + page2.length + final.length;
       expect(c.rows).toBe(valid);
       expect(c.checkpoint?.status).toBe('complete');
       expect(c.checkpoint?.eventsInserted).toBe(valid);
-      expect(c.checkpoint?.rejected).toBe(3);
+      expect(c.checkpoint?.rejected).toBe(4);
       expect(c.checkpoint?.pages).toBe(5);
       const tables =
         await sql`select count(*)::int as n from pg_tables where tablename in ('events', 'checkpoints')`;
@@ -343,5 +354,322 @@ describe('hostile input from a crafted upstream', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+/*
+ * The project's simulator misbehaving on purpose (its hostile fault options), through the real
+ * step: each misbehaviour ends well, nothing is silently wrong, and a stopped source resumes once
+ * the upstream behaves (a second simulator over the same data set without the fault).
+ */
+describe('a hostile simulator, through the real step', () => {
+  const EVENTS = 20_000;
+  type Logged = { level: string; message: string; fields?: Record<string, unknown> };
+
+  function simDeps(sim: RunningSimulator, logs: Logged[] = []): StepDeps {
+    const log = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+      logs.push({ level, message, ...(fields ? { fields } : {}) });
+    return {
+      store: createStore(sql),
+      upstream: createDataSyncClient({ baseUrl: sim.url, apiKey: sim.options.apiKey, timeoutMs: 30_000 }),
+      clock: realClock,
+      logger: { info: log('info'), warn: log('warn'), error: log('error') },
+      metrics: { add: () => {} },
+      config: {
+        ...configDefaults,
+        pageSize: 5000,
+        minSpacingMs: 0,
+        retryBudgetMs: 5_000,
+        maxInTaskSleepMs: 1_000,
+        leaseTtlMs: 60_000,
+        random: () => 0.01,
+      },
+    };
+  }
+
+  // Each scenario its own seed: events are keyed by id, and scenarios share one database.
+  const SEEDS: Record<string, number> = {
+    'hostile-values-sim': 21,
+    'hostile-back': 22,
+    'hostile-sideways': 23,
+    'hostile-empty': 24,
+    'hostile-conflicts': 25,
+    'hostile-oversize': 26,
+    'hostile-401': 27,
+  };
+  const sim = (sourceId: string, faults: SimulatorOptionsInput = {}) =>
+    startSimulator({
+      events: EVENTS,
+      seed: SEEDS[sourceId],
+      rateLimit: 0,
+      latencyMs: 0,
+      cacheTtlSeconds: 0,
+      ...faults,
+    });
+
+  async function conflictRows(sourceId: string) {
+    return sql<{ eventId: string; fields: string }[]>`
+      select event_id::text as "eventId", fields from event_conflicts where source_id = ${sourceId} order by id`;
+  }
+
+  /** Runs the source to the end against a simulator that behaves: exact, and last_error gone. */
+  async function resumeClean(sourceId: string): Promise<void> {
+    const clean = await sim(sourceId);
+    try {
+      await driveToDone(simDeps(clean), { executionId: `${sourceId}-resume`, sourceId, maxSteps: 50 });
+      const c = await sourceCounts(sql, sourceId);
+      expect(c.rows).toBe(clean.dataset.expectedValidCount());
+      expect(c.distinctIds).toBe(c.rows);
+      expect(c.checkpoint?.status).toBe('complete');
+      expect(c.checkpoint?.lastError).toBeNull();
+    } finally {
+      await clean.close();
+    }
+  }
+
+  it('10,000-deep properties, 20-digit integers, 1e400, 1e-400 and hacked_type are rejects with their reasons; the rest is stored exactly', async () => {
+    const s = await sim('hostile-values-sim', {
+      deepPropertiesRate: 0.001,
+      unexactNumberRate: 0.002,
+      unknownTypeRate: 0.001,
+    });
+    try {
+      await driveToDone(simDeps(s), {
+        executionId: 'hostile-values-sim',
+        sourceId: 'hostile-values-sim',
+        maxSteps: 20,
+      });
+      const stats = s.stats().faults;
+      expect(stats.deepProperties).toBeGreaterThan(0);
+      expect(stats.unexactNumber).toBeGreaterThan(0);
+      expect(stats.unknownType).toBeGreaterThan(0);
+      const c = await sourceCounts(sql, 'hostile-values-sim');
+      expect(c.checkpoint?.status).toBe('complete');
+      expect(c.rows).toBe(s.dataset.expectedValidCount());
+      expect(c.rejectedRows).toBe(s.dataset.rejectedIndices().length);
+      expect(c.rejectedRows).toBe(stats.deepProperties + stats.unexactNumber + stats.unknownType);
+      const rows = await sql<{ reason: string; raw: string }[]>`
+        select reason, raw from rejected_events where source_id = 'hostile-values-sim'`;
+      const by = (re: RegExp) => rows.filter((r) => re.test(r.reason));
+      expect(by(/^properties: nested deeper than 1000 levels/)).toHaveLength(stats.deepProperties);
+      expect(by(/^type: "hacked_type" is not one of the documented types/)).toHaveLength(stats.unknownType);
+      const unexact = by(/^number (12345678901234567890|1e400|1e-400) cannot be read exactly/);
+      expect(unexact).toHaveLength(stats.unexactNumber);
+      // The raw text keeps the number as the upstream wrote it, not as JavaScript read it.
+      for (const r of unexact) expect(r.raw).toMatch(/"n":(12345678901234567890|1e400|1e-400)\}/);
+      report('hostile-sim-values', {
+        runs: 1,
+        faults: {
+          deep10000: stats.deepProperties,
+          unexact: stats.unexactNumber,
+          hackedType: stats.unknownType,
+        },
+        expected: s.dataset.expectedValidCount(),
+        stored: c.rows,
+        duplicates: c.rows - c.distinctIds,
+        rejects: c.rejectedRows,
+      });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it.each([
+    ['back', { backCursorRate: 1 }, 'points back'],
+    ['sideways', { sidewaysCursorRate: 1 }, 'points sideways'],
+  ] as const)(
+    'a cursor pointing %s stops the source naming the positions, and it resumes once the upstream behaves',
+    async (kind, faults, says) => {
+      const sourceId = `hostile-${kind}`;
+      const s = await sim(sourceId, faults);
+      try {
+        const error = await driveToDone(simDeps(s), { executionId: sourceId, sourceId, maxSteps: 20 }).catch(
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(UpstreamProtocolError);
+        expect((error as Error).message).toContain(says);
+        expect((error as Error).message).toMatch(
+          /Request position \(ts=\d+ .*, id=[0-9a-f-]{36}\), the page's cursor \(ts=\d+/,
+        );
+        // Page one is stored; page two's cursor is the fault: two requests, no loop.
+        expect(s.stats().pages).toBe(2);
+        const c = await sourceCounts(sql, sourceId);
+        expect(c.rows).toBe(5000);
+        expect(c.checkpoint?.status).toBe('failed');
+        expect(c.checkpoint?.lastError).toContain(says);
+      } finally {
+        await s.close();
+      }
+      await resumeClean(sourceId);
+      report(`hostile-cursor-${kind}`, {
+        runs: 2,
+        faults: 1,
+        expected: EVENTS,
+        stored: EVENTS,
+        duplicates: 0,
+        rejects: 0,
+      });
+    },
+  );
+
+  it('empty pages with hasMore and a new cursor each time stop the source at the third; a resume keeps counting, then completes once the upstream behaves', async () => {
+    const sourceId = 'hostile-empty';
+    const s = await sim(sourceId, { emptyPageRate: 1 });
+    try {
+      const first = await driveToDone(simDeps(s), { executionId: sourceId, sourceId, maxSteps: 20 }).catch(
+        (e: unknown) => e,
+      );
+      expect(first).toBeInstanceOf(UpstreamProtocolError);
+      expect((first as Error).message).toContain('came with empty page number 3 in a row');
+      expect(s.stats().faults.emptyPage).toBe(3);
+      const c = await sourceCounts(sql, sourceId);
+      expect(c.rows).toBe(5000);
+      const [row] = await sql<{ n: number }[]>`
+        select empty_pages_in_a_row as n from checkpoints where source_id = ${sourceId}`;
+      expect(row?.n).toBe(2);
+      // Started again while the upstream still misbehaves: one request, and it stops again.
+      const again = await driveToDone(simDeps(s), {
+        executionId: `${sourceId}-2`,
+        sourceId,
+        maxSteps: 20,
+      }).catch((e: unknown) => e);
+      expect(again).toBeInstanceOf(UpstreamProtocolError);
+      expect(s.stats().faults.emptyPage).toBe(4);
+    } finally {
+      await s.close();
+    }
+    await resumeClean(sourceId);
+    report('hostile-empty-pages', {
+      runs: 3,
+      faults: 4,
+      expected: EVENTS,
+      stored: EVENTS,
+      duplicates: 0,
+      rejects: 0,
+    });
+  });
+
+  it('the same id with other content, across pages and within a page, is recorded and counted; the first copy stays', async () => {
+    const sourceId = 'hostile-conflicts';
+    const s = await sim(sourceId, { conflictingDuplicateRate: 1 });
+    try {
+      await driveToDone(simDeps(s), { executionId: sourceId, sourceId, maxSteps: 20 });
+      const served = s.stats().faults.conflictingDuplicate;
+      expect(served).toBe(6);
+      const c = await sourceCounts(sql, sourceId);
+      expect(c.checkpoint?.status).toBe('complete');
+      expect(c.rows).toBe(s.dataset.expectedValidCount());
+      const conflicts = await conflictRows(sourceId);
+      expect(conflicts).toHaveLength(served);
+      expect(conflicts.filter((r) => r.fields === 'name')).toHaveLength(served / 2);
+      expect(conflicts.filter((r) => r.fields === 'timestamp')).toHaveLength(served / 2);
+      // Every stored row is the first copy: the clean content of the data set.
+      const instants = await storedInstants(sql, sourceId);
+      for (const start of [4999, 5000, 9999, 10_000, 14_999, 15_000]) {
+        const e = s.dataset.eventAt(start);
+        expect(instants.get(e.id)).toBe(e.timestampMs);
+      }
+      const [renamed] = await sql<{ n: number }[]>`
+        select count(*)::int as n from events where source_id = ${sourceId} and name = 'event_zzzzzz'`;
+      expect(renamed?.n).toBe(0);
+      // verified cannot be true while the upstream contradicted itself.
+      const rows = await listChains(createDb(sql), sourceId);
+      expect(rows[0]?.conflicts).toBe(served);
+      const problem = verificationProblem(
+        { events: c.rows, distinctIds: c.distinctIds, rejectedRows: c.rejectedRows },
+        rows,
+        s.dataset.expectedValidCount(),
+      );
+      expect(problem).toBe(
+        '6 conflicting duplicates: event ids sent again with other content (the first copy is stored; each other copy and the fields that differ are in table event_conflicts)',
+      );
+      expect(statusView(rows, Date.now())?.conflicts).toBe(served);
+      report('hostile-conflicts', {
+        runs: 1,
+        faults: served,
+        expected: c.rows,
+        stored: c.rows,
+        duplicates: 0,
+        rejects: 0,
+        conflicts: served,
+      });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('an oversize page and a body that never ends are refused at the byte cap and retried; the run completes exact', async () => {
+    const sourceId = 'hostile-oversize';
+    // 40 MB: over the 27.7 MB cap, quick to refuse (its Content-Length says so) or to count.
+    const s = await sim(sourceId, {
+      oversizeBodyRate: 0.3,
+      endlessBodyRate: 0.3,
+      oversizeBodyBytes: 40 * 1024 * 1024,
+      seed: 3,
+    });
+    const logs: Logged[] = [];
+    try {
+      await driveToDone(simDeps(s, logs), { executionId: sourceId, sourceId, maxSteps: 40 });
+      const stats = s.stats().faults;
+      expect(stats.oversizeBody).toBeGreaterThan(0);
+      expect(stats.endlessBody).toBeGreaterThan(0);
+      const refusals = logs
+        .filter((l) => l.message === 'transient upstream fault, retrying')
+        .map((l) => String(l.fields?.error));
+      expect(
+        refusals.some((m) =>
+          m.includes(
+            `its Content-Length says ${40 * 1024 * 1024} bytes, over the cap of ${MAX_RESPONSE_BYTES} bytes`,
+          ),
+        ),
+      ).toBe(true);
+      expect(
+        refusals.some((m) => /more than \d+ bytes arrived \(no Content-Length\), over the cap/.test(m)),
+      ).toBe(true);
+      const c = await sourceCounts(sql, sourceId);
+      expect(c.checkpoint?.status).toBe('complete');
+      expect(c.rows).toBe(s.dataset.expectedValidCount());
+      report('hostile-oversize-endless', {
+        runs: 1,
+        faults: { oversize40MB: stats.oversizeBody, endless: stats.endlessBody },
+        expected: c.rows,
+        stored: c.rows,
+        duplicates: 0,
+        rejects: 0,
+      });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a 401 whose message holds a newline, ANSI colours and the key reaches last_error escaped and masked; a successful resume clears it', async () => {
+    const sourceId = 'hostile-401';
+    const s = await sim(sourceId, { hostileErrorRate: 1 });
+    try {
+      const error = await driveToDone(simDeps(s), { executionId: sourceId, sourceId, maxSteps: 5 }).catch(
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(AuthError);
+      const message = (error as Error).message;
+      for (const text of [message, (await sourceCounts(sql, sourceId)).checkpoint?.lastError ?? '']) {
+        const controls = [...text].filter(
+          (ch) => ch.charCodeAt(0) < 0x20 || (ch >= '\u007f' && ch <= '\u009f'),
+        );
+        expect(controls).toEqual([]);
+        expect(text).not.toContain(s.options.apiKey);
+        expect(text).toContain("Invalid API key '***'\\u000a\\u001b[31mACCESS DENIED\\u001b[0m");
+      }
+    } finally {
+      await s.close();
+    }
+    await resumeClean(sourceId);
+    report('hostile-401-text', {
+      runs: 2,
+      faults: 1,
+      expected: EVENTS,
+      stored: EVENTS,
+      duplicates: 0,
+      rejects: 0,
+    });
   });
 });

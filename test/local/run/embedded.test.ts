@@ -34,7 +34,9 @@ function embeddedUrl(dataDir: string): string {
   return urlFor(port).replace(/\/postgres$/, '/datasync');
 }
 
-const quick = (dataDir: string, events: number) => [
+const quick = (dataDir: string, events: number, source = 'default') => [
+  '--source',
+  source,
   '--latency-ms',
   '0',
   '--chains',
@@ -52,28 +54,40 @@ const quick = (dataDir: string, events: number) => [
 
 describe('npm run local with the embedded PostgreSQL', () => {
   it(
-    'runs a quick variant, then another data set on the same data dir, and verifies each',
+    'runs a quick variant, then another data set on the same data dir: each its own source, both kept',
     async () => {
       const dataDir = join(work, 'variants');
-      const first = await runCli(quick(dataDir, 20_000));
+      // Without --source, as a newcomer types it: the variant is named after its options.
+      const variant = (events: number) => quick(dataDir, events).slice(2);
+      const first = await runCli(variant(20_000));
       expect(first.code, `${first.stdout}\n${first.stderr}`).toBe(0);
-      expect(lastJson(first.stdout)).toMatchObject({ status: 'complete', events: 20_000, verified: true });
+      const firstSource = 'sim-20000-rl0-latency0-chains1';
+      expect(lastJson(first.stdout)).toMatchObject({
+        status: 'complete',
+        sourceId: firstSource,
+        events: 20_000,
+        verified: true,
+      });
       // The run stops the server it started.
       expect(serverRunning(dataDir)).toBe(false);
 
-      const again = await runCli(quick(dataDir, 20_000));
+      const again = await runCli(variant(20_000));
       expect(again.code, `${again.stdout}\n${again.stderr}`).toBe(0);
-      expect(again.stdout).toContain('source "default" is already complete (20,000 events stored)');
-      expect(lastJson(again.stdout)).toMatchObject({ status: 'complete', events: 20_000, executions: 0 });
+      expect(again.stdout).toContain(`source "${firstSource}" is complete (20,000 events stored`);
+      expect(lastJson(again.stdout)).toMatchObject({
+        status: 'complete',
+        events: 20_000,
+        topUp: { newEvents: 0, requests: 1 },
+      });
 
-      // The natural next step of a newcomer: a bigger data set on the same data dir.
-      const bigger = await runCli(quick(dataDir, 50_000));
+      // The natural next step of a newcomer: a bigger data set on the same data dir. It used to
+      // start the first source over; now it is a source of its own and the first one stays.
+      const bigger = await runCli(variant(50_000));
       expect(bigger.code, `${bigger.stdout}\n${bigger.stderr}`).toBe(0);
-      expect(bigger.stdout).toContain(
-        'source "default" held a 20,000-event data set from an earlier run with other simulator options; this run serves 50,000 events: starting the source over',
-      );
+      expect(bigger.stdout).not.toContain('starting the source over');
       expect(lastJson(bigger.stdout)).toMatchObject({
         status: 'complete',
+        sourceId: 'sim-50000-rl0-latency0-chains1',
         events: 50_000,
         distinctIds: 50_000,
         expectedEvents: 50_000,
@@ -81,6 +95,8 @@ describe('npm run local with the embedded PostgreSQL', () => {
       });
       expect(lines(bigger.stderr)).toHaveLength(0);
       expect(bigger.stdout).not.toContain('FAILED');
+      const kept = await runCli(variant(20_000));
+      expect(kept.stdout).toContain(`source "${firstSource}" is complete (20,000 events stored`);
     },
     E2E_TIMEOUT_MS,
   );

@@ -111,19 +111,20 @@ describe('npm run local, end to end', () => {
   );
 
   it(
-    'says a complete source is already complete and changes nothing',
+    'tops up a complete source: one request, nothing new stored',
     async () => {
       const result = await runCli(paced('paced'));
       expect(result.code, result.stderr).toBe(0);
       expect(result.stdout).toContain(
-        'source "paced" is already complete (100,000 events stored): nothing to do',
+        'source "paced" is complete (100,000 events stored, high-water mark its newest stored event): topping up what arrived since',
       );
-      expect(result.stdout).not.toContain('progress:');
+      expect(result.stdout).toContain('top-up: +0 events in 1 request(s), high-water mark ');
       expect(lastJson(result.stdout)).toMatchObject({
         status: 'complete',
         events: 100_000,
-        executions: 0,
+        executions: 1,
         verified: true,
+        topUp: { newEvents: 0, requests: 1, lateBeyondLookback: 0 },
       });
       expect((await readSource(db.url, 'paced')).events).toBe(100_000);
     },

@@ -19,15 +19,28 @@ describe('the progress line', () => {
     expect(cold.line).toContain('ETA 37:41');
   });
 
-  it('switches to the measured rate once the run has a minute of its own', () => {
-    const later = describeProgress({
+  it('switches to the measured rate as soon as this run has measured progress', () => {
+    // 4 s after the first page was seen, 22,000 more events: 5,500 ev/s, whatever the plan says.
+    const measured = describeProgress({
       ...snapshot,
-      stored: 150_000,
-      storedThisRun: 150_000,
-      elapsedMs: 75_000,
+      stored: 47_000,
+      storedThisRun: 47_000,
+      elapsedMs: 20_000,
       plannedRate: 5000 / 2.2,
+      sinceFirstPage: { ms: 4000, stored: 22_000 },
     });
-    // 2,000 ev/s measured: 2,850,000 left take 23:45.
-    expect(later.line).toContain('ETA 23:45');
+    // 2,953,000 left at 5,500 ev/s: 08:57.
+    expect(measured.line).toContain('ETA 08:57');
+    expect(measured.line).toContain('5,500 ev/s');
+  });
+
+  it('keeps the plan while the measurement spans less than a few pages', () => {
+    const early = describeProgress({
+      ...snapshot,
+      elapsedMs: 19_000,
+      plannedRate: 5000 / 2.2,
+      sinceFirstPage: { ms: 500, stored: 10_000 },
+    });
+    expect(early.line).toContain('ETA 21:49');
   });
 });

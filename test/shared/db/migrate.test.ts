@@ -45,7 +45,14 @@ describe('runMigrations', () => {
     const sql = client();
     const tables = await sql<{ name: string }[]>`
       select table_name as name from information_schema.tables where table_schema = 'public' order by 1`;
-    expect(tables.map((t) => t.name)).toEqual(['checkpoints', 'events', 'pacers', 'rejected_events']);
+    expect(tables.map((t) => t.name)).toEqual([
+      'checkpoints',
+      'event_conflicts',
+      'events',
+      'pacers',
+      'rejected_events',
+      'source_datasets',
+    ]);
     const [bookkeeping] = await sql<
       { n: number }[]
     >`select count(*)::int as n from drizzle.__drizzle_migrations`;

@@ -3,7 +3,6 @@ import type { Sql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireLease, type Checkpoint, getCheckpoint } from '#shared/db/checkpoints.ts';
 import { createDb, createSql } from '#shared/db/client.ts';
-import { PageRejectedByDatabaseError } from '#shared/db/errors.ts';
 import { runMigrations } from '#shared/db/migrate.ts';
 import { type PersistPageInput, persistPage } from '#shared/db/persist.ts';
 import { CheckpointConflictError } from '#shared/errors.ts';
@@ -148,19 +147,19 @@ describe('persistPage', () => {
     expect(row?.name).toBe('event_abc');
   });
 
-  it('counts exactly when another source already stored some of the page’s ids', async () => {
+  it('stores ids another source already holds under this source too: each source keeps its own rows', async () => {
     const mine = await freshSource();
     const theirs = await freshSource('exec-2');
     const shared = Array.from({ length: 40 }, () => event());
     const onlyMine = Array.from({ length: 60 }, () => event());
-    // The other source committed its page first; ours meets 40 stored ids and falls back.
+    // The other source committed its page first; the key is (source_id, id), so ours is not refused.
     await persistPage(createDb(sql), { ...input(theirs.sourceId, theirs.cp, shared), owner: 'exec-2' });
     const r = await persistPage(
       createDb(sql),
       input(mine.sourceId, mine.cp, [...onlyMine.slice(0, 30), ...shared, ...onlyMine.slice(30)]),
     );
-    expect(r).toMatchObject({ inserted: 60, duplicates: 40, writePath: 'insert' });
-    expect(await count('events', mine.sourceId)).toBe(60);
+    expect(r).toMatchObject({ inserted: 100, duplicates: 0, writePath: 'copy' });
+    expect(await count('events', mine.sourceId)).toBe(100);
     expect(await count('events', theirs.sourceId)).toBe(40);
   });
 
@@ -282,18 +281,69 @@ describe('persistPage', () => {
     expect(rows[2]).toMatchObject({ eventId: null, raw: '"not an object"' });
   });
 
-  it('fails the whole page with a clear error when the database refuses a row, storing nothing', async () => {
+  it('rejects only the row the database refuses, with its reason, and stores the rest of the page', async () => {
     const { sourceId, cp } = await freshSource();
+    const good = [event(), event()];
+    // Normalisation rejects a NUL; this row skips it, as a value only PostgreSQL knows it refuses would.
     const bad = event({ name: 'has a NUL \u0000 inside' });
-    const error = await persistPage(createDb(sql), input(sourceId, cp, [event(), bad])).catch(
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(PageRejectedByDatabaseError);
-    expect((error as PageRejectedByDatabaseError).transient).toBe(false);
-    expect((error as Error).message).toMatch(/events/);
-    expect((error as Error).message).toMatch(/normalisation/);
-    expect(await count('events', sourceId)).toBe(0);
-    expect(await getCheckpoint(createDb(sql), sourceId)).toEqual(cp);
+    const r = await persistPage(createDb(sql), input(sourceId, cp, [good[0]!, bad, good[1]!]));
+    expect(r.inserted).toBe(2);
+    expect(r.refused).toBe(1);
+    expect(r.rejectsInserted).toBe(1);
+    expect(r.duplicates).toBe(0);
+    expect(r.writePath).toBe('insert');
+    expect(await count('events', sourceId)).toBe(2);
+    const [reject] = await sql<{ eventId: string; reason: string }[]>`
+      select event_id as "eventId", reason from rejected_events where source_id = ${sourceId}`;
+    expect(reject?.eventId).toBe(bad.id);
+    expect(reject?.reason).toMatch(/^PostgreSQL refused the normalised row \(22P05: /);
+    expect(r.checkpoint.pages).toBe(cp.pages + 1);
+    expect(r.checkpoint.rejected).toBe(1);
+  });
+
+  it('records a conflicting duplicate within a page and across pages, once each, and keeps the first copy', async () => {
+    const { sourceId, cp } = await freshSource();
+    const a = event();
+    const b = event();
+    const aRenamed = { ...a, name: 'event_other' };
+    const first = await persistPage(createDb(sql), input(sourceId, cp, [a, b, aRenamed]));
+    expect(first.inserted).toBe(2);
+    expect(first.duplicates).toBe(1);
+    expect(first.conflicts).toBe(1);
+    const bDayOff = { ...b, occurredAtMs: b.occurredAtMs - 86_400_000, properties: { page: '/other' } };
+    const same = { ...a };
+    const second = await persistPage(createDb(sql), input(sourceId, first.checkpoint, [bDayOff, same]));
+    expect(second.inserted).toBe(0);
+    expect(second.duplicates).toBe(2);
+    expect(second.conflicts).toBe(1);
+    expect(second.checkpoint.conflicts).toBe(2);
+    const rows = await sql<{ eventId: string; fields: string }[]>`
+      select event_id::text as "eventId", fields from event_conflicts where source_id = ${sourceId} order by id`;
+    expect(rows).toEqual([
+      { eventId: a.id, fields: 'name' },
+      { eventId: b.id, fields: 'properties,timestamp' },
+    ]);
+    const [stored] = await sql<{ name: string }[]>`select name from events where id = ${a.id}`;
+    expect(stored?.name).toBe(a.name);
+    // The same conflicting copy again (a page served twice) is not counted twice.
+    const third = await persistPage(createDb(sql), input(sourceId, second.checkpoint, [bDayOff]));
+    expect(third.conflicts).toBe(0);
+  });
+
+  it('counts empty pages in a row in the checkpoint, resets the count on a page with rows, and clears last_error', async () => {
+    const { sourceId, cp } = await freshSource();
+    await sql`update checkpoints set last_error = 'UpstreamProtocolError: earlier' where source_id = ${sourceId}`;
+    const empty = (c: Checkpoint) =>
+      input(sourceId, c, [], {
+        next: { ...input(sourceId, c, []).next, positionTs: T0, positionId: null, emptyPage: true },
+      });
+    const e1 = await persistPage(createDb(sql), empty(cp));
+    expect(e1.checkpoint.emptyPagesInARow).toBe(1);
+    expect(e1.checkpoint.lastError).toBeNull();
+    const e2 = await persistPage(createDb(sql), empty(e1.checkpoint));
+    expect(e2.checkpoint.emptyPagesInARow).toBe(2);
+    const full = await persistPage(createDb(sql), input(sourceId, e2.checkpoint, [event()]));
+    expect(full.checkpoint.emptyPagesInARow).toBe(0);
   });
 
   it('round-trips hostile strings, unicode, huge and deep properties and instants exactly', async () => {

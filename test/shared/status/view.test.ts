@@ -97,6 +97,38 @@ describe('the status view of a source read by several chains', () => {
     expect(statusView([], T0)).toBeNull();
   });
 
+  it('says the high-water mark, the last top-up and its new rows, and the late rows of every chain', () => {
+    const marks = {
+      hwmTs: T0 - DAY,
+      hwmId: 'e',
+      signpostTs: null,
+      signpostId: null,
+      floorTs: null,
+      topupStartedAtMs: T0 - 60_000,
+      baseInserted: 30_000,
+      lastTopupAtMs: T0 - 30_000,
+      lastTopupInserted: 5_012,
+      topups: 3,
+      lateBeyondLookback: 4,
+    };
+    const [head, ...rest] = threeChains();
+    const rows = [
+      { ...head!, status: 'complete' as const, marks },
+      ...rest.map((r) => ({ ...r, marks: { ...marks, lateBeyondLookback: 1 } })),
+    ];
+    expect(statusView(rows, T0)?.topUp).toEqual({
+      highWaterMark: T0 - DAY,
+      signpost: null,
+      floor: null,
+      lastTopUpAtMs: T0 - 30_000,
+      lastTopUpInserted: 5_012,
+      topUps: 3,
+      lateBeyondLookback: 4 + rest.length,
+    });
+    // A checkpoint from before top-ups (no marks) reads as none yet.
+    expect(statusView([row({ chain: 0 })], T0)?.topUp).toMatchObject({ highWaterMark: null, topUps: 0 });
+  });
+
   it('is what the status function answers for the rows it reads', async () => {
     const asked: string[] = [];
     const handler = createStatusHandler({

@@ -76,6 +76,22 @@ describe('createDataSyncClient', () => {
     expect(() => createDataSyncClient({ baseUrl: url, apiKey: 'k' })).toThrow(/DATASYNC_API_URL.*\/api\/v1/);
   });
 
+  it('refuses a base URL with credentials without repeating them', () => {
+    const url = 'https://admin:hunter22@api.example.com/api/v1';
+    const e = (() => {
+      try {
+        createDataSyncClient({ baseUrl: url, apiKey: 'k' });
+      } catch (error) {
+        return error as Error;
+      }
+      throw new Error('expected a ConfigError');
+    })();
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.message).toContain('"https://***:***@api.example.com/api/v1"');
+    expect(e.message).toContain('it carries credentials');
+    expect(e.message).not.toContain('hunter22');
+  });
+
   it('refuses an empty API key, naming DATASYNC_API_KEY', () => {
     expect(() => createDataSyncClient({ baseUrl, apiKey: '  ' })).toThrow(/DATASYNC_API_KEY/);
   });
@@ -322,6 +338,82 @@ describe('fetchEvents', () => {
     const good = await client().fetchEvents({ limit: 10 });
     expect(good.page.invalidUtf8).toBeUndefined();
     expect(good.page.data).toEqual([{ name: 'a\ufffdb' }]);
+  });
+
+  describe('a body over the byte cap', () => {
+    it('is refused from its Content-Length, before a byte of it is read, as a transient error', async () => {
+      const body = JSON.stringify({ data: [{ pad: 'x'.repeat(5000) }], hasMore: false, nextCursor: null });
+      respond = json(200, body, { 'Content-Length': String(Buffer.byteLength(body)) });
+      const e = (await failure(
+        client({ maxResponseBytes: 1000 }).fetchEvents({ limit: 10 }),
+      )) as UpstreamUnavailableError;
+      expect(e).toBeInstanceOf(UpstreamUnavailableError);
+      expect(e.transient).toBe(true);
+      expect(e.message).toMatch(/its Content-Length says 50\d\d bytes, over the cap of 1000 bytes/);
+      expect(e.message).toContain('safe to retry');
+    });
+
+    it('is cut once the bytes of a body without Content-Length (one that never ends) pass the cap', async () => {
+      let closed = false;
+      respond = (_req, res) => {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.write('{"data":[');
+        const timer = setInterval(() => res.write(' '.repeat(64 * 1024)), 1);
+        res.on('close', () => {
+          closed = true;
+          clearInterval(timer);
+        });
+      };
+      const cap = 1024 * 1024;
+      const e = await failure(client({ maxResponseBytes: cap }).fetchEvents({ limit: 10 }));
+      expect(e).toBeInstanceOf(UpstreamUnavailableError);
+      expect(e.message).toMatch(
+        /more than \d+ bytes arrived \(no Content-Length\), over the cap of 1048576 bytes/,
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      expect(closed).toBe(true);
+    });
+
+    it('lets a page at the cap through', async () => {
+      const body = JSON.stringify({ data: [], hasMore: false, nextCursor: null });
+      respond = json(200, body);
+      const r = await client({ maxResponseBytes: Buffer.byteLength(body) }).fetchEvents({ limit: 10 });
+      expect(r.page.hasMore).toBe(false);
+    });
+  });
+
+  it('escapes control characters and ANSI codes of an error message and masks the key it quotes', async () => {
+    respond = json(401, {
+      error: 'Unauthorized',
+      message: "Invalid API key 'test-key'\n\u001b[31mverification: OK\u001b[0m",
+      code: 'INVALID_API_KEY',
+    });
+    const e = await failure(client().fetchEvents({ limit: 10 }));
+    expect(e).toBeInstanceOf(AuthError);
+    expect(e.message).toContain(
+      "INVALID_API_KEY: Invalid API key '***'\\u000a\\u001b[31mverification: OK\\u001b[0m",
+    );
+    expect(e.message).not.toContain('\u001b');
+    expect(e.message).not.toContain('\n');
+    expect(e.message).not.toContain('test-key');
+  });
+
+  it('marks the events that carry numbers JavaScript cannot read exactly, with their exact text', async () => {
+    respond = json(
+      200,
+      '{"data":[{"id":"a","properties":{"n":1}},{"id":"b","properties":{"n":12345678901234567890}}],"hasMore":false,"nextCursor":null}',
+    );
+    const r = await client().fetchEvents({ limit: 10 });
+    expect(r.page.unexact).toEqual([
+      {
+        index: 1,
+        rawText: '{"id":"b","properties":{"n":12345678901234567890}}',
+        reason:
+          'number 12345678901234567890 cannot be read exactly (JavaScript reads it as 12345678901234567000): rejected rather than stored altered',
+      },
+    ]);
+    respond = json(200, { data: [{ id: 'a', n: 1769541630123 }], hasMore: false, nextCursor: null });
+    expect((await client().fetchEvents({ limit: 10 })).page.unexact).toBeUndefined();
   });
 
   it('maps a 200 JSON body of the wrong shape to UpstreamProtocolError', async () => {

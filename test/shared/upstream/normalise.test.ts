@@ -185,9 +185,10 @@ describe('normaliseEvent', () => {
     });
   });
 
-  it('keeps an unknown event type: the upstream may add types', () => {
-    const r = normaliseEvent(rawEvent({ type: 'checkout_started' }));
-    expect(r.ok && r.event.type).toBe('checkout_started');
+  it('rejects an unknown event type (kept in rejected_events, where a type the upstream adds shows up)', () => {
+    expect(rejectReason(rawEvent({ type: 'checkout_started' }))).toMatch(
+      /^type: "checkout_started" is not one of the documented types \(page_view, click,/,
+    );
   });
 
   it('defaults properties to {} and keeps any JSON otherwise', () => {
