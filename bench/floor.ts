@@ -1,8 +1,12 @@
+import { mkdir, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { localRunOptionsSchema } from '#local/run/options.ts';
 import { runLocal } from '#local/run/runner.ts';
+import { FAMILY, FAMILY_NAMES, type FamilyName } from '#local/simulator/family.ts';
+import type { SimulatorOptionsInput } from '#local/simulator/index.ts';
+import { RESET_BASES } from '#local/simulator/rate-limiter.ts';
 import {
   openTarget,
   positiveInt,
@@ -16,6 +20,7 @@ import {
   windowConfigs,
   windowLabel,
 } from './lib.ts';
+import { floorPlotSvg } from './plot.ts';
 
 /**
  * How close the pipeline paces to the rate limit: 600 pages through the synthesized state
@@ -51,6 +56,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       'min-spacing-ms': { type: 'string', default: '2200' },
       only: { type: 'string' },
       chains: { type: 'string', default: 'auto' },
+      // Members of the upstream family (local/simulator/family.ts), comma-separated.
+      family: { type: 'string', default: 'default' },
+      // Every Reset basis, fixed and sliding (the rest as the default member): 6 x the configurations.
+      bases: { type: 'boolean', default: false },
+      // Writes an SVG of each configuration's request starts per chain (--plot DIR, default docs/img).
+      plot: { type: 'string' },
+      // Share of requests the simulator answers 503 (the load balancer's).
+      errors: { type: 'string', default: '0' },
     },
     allowPositionals: false,
   });
@@ -63,7 +76,34 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const chains = values.chains === 'auto' ? 'auto' : positiveInt(values.chains, '--chains');
   const limit = 10;
   // --only 20:fixed:0,60:sliding:3500 picks configurations (for trying a change quickly).
-  const configs = windowConfigs(values.only);
+  const families = values.bases
+    ? (['fixed', 'sliding'] as const).flatMap((windowMode) =>
+        RESET_BASES.map((resetBasis) => ({
+          label: `${windowMode}/${resetBasis}`,
+          sim: { windowMode, resetBasis } as Partial<SimulatorOptionsInput>,
+        })),
+      )
+    : (values.family ?? 'default').split(',').map((name) => {
+        const member = name.trim() as FamilyName;
+        if (!FAMILY_NAMES.includes(member))
+          throw new Error(`--family ${name} is not a member: use one of ${FAMILY_NAMES.join(', ')}`);
+        return { label: member, sim: { family: member } as Partial<SimulatorOptionsInput> };
+      });
+  const errorRate = Number(values.errors);
+  if (!(errorRate >= 0 && errorRate < 1))
+    throw new Error(`--errors must be a share from 0 to below 1, got "${values.errors}"`);
+  const plotDir = values.plot === undefined ? null : values.plot === '' ? 'docs/img' : values.plot;
+  const configs = families.flatMap((f) =>
+    windowConfigs(values.only)
+      // A member names its window mode; --bases sets it: the others keep the configuration's.
+      .filter(
+        (c) =>
+          values.bases ||
+          !('windowMode' in (FAMILY[f.label as FamilyName]?.options ?? {})) ||
+          (FAMILY[f.label as FamilyName].options as { windowMode?: string }).windowMode === c.windowMode,
+      )
+      .map((c) => ({ ...c, ...(f.sim.windowMode ? { windowMode: f.sim.windowMode } : {}), family: f })),
+  );
 
   const target = await openTarget('dsi_bench_floor');
   const data = await tempDataDir('floor');
@@ -105,10 +145,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
         dataDir: data.dir,
         progress: 'none',
       });
-      const summary = await runLocal(
-        options,
-        quietIo(() => false, pageSize),
-      );
+      const summary = await runLocal(options, {
+        ...quietIo(() => false, pageSize),
+        simulator: { ...c.family.sim, ...(errorRate > 0 ? { transientErrorRate: errorRate } : {}) },
+      });
       if (summary.status !== 'complete' || !summary.verified) {
         throw new Error(
           `floor: ${windowLabel(c)} ended ${summary.status} (verified ${summary.verified}, ${summary.events} events, ` +
@@ -146,7 +186,37 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       // The issue's yardstick, whatever the chain count: the rate limit or our own spacing.
       const designBound = Math.max(floorSeconds, spacingSeconds);
       const [boundBy, boundSeconds] = Object.entries(bounds).reduce((a, b) => (b[1] > a[1] ? b : a));
+      const pageStarts = logs
+        .map((l) => ({ chain: l.chain ?? 0, at: l.atMs - l.persistMs - l.upstreamLatencyMs }))
+        .sort((a, b) => a.at - b.at);
+      const gaps = pageStarts.slice(1).map((p, k) => p.at - pageStarts[k]!.at);
+      const smallestPageGapMs = gaps.length > 0 ? Math.min(...gaps) * timeScale : null;
+      if (plotDir) {
+        await mkdir(plotDir, { recursive: true });
+        const file = resolve(
+          plotDir,
+          `floor-${c.family.label.replace('/', '-')}-${windowLabel(c).replaceAll(':', '-')}.svg`,
+        );
+        await writeFile(
+          file,
+          floorPlotSvg({
+            title: `${c.family.label} ${windowLabel(c)}: ${pages} pages, ${summary.chains} chain(s), ${round3(elapsedSeconds / designBound)} x max(rate limit, spacing)`,
+            starts: pageStarts.map((p) => ({
+              chain: p.chain,
+              atSeconds: ((p.at - firstStart) / 1000) * timeScale,
+            })),
+            windowSeconds: c.windowSeconds,
+            limit,
+            boundSeconds: designBound * timeScale,
+          }),
+        );
+        console.log(`  plot: ${file}`);
+      }
       const entry = {
+        family: c.family.label,
+        errorRate,
+        pages,
+        smallestPageGapMs: smallestPageGapMs === null ? null : Math.round(smallestPageGapMs),
         config: windowLabel(c),
         windowSeconds: c.windowSeconds,
         windowMode: c.windowMode,
@@ -168,10 +238,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       };
       results.push(entry);
       console.log(
-        `  ${windowLabel(c).padEnd(16)} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs floor ${entry.floorSeconds} s = ` +
+        `  ${c.family.label.padEnd(22)} ${windowLabel(c).padEnd(16)} scale ${entry.timeScale}: ${entry.elapsedSeconds} s vs floor ${entry.floorSeconds} s = ` +
           `${entry.ratio.toFixed(3)} x, ${summary.rateLimited} x 429 in ${summary.requests} requests, ${summary.chains} chain(s); ` +
           `max(rate limit, spacing) ${round1(designBound)} s: ${entry.ratioToDesignBound.toFixed(3)} x; ` +
-          `tightest lower bound: ${boundBy} (${round1(boundSeconds)} s), ${entry.ratioToBound.toFixed(3)} x of it`,
+          `tightest lower bound: ${boundBy} (${round1(boundSeconds)} s), ${entry.ratioToBound.toFixed(3)} x of it; ` +
+          `${summary.requests} requests for ${pages} pages, smallest gap between page starts ${entry.smallestPageGapMs} ms unscaled`,
       );
     }
     return {

@@ -36,6 +36,7 @@ export async function tempDataDir(name: string): Promise<{ dir: string; remove()
 const pageLogSchema = z.object({
   time: z.string(),
   message: z.enum(['page stored', 'source complete', 'range complete', 'range taken over']),
+  chain: z.number().optional(),
   upstreamLatencyMs: z.number(),
   persistMs: z.number(),
   page: z.object({ received: z.number(), inserted: z.number() }),

@@ -49,6 +49,13 @@ export const benchmarks: Record<string, BenchEntry> = {
       '--margin-ms MS real (default 10), --only NAME, --skip-one-chain (auto chain count only)',
     load: () => import('./pacer.ts') as Promise<BenchModule>,
   },
+  topup: {
+    description:
+      'a top-up over a gap of 200 pages, planned as chains: elapsed / rate-limit bound (time-scaled, ~1 min)',
+    options:
+      '--gap-pages N (default 200), --page-size N (default 500), --request-floor-ms MS (default 100), --latency-ms MS (default 3500), --chains N|auto',
+    load: () => import('./topup.ts') as Promise<BenchModule>,
+  },
   floor: {
     description: 'elapsed / rate-limit floor, 600 pages, 12 time-scaled window configurations (~19 min)',
     options:

@@ -65,6 +65,16 @@ export const stepSettingsSchema = z.object({
    * server that rounds Reset down and clock granularity.
    */
   safetyMarginMs: wholeMs(0, 60_000).default(250),
+  /**
+   * The unit the upstream rounds Reset to, in either direction (whole seconds): a Reset that is
+   * a multiple of it may be this much early, and the pacer adds it (shared/pacing/).
+   */
+  resetGranularityMs: wholeMs(0, 60_000).default(1000),
+  /**
+   * The longest rate-limit window the API notes report (60 s): when failed answers spent more
+   * slots than the headers named and no window is learned yet, the next request waits this long.
+   */
+  longestWindowMs: wholeMs(1, 3_600_000).default(60_000),
   /** A stored cursor that expires within this margin is refreshed before the request (the request itself takes seconds). */
   cursorRefreshMarginMs: wholeMs(0, 110_000).default(15_000),
   /** Lifetime given to a refreshed or rebuilt cursor; the service hands out about 116 s. */
@@ -193,6 +203,8 @@ export const CONFIG_ENV_NAMES = {
   requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
   retryBudgetMs: 'RETRY_BUDGET_MS',
   safetyMarginMs: 'RATE_LIMIT_MARGIN_MS',
+  resetGranularityMs: 'RATE_LIMIT_RESET_GRANULARITY_MS',
+  longestWindowMs: 'RATE_LIMIT_LONGEST_WINDOW_MS',
   cursorRefreshMarginMs: 'CURSOR_REFRESH_MARGIN_MS',
   cursorTtlMs: 'CURSOR_TTL_MS',
   maxInTaskSleepMs: 'MAX_IN_TASK_SLEEP_MS',
@@ -287,6 +299,8 @@ export function timeScaledSettings<T extends StepSettings>(settings: T, timeScal
   const factors = {
     minSpacingMs: timeScale,
     safetyMarginMs: timeScale,
+    resetGranularityMs: timeScale,
+    longestWindowMs: timeScale,
     cursorRefreshMarginMs: timeScale,
     leaseTtlMs: timeScale,
     retryBudgetMs: Math.max(1, Math.min(timeScale, 20)),

@@ -108,6 +108,10 @@ export interface RateLimitInfo {
   remaining: number;
   /** Seconds until the window resets (the API sends seconds, not an epoch). May be fractional when a scaled simulator sends its exact header. */
   resetSeconds: number;
+  /** Set when a header was unreadable, missing or capped: why, and the safe value taken instead (shared/pacing/rate-limit-headers.ts). */
+  suspect?: string;
+  /** 429s in a row up to this answer (a 429's backoff grows with it; kept in the checkpoint so a resume keeps backing off). */
+  rejectedInARow?: number;
 }
 
 /**

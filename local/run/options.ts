@@ -33,23 +33,33 @@ export function parseDuration(raw: string): number | null {
 
 const topUpOptionsSchema = z.object({
   /** Keep topping the source up until Ctrl-C, one top-up every `everyMs`. */
-  follow: z.boolean(),
-  everyMs: z.number().int().min(1000, { error: '--every must be at least 1s, e.g. 5m' }).max(86_400_000, {
-    error: '--every must be at most 24h',
-  }),
+  follow: z.boolean().default(false),
+  everyMs: z
+    .number()
+    .int()
+    .min(1000, { error: '--every must be at least 1s, e.g. 5m' })
+    .max(86_400_000, {
+      error: '--every must be at most 24h',
+    })
+    .default(300_000),
   /** How far below the high-water mark a top-up reads again (the events' instants, not scaled). */
-  lookbackMs: z.number().refine((v) => stepSettingsSchema.shape.lookbackMs.safeParse(v).success, {
-    error: '--lookback must be from 0 to 30d, e.g. 15m',
-  }),
+  lookbackMs: z
+    .number()
+    .refine((v) => stepSettingsSchema.shape.lookbackMs.safeParse(v).success, {
+      error: '--lookback must be from 0 to 30d, e.g. 15m',
+    })
+    .default(configDefaults.lookbackMs),
   /** Simulator: events a second added above the newest, and the share of them that arrive late. */
   growRate: z
     .number()
     .min(0, { error: '--grow-rate must be from 0 to 100000 events a second' })
-    .max(100_000, { error: '--grow-rate must be from 0 to 100000 events a second' }),
+    .max(100_000, { error: '--grow-rate must be from 0 to 100000 events a second' })
+    .default(0),
   growLateShare: z
     .number()
     .min(0, { error: '--grow-late-share is a share: pass a number from 0 to 1' })
-    .max(1, { error: '--grow-late-share is a share: pass a number from 0 to 1' }),
+    .max(1, { error: '--grow-late-share is a share: pass a number from 0 to 1' })
+    .default(0),
 });
 
 const TOP_UP_USAGE = `Top-ups (a complete source run again reads what arrived since its high-water mark):

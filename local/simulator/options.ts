@@ -3,7 +3,16 @@ import { z } from 'zod';
 import { ConfigError } from '#shared/errors.ts';
 import { BUILT_CURSOR_MODES, type BuiltCursorMode } from './cursor-position.ts';
 import { MAX_EVENTS } from './dataset.ts';
+import { FAMILY, FAMILY_NAMES, type FamilyName } from './family.ts';
 import { DEFAULT_LATENCY, LIVE_LATENCY_JITTER_MS, LIVE_LATENCY_MS } from './latency.ts';
+import {
+  RESET_BASES,
+  RESET_ROUNDINGS,
+  type ResetBasis,
+  type ResetRounding,
+  WINDOW_ALIGNS,
+  type WindowAlign,
+} from './rate-limiter.ts';
 
 /** Rates switched on by `chaos: true` (each can still be set explicitly). */
 export const CHAOS_PROFILE = {
@@ -69,6 +78,16 @@ export const simulatorOptionsInputSchema = z.strictObject({
   windowSeconds: positive.optional(),
   windowMode: z.enum(['fixed', 'sliding'], { error: 'pass fixed or sliding' }).optional(),
   countRejected: z.boolean().optional(),
+  /** What X-RateLimit-Reset counts to (rate-limiter.ts). */
+  resetBasis: z.enum(RESET_BASES, { error: `pass one of ${RESET_BASES.join(', ')}` }).optional(),
+  resetRounding: z.enum(RESET_ROUNDINGS, { error: `pass one of ${RESET_ROUNDINGS.join(', ')}` }).optional(),
+  windowAlign: z.enum(WINDOW_ALIGNS, { error: `pass one of ${WINDOW_ALIGNS.join(', ')}` }).optional(),
+  /** 5xx answers and 404 lookups do NOT count against the window (by default they do). */
+  uncountedErrors: z.boolean().optional(),
+  /** The load balancer's 5xx answers carry the rate-limit headers. */
+  errorHeaders: z.boolean().optional(),
+  /** A named reading of the rate limit and latency (family.ts); explicit options win over it. */
+  family: z.enum(FAMILY_NAMES, { error: `pass one of ${FAMILY_NAMES.join(', ')}` }).optional(),
   timeScale: positive.optional(),
   cursorTtlSeconds: positive.optional(),
   cacheTtlSeconds: nonNegative.optional(),
@@ -78,6 +97,9 @@ export const simulatorOptionsInputSchema = z.strictObject({
     .optional(),
   /** Up to this much more for a 5000-event page; defaults to the live spread with latencyMs 'live', else 0. */
   latencyJitterMs: nonNegative.optional(),
+  /** Share of answers in the slow tail: a 5000-event page takes `latencyTailMs` instead. */
+  latencyTailRate: rate.optional(),
+  latencyTailMs: nonNegative.optional(),
   /** Share of the events bunched into `skewBursts` short intervals; 0 spreads them evenly. */
   timestampSkew: z
     .number()
@@ -126,11 +148,19 @@ export interface SimulatorOptions {
   windowSeconds: number;
   windowMode: 'fixed' | 'sliding';
   countRejected: boolean;
+  resetBasis: ResetBasis;
+  resetRounding: ResetRounding;
+  windowAlign: WindowAlign;
+  uncountedErrors: boolean;
+  errorHeaders: boolean;
+  family: FamilyName;
   timeScale: number;
   cursorTtlSeconds: number;
   cacheTtlSeconds: number;
   latencyMs: number;
   latencyJitterMs: number;
+  latencyTailRate: number;
+  latencyTailMs: number;
   timestampSkew: number;
   skewBursts: number;
   chaos: boolean;
@@ -172,11 +202,19 @@ export const SIMULATOR_DEFAULTS = {
   windowSeconds: 20,
   windowMode: 'fixed',
   countRejected: false,
+  resetBasis: 'window-start',
+  resetRounding: 'exact',
+  windowAlign: 'first-request',
+  uncountedErrors: false,
+  errorHeaders: false,
+  family: 'default',
   timeScale: 1,
   cursorTtlSeconds: 116,
   cacheTtlSeconds: 30,
   latencyMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_MS : DEFAULT_LATENCY,
   latencyJitterMs: DEFAULT_LATENCY === 'live' ? LIVE_LATENCY_JITTER_MS : 0,
+  latencyTailRate: 0,
+  latencyTailMs: 8000,
   timestampSkew: 0,
   skewBursts: 3,
   chaos: false,
@@ -198,7 +236,8 @@ export function resolveSimulatorOptions(input: unknown): SimulatorOptions {
       `Simulator options are invalid (accepted values: local/simulator/README.md):\n${z.prettifyError(parsed.error)}`,
     );
   }
-  const given = parsed.data;
+  // A family member's settings sit between the defaults and what was given explicitly.
+  const given = { ...FAMILY[parsed.data.family ?? 'default'].options, ...parsed.data };
   const chaos = given.chaos ?? false;
   const rates = Object.fromEntries(
     RATE_NAMES.map((name) => [name, given[name] ?? (chaos ? CHAOS_PROFILE[name] : 0)]),
@@ -258,6 +297,28 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
   },
   windowMode: { kind: 'string', arg: 'fixed|sliding', help: 'window semantics (default fixed)' },
   countRejected: { kind: 'boolean', help: '429 answers count against the window' },
+  resetBasis: {
+    kind: 'string',
+    arg: RESET_BASES.join('|'),
+    help: 'what X-RateLimit-Reset counts to: the window end / next free slot, the oldest counted request expiring, a full window from the arrival (default window-start)',
+  },
+  resetRounding: {
+    kind: 'string',
+    arg: RESET_ROUNDINGS.join('|'),
+    help: 'Reset in whole seconds rounded up or down; exact: whole seconds up, the -Exact header exact (default exact)',
+  },
+  windowAlign: {
+    kind: 'string',
+    arg: WINDOW_ALIGNS.join('|'),
+    help: "a fixed window opens at the key's first request or on the clock's multiples of the window (default first-request)",
+  },
+  uncountedErrors: { kind: 'boolean', help: '5xx answers and 404 lookups do not count against the window' },
+  errorHeaders: { kind: 'boolean', help: "the load balancer's 5xx answers carry the rate-limit headers" },
+  family: {
+    kind: 'string',
+    arg: 'NAME',
+    help: `a named reading of the rate limit (local/simulator/family.ts): ${FAMILY_NAMES.join(', ')} (default default)`,
+  },
   timeScale: { kind: 'number', arg: 'X', help: 'divide every duration by X (default 1)' },
   cursorTtlSeconds: {
     kind: 'number',
@@ -278,6 +339,16 @@ const FLAGS: Record<keyof SimulatorOptionsInput, { kind: FlagKind; arg?: string;
     kind: 'number',
     arg: 'MS',
     help: 'up to MS more for a 5000-event page, from the seed (default 0, live: 500)',
+  },
+  latencyTailRate: {
+    kind: 'number',
+    arg: 'R',
+    help: 'share of answers in the slow tail, e.g. 0.01 (default 0)',
+  },
+  latencyTailMs: {
+    kind: 'number',
+    arg: 'MS',
+    help: 'latency of a 5000-event page in the slow tail (default 8000)',
   },
   timestampSkew: {
     kind: 'number',

@@ -13,7 +13,14 @@ export const MAX_DUPLICATE_ROWS = 25;
 
 export type RequestFaultOptions = Pick<
   SimulatorOptions,
-  'seed' | 'transientErrorRate' | 'truncatedBodyRate' | 'duplicateRowRate' | 'latencyMs' | 'latencyJitterMs'
+  | 'seed'
+  | 'transientErrorRate'
+  | 'truncatedBodyRate'
+  | 'duplicateRowRate'
+  | 'latencyMs'
+  | 'latencyJitterMs'
+  | 'latencyTailRate'
+  | 'latencyTailMs'
 > &
   Partial<
     Pick<
@@ -101,6 +108,10 @@ export function createRequestFaults(options: RequestFaultOptions): RequestFaults
       return null;
     },
     latencyMs(n, rows) {
+      // The slow tail (family members): this answer takes the tail's latency, no jitter.
+      const tail = options.latencyTailRate ?? 0;
+      if (tail > 0 && unit(hash3(seed, n, SALT.latency + 1)) < tail)
+        return pageLatencyMs(options.latencyTailMs ?? 0, 0, rows, 0);
       return pageLatencyMs(
         options.latencyMs,
         options.latencyJitterMs,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { RateDecision } from './rate-limiter.ts';
+import { type RateDecision, type ResetRounding, resetSecondsOf } from './rate-limiter.ts';
 import { countStatus, type SimStats } from './stats.ts';
 
 /*
@@ -56,8 +56,13 @@ export function errorReply(
 }
 
 /** The 429 answer, its body as the live service's. */
-export function rateLimitedReply(rate: RateDecision, requestId: string): Reply {
-  const reset = Math.ceil(Math.max(0, rate.resetMs) / 1000);
+export function rateLimitedReply(
+  rate: RateDecision,
+  requestId: string,
+  rounding: ResetRounding = 'exact',
+  scale = 1,
+): Reply {
+  const reset = Math.ceil(resetSecondsOf(rate.resetMs, rounding, scale) - 1e-9);
   return {
     status: 429,
     requestId,
@@ -118,27 +123,58 @@ export function writePadded(res: ServerResponse, reply: Reply, bytes: number, en
 
 export interface ResponseWriter {
   write(req: IncomingMessage, res: ServerResponse, reply: Reply): void;
-  /** The HTML error page of the load balancer, for transient 5xx faults. */
-  writeLoadBalancerError(req: IncomingMessage, res: ServerResponse, status: number): void;
+  /** The HTML error page of the load balancer, for transient 5xx faults (with the rate-limit headers when `rate`). */
+  writeLoadBalancerError(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    rate?: RateDecision | null,
+  ): void;
 }
 
 /**
  * `scale` is the time scale: when it is not 1 the whole-second rate-limit headers are joined by
  * `-Exact` ones, because a client pacing a scaled window cannot work from whole seconds.
  */
-export function createResponseWriter(stats: SimStats, scale: number, cacheTtlMs: number): ResponseWriter {
-  function writeLoadBalancerError(req: IncomingMessage, res: ServerResponse, status: number): void {
+export function createResponseWriter(
+  stats: SimStats,
+  scale: number,
+  cacheTtlMs: number,
+  rounding: ResetRounding = 'exact',
+): ResponseWriter {
+  /** X-RateLimit-* (and Retry-After on a 429), whole seconds as the member rounds them, `-Exact` when scaled. */
+  function rateHeaders(headers: Record<string, string>, rate: RateDecision, refused: boolean): void {
+    const resetExact = resetSecondsOf(rate.resetMs, rounding, scale);
+    const reset = Math.ceil(resetExact - 1e-9);
+    headers['X-RateLimit-Limit'] = String(rate.limit);
+    headers['X-RateLimit-Remaining'] = String(rate.remaining);
+    headers['X-RateLimit-Reset'] = String(reset);
+    if (scale !== 1) headers['X-RateLimit-Reset-Exact'] = resetExact.toFixed(3);
+    if (refused) {
+      headers['Retry-After'] = String(reset);
+      if (scale !== 1) headers['Retry-After-Exact'] = resetExact.toFixed(3);
+    }
+  }
+
+  function writeLoadBalancerError(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    rate?: RateDecision | null,
+  ): void {
     countStatus(stats, status);
     const title = `${status} ${STATUS_TEXT[status]}`;
     const body = `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n</body>\r\n</html>\r\n`;
     res.sendDate = false;
-    res.writeHead(status, {
+    const headers: Record<string, string> = {
       Date: new Date().toUTCString(),
       'Content-Type': 'text/html',
       'Content-Length': String(Buffer.byteLength(body)),
       Connection: 'keep-alive',
       Server: 'awselb/2.0',
-    });
+    };
+    if (rate) rateHeaders(headers, rate, false);
+    res.writeHead(status, headers);
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 
@@ -160,18 +196,7 @@ export function createResponseWriter(stats: SimStats, scale: number, cacheTtlMs:
       'Access-Control-Allow-Origin': '*',
       'X-Request-ID': reply.requestId,
     };
-    if (reply.rate) {
-      const resetExact = Math.max(0, reply.rate.resetMs) / 1000;
-      const reset = Math.ceil(resetExact);
-      headers['X-RateLimit-Limit'] = String(reply.rate.limit);
-      headers['X-RateLimit-Remaining'] = String(reply.rate.remaining);
-      headers['X-RateLimit-Reset'] = String(reset);
-      if (scale !== 1) headers['X-RateLimit-Reset-Exact'] = resetExact.toFixed(3);
-      if (reply.status === 429) {
-        headers['Retry-After'] = String(reset);
-        if (scale !== 1) headers['Retry-After-Exact'] = resetExact.toFixed(3);
-      }
-    }
+    if (reply.rate) rateHeaders(headers, reply.rate, reply.status === 429);
     if (reply.cache && !head) {
       headers['X-Cache'] = reply.cache;
       headers['X-Cache-TTL'] = String(Math.ceil(cacheTtlMs / 1000));

@@ -51,6 +51,8 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
           windowMs,
           mode: options.windowMode,
           countRejected: options.countRejected,
+          resetBasis: options.resetBasis,
+          windowAlign: options.windowAlign,
         })
       : null;
   const cache = new ResponseCache(cacheTtlMs);
@@ -64,7 +66,12 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     scale,
   });
   const eventsPage = createEventsPage({ dataset, cursors, faults, stats, cursorExpiresIn });
-  const { write, writeLoadBalancerError } = createResponseWriter(stats, scale, cacheTtlMs);
+  const { write, writeLoadBalancerError } = createResponseWriter(
+    stats,
+    scale,
+    cacheTtlMs,
+    options.resetRounding,
+  );
   let sequence = 0;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -110,9 +117,16 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
     const now = Date.now();
     const headerKey = req.headers['x-api-key'];
     const apiKey = (Array.isArray(headerKey) ? headerKey[0] : headerKey) ?? '';
-    const rate = limiter ? limiter.hit(apiKey, now) : null;
+    // A server that does not count its errors: a 404 lookup or a transient 5xx only reads the
+    // window. The transient fault is decided first (by the events request's number, which
+    // only a request that passes the limiter and the key uses up) for that.
+    const lookup = !(readable && path === EVENTS_PATH);
+    const n = sequence + 1;
+    const transient = lookup ? null : faults.transientStatus(n);
+    const counted = !options.uncountedErrors || (!lookup && transient === null);
+    const rate = limiter ? (counted ? limiter.hit(apiKey, now) : limiter.peek(apiKey, now)) : null;
     if (rate && !rate.allowed) {
-      write(req, res, rateLimitedReply(rate, requestId));
+      write(req, res, rateLimitedReply(rate, requestId, options.resetRounding, scale));
       return;
     }
     if (apiKey === '') {
@@ -143,11 +157,10 @@ export function createRequestHandler(options: SimulatorOptions, dataset: Dataset
       return;
     }
 
-    const n = ++sequence;
-    const transient = faults.transientStatus(n);
+    sequence = n;
     if (transient !== null) {
       stats.faults.transientError++;
-      writeLoadBalancerError(req, res, transient);
+      writeLoadBalancerError(req, res, transient, options.errorHeaders ? rate : null);
       return;
     }
 

@@ -18,6 +18,8 @@ const rateLimitSchema = z.object({
   limit: z.number(),
   remaining: z.number(),
   resetSeconds: z.number(),
+  suspect: z.string().optional(),
+  rejectedInARow: z.number().optional(),
 });
 
 /** A checkpoint row as the rest of the code sees it: instants as epoch ms, counters as numbers. */

@@ -67,6 +67,15 @@ export function describeDbError(error: unknown, target: string | Sql): unknown {
   if (typeof code !== 'string') return error;
   const where = typeof target === 'string' ? describeUrl(target) : describeTarget(target);
   const cause = driverError instanceof Error ? driverError.message : String(driverError);
+  if (code === 'CONNECT_TIMEOUT') {
+    return new DatabaseUnavailableError(
+      `Cannot reach PostgreSQL at ${where}: no PostgreSQL answer within the connect timeout (${cause}). Expected the ` +
+        'server to accept the connection and finish its startup handshake; a filtered port, an address that does not ' +
+        'route, or another server on that port looks like this. Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ' +
+        'names the right host and port, and that PostgreSQL is running and accepts connections from here.',
+      { cause: driverError },
+    );
+  }
   if (UNREACHABLE_CODES.has(code) || code.startsWith('08')) {
     return new DatabaseUnavailableError(
       `Cannot reach PostgreSQL at ${where} (${code}: ${cause}). Check DATABASE_URL (or the DATABASE_SECRET_ARN secret) ` +

@@ -31,6 +31,10 @@ export interface ReservePacerSlotInput {
   /** When the earliest allowed start is further away, nothing is reserved (wait in the state machine instead). */
   maxAheadMs: number;
   safetyMarginMs: number;
+  /** A request may go out this much after its reserved instant; the next reservation is spaced from that. */
+  lateToleranceMs?: number;
+  /** The longest window the upstream may have. */
+  longestWindowMs?: number;
 }
 
 export interface PacerSlot {
@@ -52,6 +56,10 @@ export interface RecordPacerAnswerInput {
   rateLimit: RateLimitInfo | null;
   /** From a 429's Retry-After. */
   retryAfterSeconds?: number | null;
+  /** The jitter draw in [0, 1) for a 429's backoff. */
+  jitter?: number;
+  /** The unit Reset is rounded to. */
+  resetGranularityMs?: number;
 }
 
 export interface ReleasePacerSlotInput {
@@ -76,6 +84,8 @@ export async function recordPacerAnswer(db: Db, input: RecordPacerAnswerInput): 
     answerAtMs: input.answerAtMs,
     rateLimit: input.rateLimit,
     retryAfterSeconds: input.retryAfterSeconds ?? null,
+    ...(input.jitter === undefined ? {} : { jitter: input.jitter }),
+    ...(input.resetGranularityMs === undefined ? {} : { resetGranularityMs: input.resetGranularityMs }),
   };
   await withPacerRow(db, input.key, (state) => ({ state: applyAnswer(state, answer), result: undefined }));
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { configDefaults } from '../config.ts';
 import { ConfigError, type RateLimitInfo } from '../errors.ts';
+import { roundingPadMs } from './backoff.ts';
 
 /**
  * Request pacing from the rate-limit headers. Pure: no clock, no I/O. While the window has
@@ -28,6 +29,7 @@ const planInputSchema = z.object({
     .nullable(),
   retryAfterSeconds: nonNegative.nullish(),
   safetyMarginMs: nonNegative.optional(),
+  resetGranularityMs: nonNegative.optional(),
 });
 
 export interface PlanInput {
@@ -43,6 +45,8 @@ export interface PlanInput {
   retryAfterSeconds?: number | null;
   /** Added to header-derived instants. @default DEFAULT_SAFETY_MARGIN_MS */
   safetyMarginMs?: number;
+  /** A Reset / Retry-After that is a whole multiple of this may have been rounded down by one. @default 0 */
+  resetGranularityMs?: number;
 }
 
 export interface PacingPlan {
@@ -62,6 +66,8 @@ export function planNextRequest(input: PlanInput): PacingPlan {
   }
   const { lastRequestStartMs, responseAtMs, minSpacingMs, rateLimit, retryAfterSeconds } = parsed.data;
   const margin = parsed.data.safetyMarginMs ?? DEFAULT_SAFETY_MARGIN_MS;
+  const granularity = parsed.data.resetGranularityMs ?? 0;
+  const pad = (seconds: number) => roundingPadMs(seconds * 1000, granularity);
 
   let notBeforeMs = lastRequestStartMs + minSpacingMs;
   let reason =
@@ -70,14 +76,14 @@ export function planNextRequest(input: PlanInput): PacingPlan {
       : `min spacing ${minSpacingMs} ms (${rateLimit.remaining} of ${rateLimit.limit} left in the window)`;
 
   if (rateLimit !== null && rateLimit.remaining <= 0) {
-    const resetAt = responseAtMs + rateLimit.resetSeconds * 1000 + margin;
+    const resetAt = responseAtMs + rateLimit.resetSeconds * 1000 + pad(rateLimit.resetSeconds) + margin;
     if (resetAt > notBeforeMs) {
       notBeforeMs = resetAt;
       reason = `window exhausted (0 of ${rateLimit.limit} left): reset in ${rateLimit.resetSeconds} s + ${margin} ms margin`;
     }
   }
   if (retryAfterSeconds !== null && retryAfterSeconds !== undefined) {
-    const retryAt = responseAtMs + retryAfterSeconds * 1000 + margin;
+    const retryAt = responseAtMs + retryAfterSeconds * 1000 + pad(retryAfterSeconds) + margin;
     if (retryAt >= notBeforeMs) {
       notBeforeMs = retryAt;
       reason = `rate limited (429): Retry-After ${retryAfterSeconds} s + ${margin} ms margin`;

@@ -1,4 +1,6 @@
 import type { RateLimitInfo } from '../errors.ts';
+import { roundingPadMs } from './backoff.ts';
+import { LONGEST_WINDOW_SECONDS } from './rate-limit-headers.ts';
 
 /**
  * The step's view of the upstream's budget: when the next request may start, and how many
@@ -17,10 +19,17 @@ export class RequestPacer {
   #lastRate: RateLimitInfo | null;
   readonly #minSpacingMs: number;
   readonly #safetyMarginMs: number;
+  readonly #resetGranularityMs: number;
+  readonly #longestWindowMs: number;
 
   constructor(
     cp: { nextRequestAtMs: number | null; lastRateLimit: RateLimitInfo | null },
-    config: { minSpacingMs: number; safetyMarginMs: number },
+    config: {
+      minSpacingMs: number;
+      safetyMarginMs: number;
+      resetGranularityMs?: number;
+      longestWindowMs?: number;
+    },
   ) {
     this.#notBeforeMs = cp.nextRequestAtMs ?? 0;
     this.#lastRate = cp.lastRateLimit;
@@ -28,6 +37,8 @@ export class RequestPacer {
       cp.lastRateLimit === null ? Number.POSITIVE_INFINITY : Math.max(1, cp.lastRateLimit.remaining);
     this.#minSpacingMs = config.minSpacingMs;
     this.#safetyMarginMs = config.safetyMarginMs;
+    this.#resetGranularityMs = config.resetGranularityMs ?? 0;
+    this.#longestWindowMs = config.longestWindowMs ?? LONGEST_WINDOW_SECONDS * 1000;
   }
 
   /** When the last request of this invocation started, if any. */
@@ -48,14 +59,28 @@ export class RequestPacer {
   }
 
   /**
-   * When a slot comes back. The last Reset seen was measured at or before now, so `now + Reset`
-   * is at or after the instant it named: late, never early.
+   * When a slot comes back. The last Reset seen names when the OLDEST slot frees; when failed
+   * answers used up more than the slots the headers named, it cannot say when the next one
+   * frees, so the wait is then a full window of the longest kind after this invocation's last
+   * request (every request of ours has left any window by then). Late, never early.
    */
   windowBackAtMs(nowMs: number): { notBeforeMs: number; rateLimit: RateLimitInfo } {
     const rate = this.#lastRate ?? { limit: 0, remaining: 0, resetSeconds: 0 };
+    const beyondHeaders = this.#remaining < 0 || (this.#lastRate?.remaining ?? 0) <= 0;
+    const drained =
+      beyondHeaders && this.#lastStartMs !== null
+        ? this.#lastStartMs + this.#longestWindowMs + this.#safetyMarginMs
+        : Number.NEGATIVE_INFINITY;
     return {
       notBeforeMs: Math.ceil(
-        Math.max(this.nextStartMs(), nowMs + rate.resetSeconds * 1000 + this.#safetyMarginMs),
+        Math.max(
+          drained,
+          this.nextStartMs(),
+          nowMs +
+            rate.resetSeconds * 1000 +
+            roundingPadMs(rate.resetSeconds * 1000, this.#resetGranularityMs) +
+            this.#safetyMarginMs,
+        ),
       ),
       rateLimit: { ...rate, remaining: 0 },
     };

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { ConfigError, type RateLimitInfo } from '../errors.ts';
+import { rejectedBackoffMs, roundingPadMs } from './backoff.ts';
+import { LONGEST_WINDOW_SECONDS } from './rate-limit-headers.ts';
 
 /*
  * The shared request pacer's decisions. Pure: no clock, no I/O; shared/db/pacer.ts keeps the
@@ -17,6 +19,8 @@ export const PACER_STATE_VERSION = 1;
 const MIN_STARTS_KEPT = 64;
 /** Window observations kept; W_est is the largest (a decrease is believed after this many answers). */
 const OBSERVATIONS_KEPT = 20;
+/** Anchor observations kept (answers the server held alone; a new one comes after every pause of a window). */
+const ANCHORS_KEPT = 5;
 /** Before headers: a start never answered counts as lost after this many spacings. */
 const STALE_SPACINGS = 10;
 
@@ -25,8 +29,12 @@ export interface PacerStart {
   at: number;
   /** When it was actually sent (from the answer), if later than `at` it counts from then. */
   sent?: number;
-  /** 'h': answered with rate-limit headers (the server saw it); 'n': answered without (5xx, lost). */
-  done?: 'h' | 'n';
+  /**
+   * 'h': answered with trustworthy rate-limit headers (the server counted it); 'u': answered
+   * with headers by a server that may not have counted it (a 429, suspect headers); 'n':
+   * answered without (5xx, lost). Only 'h' answers are walked back over to learn the window.
+   */
+  done?: 'h' | 'u' | 'n';
   /** This reservation is the probe. */
   probe?: true;
 }
@@ -38,6 +46,10 @@ export interface PacerObservation {
   fromAnswer: number;
   /** (start + Reset) - start(oldest): the same counted from the request's start. */
   fromStart: number;
+  /** The rounding pad included in both (a whole-unit Reset may be a unit early); 0 when none. */
+  padMs?: number;
+  /** The server held this request alone (n = 1): the oldest counted is the request itself. */
+  alone?: true;
 }
 
 export interface PacerHeaders {
@@ -75,6 +87,20 @@ export interface PacerState {
   /** Learned upper bound of (header instant - request start); null = count from the answer. */
   headerDelayMs: number | null;
   probe: ProbeState;
+  /** 429s in a row (the backoff grows with it); absent in rows written before it existed. */
+  rejectedInARow?: number;
+  /** nextAtMs - at of the latest reservation: a released latest reservation gives its spacing back. */
+  gapMs?: number;
+  /** A Reset that is not a whole number of units was seen: this server sends exact values, no rounding pad. */
+  exactResets?: true;
+  /** Observations of answers the server held alone (kept longer: they anchor the window). */
+  anchors?: PacerObservation[];
+  /**
+   * 'sliding': a probe saw the opener's slot free while the rest of its window was still
+   * counted (slots free one by one, and the log over the learned window is the server's);
+   * 'fixed': the whole window rolled at once. Unknown until a probe concluded.
+   */
+  windowKind?: 'sliding' | 'fixed';
 }
 
 export function emptyPacerState(): PacerState {
@@ -107,6 +133,13 @@ export interface ReserveInput {
   maxAheadMs: number;
   /** Added to every header-derived instant; covers network jitter and late sends. */
   safetyMarginMs: number;
+  /**
+   * A reservation's request may go out this much after its instant (a timer that fires late);
+   * the next reservation keeps the spacing from that latest send. @default 0
+   */
+  lateToleranceMs?: number;
+  /** The longest window the upstream may have (config.longestWindowMs). @default 60000 */
+  longestWindowMs?: number;
 }
 
 export interface ReserveDecision {
@@ -125,6 +158,10 @@ export interface AnswerInput {
   rateLimit: RateLimitInfo | null;
   /** From a 429. */
   retryAfterSeconds?: number | null;
+  /** The jitter draw in [0, 1) for a 429's backoff. @default 0.5 */
+  jitter?: number;
+  /** A whole multiple of this in Reset / Retry-After may be that much early (rounded down). @default 0 */
+  resetGranularityMs?: number;
 }
 
 const finite = z.number().refine(Number.isFinite, { error: 'must be a finite number' });
@@ -134,13 +171,25 @@ const reserveInputSchema = z.object({
   minSpacingMs: nonNegative,
   maxAheadMs: nonNegative,
   safetyMarginMs: nonNegative,
+  lateToleranceMs: nonNegative.optional(),
+  longestWindowMs: nonNegative.optional(),
 });
 const answerInputSchema = z.object({
   requestStartMs: finite,
   reservedStartMs: finite.nullish(),
   answerAtMs: finite,
-  rateLimit: z.object({ limit: nonNegative, remaining: nonNegative, resetSeconds: nonNegative }).nullable(),
+  rateLimit: z
+    .object({
+      limit: nonNegative,
+      remaining: nonNegative,
+      resetSeconds: nonNegative,
+      suspect: z.string().optional(),
+      rejectedInARow: nonNegative.optional(),
+    })
+    .nullable(),
   retryAfterSeconds: nonNegative.nullish(),
+  jitter: nonNegative.optional(),
+  resetGranularityMs: nonNegative.optional(),
 });
 
 function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
@@ -161,10 +210,18 @@ const effective = (s: PacerStart) => Math.max(s.at, s.sent ?? s.at);
  */
 export function windowEstimateMs(state: PacerState): number | null {
   if (state.observations.length === 0) return null;
+  // An answer the server held alone names its own expiry under every reading of Reset (the
+  // window's next free slot, the oldest counted request, a full window from the arrival): the
+  // tightest bound. Others name an older request's slot, or (Reset a full window from the
+  // arrival) the answer's own, counted from an older start: too long by the gap. So the anchors
+  // decide when there are any; the rest only before.
+  const anchors = state.anchors ?? [];
+  const pool = anchors.length > 0 ? anchors : state.observations;
   let w = Number.NEGATIVE_INFINITY;
-  for (const o of state.observations) {
-    const d = state.headerDelayMs;
-    w = Math.max(w, d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d));
+  const d = state.headerDelayMs;
+  for (const o of pool) {
+    const unpad = state.exactResets ? (o.padMs ?? 0) : 0;
+    w = Math.max(w, (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad);
   }
   return w;
 }
@@ -192,6 +249,8 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
     minSpacingMs,
     maxAheadMs,
     safetyMarginMs: margin,
+    lateToleranceMs = 0,
+    longestWindowMs = LONGEST_WINDOW_SECONDS * 1000,
   } = parse(reserveInputSchema, input, 'reservePacerSlot');
   let t = nowMs;
   let reason: PacerReason = 'free';
@@ -210,6 +269,9 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   let isProbe = false;
 
   if (windowMs === null || limit === null) {
+    // No window learned yet (no answer, or none whose count could be walked back over answers
+    // that certainly counted): the newest headers still bound it.
+    raise(headersBound(state, margin, longestWindowMs), 'headers');
     // Nothing learned yet: one request at a time until an answer brings headers. A start never
     // answered (its invocation died) stops counting after a while.
     const staleBefore = nowMs - STALE_SPACINGS * Math.max(minSpacingMs, 1000);
@@ -292,20 +354,51 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   const entry: PacerStart = isProbe ? { at: startAtMs, probe: true } : { at: startAtMs };
   const starts = pruneStarts([...state.starts, entry], limit);
   return {
-    state: { ...state, starts, probe, nextAtMs: startAtMs + minSpacingMs },
+    state: {
+      ...state,
+      starts,
+      probe,
+      nextAtMs: startAtMs + minSpacingMs + lateToleranceMs,
+      gapMs: minSpacingMs + lateToleranceMs,
+    },
     startAtMs,
     reserved: true,
     reason,
   };
 }
 
-/** The newest answer's Remaining, less the starts reserved after it, must leave a slot. */
-function headersBound(state: PacerState, margin: number): number {
+/**
+ * The newest answer's Remaining, less the starts reserved after it, must leave a slot; else
+ * the start waits for the slot its Reset names. That Reset names ONE slot: once the starts
+ * after it have used more than Remaining + 1, the next slot frees when some other request
+ * leaves the window, which only the log can tell. Without a learned window (`noWindow`) the
+ * start then waits until every request the answer counted, and each one after it beyond the
+ * window's count, has left a window of the longest kind the notes report.
+ */
+function headersBound(state: PacerState, margin: number, noWindowLongestMs: number | null = null): number {
+  const noWindow = noWindowLongestMs !== null;
   const h = state.last;
   if (h === null) return Number.NEGATIVE_INFINITY;
-  const after = state.starts.filter((s) => s.at > h.at).length;
-  if (h.remaining - after >= 1) return Number.NEGATIVE_INFINITY;
-  return slotFreesAt(state, h) + margin;
+  const after = state.starts.filter((s) => s.at > h.at);
+  if (h.remaining - after.length >= 1) return Number.NEGATIVE_INFINITY;
+  // A sliding log whose window is learned: when the server counted no more of our requests
+  // than the log holds at the answer, the log is the server's picture and decides (a Reset
+  // that names the answer's own expiry, a full window away, would otherwise cost a window).
+  const w = noWindow ? null : windowEstimateMs(state);
+  if (state.windowKind === 'sliding' && w !== null) {
+    const logged = state.starts.filter((s) => s.at <= h.at && effective(s) > h.answerMs - w).length;
+    if (h.limit - h.remaining <= logged) return Number.NEGATIVE_INFINITY;
+  }
+  const named = slotFreesAt(state, h) + margin;
+  if (!noWindow || h.remaining - after.length >= 0) return named;
+  const longest = noWindowLongestMs ?? LONGEST_WINDOW_SECONDS * 1000;
+  const limit = state.limit ?? h.limit;
+  const beyond = after.length - limit;
+  const drained = Math.max(
+    h.answerMs + longest,
+    beyond >= 0 ? effective(after[beyond]!) + longest : Number.NEGATIVE_INFINITY,
+  );
+  return Math.max(named, drained + margin);
 }
 
 function pruneStarts(starts: PacerStart[], limit: number | null): PacerStart[] {
@@ -341,32 +434,53 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
   entry.sent = Math.max(entry.at, a.requestStartMs);
   const rate = a.rateLimit;
   const refused = a.retryAfterSeconds !== null && a.retryAfterSeconds !== undefined;
-  entry.done = rate !== null || refused ? 'h' : 'n';
+  const suspect = rate?.suspect !== undefined;
+  entry.done = rate === null && !refused ? 'n' : refused || suspect ? 'u' : 'h';
+  const granularity = a.resetGranularityMs ?? 0;
 
   let next: PacerState = { ...state, starts };
   if (refused) {
-    const waitMs = (a.retryAfterSeconds ?? rate?.resetSeconds ?? 0) * 1000;
+    // The server's wait, or the backoff of this many 429s in a row when that is longer: a
+    // window that counts refused requests drains only if we stop long enough (backoff.ts).
+    const k = (state.rejectedInARow ?? 0) + 1;
+    const askedMs = (a.retryAfterSeconds ?? rate?.resetSeconds ?? 0) * 1000;
+    const waitMs = Math.max(
+      askedMs + roundingPadMs(askedMs, granularity),
+      rejectedBackoffMs(k, a.jitter ?? 0.5),
+    );
+    next.rejectedInARow = k;
     next.blockedUntilMs = Math.max(state.blockedUntilMs ?? 0, a.answerAtMs + waitMs);
-    // Our picture was wrong: count from the answer again and learn anew at the next clean point.
+    // Our picture was wrong: count from the answer again and learn the window anew.
     next.headerDelayMs = null;
     next.probe = { state: 'none' };
+    next.observations = [];
+    next.anchors = [];
+    delete next.windowKind;
+  } else if (rate !== null) {
+    next.rejectedInARow = 0;
   }
   if (rate === null) {
     if (entry.probe && state.probe.state === 'pending' && !refused) next.probe = { state: 'none' };
     return next;
   }
 
-  next.limit = rate.limit;
+  // A suspect answer (a header unreadable or capped) says the safe thing for now, nothing to learn from.
+  if (!suspect) next.limit = rate.limit;
+  const resetMs = rate.resetSeconds * 1000;
+  const padMs = roundingPadMs(resetMs, granularity);
+  if (granularity > 0 && padMs === 0 && !suspect) next.exactResets = true;
   const headers: PacerHeaders = {
     at: entry.at,
     startMs: entry.sent,
     answerMs: a.answerAtMs,
     limit: rate.limit,
     remaining: rate.remaining,
-    resetMs: rate.resetSeconds * 1000,
+    // A whole-second Reset may have been rounded down: it names an instant up to a unit later
+    // (unless this server was seen to send exact values).
+    resetMs: resetMs + (next.exactResets ? 0 : padMs),
   };
   if (state.last === null || headers.at >= state.last.at) next.last = headers;
-  if (refused) return next;
+  if (refused || suspect) return next;
 
   // The server holds n = limit - remaining requests: this one and the n - 1 before it. Walk back
   // over the starts it certainly saw (answered with headers); skipping uncertain ones only goes
@@ -387,8 +501,11 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
       answerAt: a.answerAtMs,
       fromAnswer: a.answerAtMs + headers.resetMs - o,
       fromStart: entry.sent + headers.resetMs - o,
+      ...(headers.resetMs !== resetMs ? { padMs: headers.resetMs - resetMs } : {}),
+      ...(n === 1 ? { alone: true as const } : {}),
     };
     next.observations = [...state.observations, obs].slice(-OBSERVATIONS_KEPT);
+    if (n === 1) next.anchors = [...(state.anchors ?? []), obs].slice(-ANCHORS_KEPT);
   }
 
   next = advanceProbe(next, entry, headers, n);
@@ -407,13 +524,19 @@ function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: 
     // The server holds the probe, the phase requests it counted and, unless its slot freed,
     // the opener. Those answered with headers were counted; those without may or may not be.
     const certain = phase.filter((s) => s.done === 'h').length;
-    if (n <= certain + 1) {
+    const uncertain = phase.length - certain;
+    // Conclusive when the opener left and the phase is known: either every phase request is
+    // still counted (a sliding log: n = the probe + the phase) or the whole window rolled (a
+    // fixed window: n = 1). Either way the opener's slot was free at the probe.
+    if (uncertain === 0 && (n === certain + 1 || n === 1)) {
       return {
         ...state,
+        ...(certain >= 1 ? { windowKind: n === 1 ? ('fixed' as const) : ('sliding' as const) } : {}),
         headerDelayMs: Math.max(0, h.startMs - p.openerSent - p.openerResetMs),
         probe: { state: 'none' },
       };
     }
+    if (n <= certain + 1) return { ...state, probe: { state: 'none' } };
     if (n <= phase.length + 1) return { ...state, probe: { state: 'none' } }; // inconclusive
     return {
       ...state,
@@ -426,14 +549,27 @@ function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: 
   return state;
 }
 
-/** Forgets a reservation that was never sent. */
+/**
+ * Forgets a reservation that was never sent. When it was the latest, the spacing it held is
+ * given back: the next reservation is spaced from the latest start that remains, so a request
+ * that missed its instant (a late timer) and reserves again loses only its lateness.
+ */
 export function releaseReservation(state: PacerState, startAtMs: number): PacerState {
   const starts = state.starts.filter((s) => !(s.at === startAtMs && !s.done));
+  let nextAtMs = state.nextAtMs;
+  const latest = starts.length === 0 ? null : Math.max(...starts.map(effective));
+  if (
+    starts.length < state.starts.length &&
+    state.gapMs !== undefined &&
+    nextAtMs === startAtMs + state.gapMs &&
+    (latest === null || latest < startAtMs)
+  )
+    nextAtMs = latest === null ? null : latest + state.gapMs;
   let probe = state.probe;
   if (
     (probe.state === 'armed' && probe.openerAt === startAtMs) ||
     (probe.state === 'pending' && probe.probeAt === startAtMs)
   )
     probe = { state: 'none' };
-  return { ...state, starts, probe };
+  return { ...state, starts, probe, nextAtMs };
 }

@@ -408,6 +408,10 @@ export interface SharedPacerPort {
     minSpacingMs: number;
     maxAheadMs: number;
     safetyMarginMs: number;
+    /** The request may go out this much after its instant; the next one is spaced from that. */
+    lateToleranceMs?: number;
+    /** The longest window the upstream may have. */
+    longestWindowMs?: number;
   }): Promise<{ startAtMs: number; reserved: boolean; reason: string }>;
   answered(args: {
     requestStartMs: number;
@@ -416,6 +420,10 @@ export interface SharedPacerPort {
     answerAtMs: number;
     rateLimit: RateLimitInfo | null;
     retryAfterSeconds?: number | null;
+    /** The jitter draw in [0, 1) for a 429's backoff. */
+    jitter?: number;
+    /** The unit Reset is rounded to (config.resetGranularityMs). */
+    resetGranularityMs?: number;
   }): Promise<void>;
   /** A reservation that will not be sent. */
   release(args: { startAtMs: number }): Promise<void>;

@@ -59,11 +59,11 @@ export async function runPage(
   const due = cp.nextRequestAtMs ?? 0;
   if (due - deps.clock.now() > deps.config.maxInTaskSleepMs) return notYetDue(run, cp, due);
 
-  // A source read by several chains (or that was, before a fallback) paces every request through
-  // the upstream's shared pacer: this row's last headers are one chain's view, older than other
-  // chains' requests. A one-chain source keeps its own pacer, the checkpoint's.
-  const chained = cp.chainOf !== null || cp.chainMode === 'chains' || cp.chainMode === 'fallback';
-  const shared = chained ? deps.store.pacer : undefined;
+  // Every request of every source paces through the upstream's shared pacer when the store has
+  // one: it keeps a log of the starts, which the checkpoint's last headers are not (after
+  // failed answers spent the slot a Reset named, they cannot say when the next one frees).
+  // Without one (a store that paces nothing) the checkpoint's headers pace a one-chain source.
+  const shared = deps.store.pacer;
   const pacer = new RequestPacer(shared ? { ...cp, lastRateLimit: null } : cp, deps.config);
   try {
     const waited = await waitForWindow(run, cp, pacer, shared);
@@ -213,7 +213,8 @@ async function waitOutWindow(
     sourceId: run.key,
     expectedVersion: cp.version,
     nextRequestAtMs: fetched.notBeforeMs,
-    rateLimit: refused ? (fetched.error.rateLimit ?? null) : fetched.rateLimit,
+    // After a 429 the headers carry the count of 429s in a row (recovery.ts): a resume keeps backing off.
+    rateLimit: fetched.rateLimit,
     requestsMade: fetched.requests,
   });
   if (refused) metrics.add('RateLimited', 'Count', 1);
@@ -297,6 +298,7 @@ async function storePage(
     minSpacingMs: config.minSpacingMs,
     rateLimit: shared ? null : result.rateLimit,
     safetyMarginMs: config.safetyMarginMs,
+    resetGranularityMs: config.resetGranularityMs,
   });
 
   const persistStarted = clock.now();

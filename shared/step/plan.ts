@@ -193,6 +193,7 @@ async function planFromFirstPage(
       minSpacingMs: config.minSpacingMs,
       rateLimit: result.rateLimit,
       safetyMarginMs: config.safetyMarginMs,
+      resetGranularityMs: config.resetGranularityMs,
     }).notBeforeMs,
     rateLimit: result.rateLimit,
   };

@@ -9,6 +9,7 @@ import {
   type RateLimitInfo,
   UpstreamUnavailableError,
 } from '../errors.ts';
+import { rejectedBackoffMs } from '../pacing/backoff.ts';
 import { planNextRequest } from '../pacing/headers.ts';
 import type { RequestPacer } from '../pacing/request-pacer.ts';
 import type { FetchPageResult } from '../upstream/types.ts';
@@ -26,10 +27,30 @@ const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 8000;
 /** Requests with a built cursor answered 502 before the cursor counts as refused. */
 const BUILT_502_ATTEMPTS = 3;
+/** Times a request that missed its reserved instant reserves again before going back to the Wait state. */
+const LATE_RESERVATIONS = 5;
+
+/**
+ * How late after its reserved instant a request may still go out (a timer fires late, the
+ * event loop was busy with another chain's page). The shared pacer spaces the next
+ * reservation by the spacing plus this, so that no two sends are closer than the spacing; a
+ * request later than this reserves again instead of going out (it then loses only its
+ * lateness: the pacer gives a released latest reservation's spacing back).
+ */
+export function lateToleranceMs(config: Pick<StepConfig, 'safetyMarginMs'>): number {
+  return Math.max(2, Math.round(config.safetyMarginMs / 25));
+}
 
 export type Fetched =
   | { kind: 'page'; result: FetchPageResult; cursorUsed: string | null; requests: number }
-  | { kind: 'rate-limited'; error: RateLimitedError; notBeforeMs: number; requests: number }
+  | {
+      kind: 'rate-limited';
+      error: RateLimitedError;
+      notBeforeMs: number;
+      requests: number;
+      /** The headers to keep with the source, carrying the count of 429s in a row. */
+      rateLimit: RateLimitInfo;
+    }
   /**
    * No 429 was seen, but the answers that failed used up what the window had left: sending
    * another request now would be refused, so the step waits for the window like after a 429.
@@ -92,6 +113,14 @@ export async function fetchWithRecovery(
   let lastFault: UpstreamUnavailableError | null = null;
   let builtFaults = 0;
   let lateSlots = 0;
+  const tolerance = lateToleranceMs(config);
+  const warnSuspect = (rate: RateLimitInfo | null | undefined) => {
+    if (rate?.suspect)
+      logger.warn('rate-limit headers unreadable or out of bounds: the safe values are used', {
+        sourceId: cp.sourceId,
+        suspect: rate.suspect,
+      });
+  };
   for (;;) {
     // With the shared pacer the window is its business: this invocation's view counts only its own requests.
     if (!shared && pacer.windowSpent()) {
@@ -129,19 +158,22 @@ export async function fetchWithRecovery(
           Math.min(config.maxInTaskSleepMs, requestsEndBy - config.minAttemptMs - startAt),
         ),
         safetyMarginMs: config.safetyMarginMs,
+        lateToleranceMs: tolerance,
+        longestWindowMs: config.longestWindowMs,
       });
       if (!slot.reserved) return { kind: 'not-due', notBeforeMs: slot.startAtMs, requests };
-      // The reservation came back after its own instant (a slow lock or connection): sending
-      // now could be closer than the spacing to the next slot. Give it back and ask again.
-      if (clock.now() > slot.startAtMs + config.safetyMarginMs / 2 && lateSlots++ < 3) {
-        await shared.release({ startAtMs: slot.startAtMs });
-        continue;
-      }
       reservedStartMs = slot.startAtMs;
       startAt = Math.max(startAt, slot.startAtMs);
     }
     // A timer may fire a millisecond early: never send before the instant.
     while (clock.now() < startAt) await clock.sleep(startAt - clock.now());
+    if (shared && clock.now() > reservedStartMs + tolerance) {
+      // Too late for the reservation (a slow lock or connection, a busy event loop): going out
+      // now could be closer than the spacing to the next reservation. Give it back, ask again.
+      await shared.release({ startAtMs: reservedStartMs });
+      if (++lateSlots > LATE_RESERVATIONS) return { kind: 'not-due', notBeforeMs: clock.now(), requests };
+      continue;
+    }
     // Checked after the pacer's sleep, which may be longer than the refresh margin.
     if (attempt === 0 && cursor && cursorExpiresWithin(cursor, clock.now(), config.cursorRefreshMarginMs)) {
       cursor = refreshOrRebuild(cp, cursor, clock.now(), config.cursorTtlMs);
@@ -162,7 +194,9 @@ export async function fetchWithRecovery(
         reservedStartMs,
         answerAtMs: clock.now(),
         rateLimit: result.rateLimit,
+        resetGranularityMs: config.resetGranularityMs,
       });
+      warnSuspect(result.rateLimit);
       return { kind: 'page', result, cursorUsed: cursor, requests };
     } catch (error) {
       await shared?.answered({
@@ -171,9 +205,12 @@ export async function fetchWithRecovery(
         answerAtMs: clock.now(),
         rateLimit: (error as { rateLimit?: RateLimitInfo | null }).rateLimit ?? null,
         retryAfterSeconds: error instanceof RateLimitedError ? error.retryAfterSeconds : null,
+        jitter: random(),
+        resetGranularityMs: config.resetGranularityMs,
       });
       if (error instanceof RateLimitedError) {
         pacer.answered(error.rateLimit);
+        warnSuspect(error.rateLimit);
         const now = clock.now();
         const plan = planNextRequest({
           lastRequestStartMs: now,
@@ -182,8 +219,16 @@ export async function fetchWithRecovery(
           rateLimit: error.rateLimit ?? null,
           retryAfterSeconds: error.retryAfterSeconds,
           safetyMarginMs: config.safetyMarginMs,
+          resetGranularityMs: config.resetGranularityMs,
         });
-        return { kind: 'rate-limited', error, notBeforeMs: plan.notBeforeMs, requests };
+        // 429s in a row back off further each time, kept with the source so a resume does too.
+        const inARow = (cp.lastRateLimit?.rejectedInARow ?? 0) + 1;
+        const notBeforeMs = Math.max(plan.notBeforeMs, now + rejectedBackoffMs(inARow, random()));
+        const rateLimit: RateLimitInfo = {
+          ...(error.rateLimit ?? { limit: 0, remaining: 0, resetSeconds: error.retryAfterSeconds }),
+          rejectedInARow: inARow,
+        };
+        return { kind: 'rate-limited', error, notBeforeMs, requests, rateLimit };
       }
       pacer.answered(null);
       if (error instanceof AuthError) throw error;

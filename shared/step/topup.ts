@@ -133,6 +133,7 @@ export async function planTopUp(
   const reachedEnd = lo !== null && events.some((e) => e.occurredAtMs < lo);
   const rangeDone = rangeEnds({ reachedEnd, hasMore: page.hasMore, floor });
   const position = positionAfter(page.hasMore, page.nextCursor, events, sourceId);
+  const persistStarted = deps.clock.now();
   const persisted = await store.persistPage({
     sourceId,
     expectedVersion: head.version,
@@ -164,8 +165,17 @@ export async function planTopUp(
     sourceId,
     chain: 0,
     topUp: true,
-    page: { received: page.data.length, inserted: persisted.inserted, duplicates: persisted.duplicates },
+    page: {
+      received: page.data.length,
+      inserted: persisted.inserted,
+      duplicates: persisted.duplicates,
+      rejected: rejects.length,
+    },
     ...(floor.lateBeyondLookback > 0 ? { lateBeyondLookback: floor.lateBeyondLookback } : {}),
+    requestId: result.requestId,
+    upstreamLatencyMs: result.latencyMs,
+    persistMs: deps.clock.now() - persistStarted,
+    writePath: persisted.writePath,
   });
   if (!rangeDone) return { done: false, rows: await store.listChains(sourceId) };
   const fin = await store.finishRange({

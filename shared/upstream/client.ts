@@ -10,6 +10,7 @@ import {
   UpstreamProtocolError,
   UpstreamUnavailableError,
 } from '../errors.ts';
+import { capWaitSeconds, readRateLimitHeaders, readRetryAfter } from '../pacing/rate-limit-headers.ts';
 import { isHttpUrl } from '../url.ts';
 import { escapeText, maskSecrets, maskUrl } from './escape.ts';
 import { findUnexactNumbers } from './numbers.ts';
@@ -76,12 +77,6 @@ const optionsSchema = z.object({
   userAgent: z.string().min(1).default('datasync-ingest/0.1'),
   maxResponseBytes: z.number().int().positive().default(MAX_RESPONSE_BYTES),
 });
-
-const headerNumber = z
-  .string()
-  .trim()
-  .regex(/^\d+(?:\.\d+)?$/)
-  .transform(Number);
 
 /** Creates the client. Throws {@link ConfigError} for a malformed base URL or an empty API key. */
 export function createDataSyncClient(opts: DataSyncClientOptions): DataSyncClient {
@@ -198,19 +193,8 @@ function eventsEndpoint(baseUrl: string): string {
 
 /** The three standard headers, with the simulator's fractional reset preferred; null unless all are present and numeric. */
 export function parseRateLimit(headers: Headers): RateLimitInfo | null {
-  const limit = readHeaderNumber(headers, 'x-ratelimit-limit');
-  const remaining = readHeaderNumber(headers, 'x-ratelimit-remaining');
-  const reset =
-    readHeaderNumber(headers, 'x-ratelimit-reset-exact') ?? readHeaderNumber(headers, 'x-ratelimit-reset');
-  if (limit === null || remaining === null || reset === null) return null;
-  return { limit, remaining, resetSeconds: reset };
-}
-
-function readHeaderNumber(headers: Headers, name: string): number | null {
-  const raw = headers.get(name);
-  if (raw === null) return null;
-  const parsed = headerNumber.safeParse(raw);
-  return parsed.success ? parsed.data : null;
+  // Each header on its own, capped; a bad one is replaced by the safe value (shared/pacing/rate-limit-headers.ts).
+  return readRateLimitHeaders((name) => headers.get(name));
 }
 
 function parseErrorBody(text: string): ErrorBody | null {
@@ -244,12 +228,12 @@ function statusError(
         }
       : null;
     const info = rateLimit ?? fromBody ?? undefined;
-    const retryAfter =
-      readHeaderNumber(headers, 'retry-after-exact') ??
-      readHeaderNumber(headers, 'retry-after') ??
-      body?.rateLimit?.retryAfter ??
-      info?.resetSeconds ??
-      1;
+    // Seconds or an HTTP date, capped (shared/pacing/rate-limit-headers.ts).
+    const header = readRetryAfter((name) => headers.get(name), Date.now());
+    const retryAfter = capWaitSeconds(
+      header?.seconds ?? body?.rateLimit?.retryAfter ?? info?.resetSeconds ?? 1,
+      'Retry-After',
+    ).seconds;
     return new RateLimitedError(
       `The DataSync API rate-limited the request (HTTP 429${rid}: ${said}); wait ${retryAfter} s before the next request`,
       retryAfter,

@@ -400,6 +400,22 @@ function inspectProperties(value: unknown): string | null {
     return value.length * 3 > MAX_PROPERTIES_BYTES ? tooBig(value.length) : null;
   }
   if (typeof value !== 'object' || value === null) return null;
+  // The common case, a flat object of short values ({"page":"/home"}), without the walk's stacks.
+  if (!Array.isArray(value)) {
+    let flat = true;
+    for (const k in value) {
+      const v = (value as Record<string, unknown>)[k];
+      if (typeof v === 'object' && v !== null) {
+        flat = false;
+        break;
+      }
+      if (unstorable(k) || (typeof v === 'string' && (v.length > 4096 || unstorable(v)))) {
+        flat = false;
+        break;
+      }
+    }
+    if (flat) return null;
+  }
   const stack: unknown[] = [value];
   const depths: number[] = [1];
   let bytes = 0;

@@ -96,6 +96,7 @@ describe('fetch-page function', () => {
       PAGE_SIZE: '5000',
       CHAINS: 'auto',
       MAX_ITERATIONS_PER_EXECUTION: '1000',
+      // Set by the top-up schedule (infra/constructs/schedule.ts).
       TOPUP_LOOKBACK_MS: '900000',
       DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
       DATABASE_SSL: 'verify-full',

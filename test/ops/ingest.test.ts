@@ -209,6 +209,7 @@ describe('status', () => {
             status: 'running',
             lastError: 'UpstreamUnavailableError: 503',
             updatedAtMs: NOW - 1000,
+            conflicts: 4,
           };
         },
       },
@@ -225,6 +226,9 @@ describe('status', () => {
     expect(text).toContain('rate:       500 events/s');
     expect(text).toContain('eta:        1h 35m');
     expect(text).toContain('last error: UpstreamUnavailableError: 503');
+    expect(text).toContain(
+      'conflicts:  4 ids sent again with other content (first copy kept; table event_conflicts)',
+    );
   });
 
   it('shows the newest ended execution with its error and output when none runs, without a database', async () => {

@@ -310,6 +310,6 @@ describe(`crash anywhere in a top-up: SIGKILL at random instants of the walk, re
       });
       expect(killsMidWalk).toBeGreaterThanOrEqual(1);
     },
-    sized(20 * 60_000, 200_000),
+    sized(20 * 60_000, 600_000),
   );
 });

@@ -31,6 +31,14 @@ describe('verification of a source read by several chains', () => {
     );
   });
 
+  it('fails while the upstream contradicted itself: any conflicting duplicate, on any chain', () => {
+    const rows = complete();
+    rows[1] = { ...rows[1]!, conflicts: 1 };
+    expect(verificationProblem(stored, rows, 1_299_998)).toBe(
+      '1 conflicting duplicate: event ids sent again with other content (the first copy is stored; each other copy and the fields that differ are in table event_conflicts)',
+    );
+  });
+
   it('fails on a lost or doubled event, whichever chain it belongs to', () => {
     expect(
       verificationProblem({ ...stored, events: 1_299_997, distinctIds: 1_299_997 }, complete(), null),

@@ -109,6 +109,41 @@ describe('sliding window', () => {
   });
 });
 
+describe('family readings over HTTP', () => {
+  it('errorHeaders: a 5xx of the load balancer carries the headers; uncountedErrors: it does not spend the window', async () => {
+    const s = await start({
+      rateLimit: 5,
+      windowSeconds: 60,
+      transientErrorRate: 1,
+      errorHeaders: true,
+      uncountedErrors: true,
+    });
+    const a = await request(eventsUrl(s.url));
+    const b = await request(`${s.url}/events/nope`);
+    expect([a.status, b.status]).toEqual([expect.any(Number), 404]);
+    expect(a.status).toBeGreaterThanOrEqual(500);
+    expect(a.headers.server).toBe('awselb/2.0');
+    expect(a.headers['x-ratelimit-remaining']).toBe('5');
+    expect(b.headers['x-ratelimit-remaining']).toBe('5');
+  });
+
+  it('by default a 5xx has no rate-limit headers and spends a slot; resetRounding down floors Reset', async () => {
+    const s = await start({
+      rateLimit: 5,
+      windowSeconds: 30,
+      transientErrorRate: 1,
+      resetRounding: 'down',
+      timeScale: 1,
+    });
+    const a = await request(eventsUrl(s.url));
+    expect(a.headers['x-ratelimit-remaining']).toBeUndefined();
+    const b = await request(`${s.url}/events/nope`);
+    expect(b.headers['x-ratelimit-remaining']).toBe('3');
+    // 30 s less the few ms since the window opened, rounded down.
+    expect(b.headers['x-ratelimit-reset']).toBe('29');
+  });
+});
+
 describe('authentication and the disabled limiter', () => {
   it('answers 401 without a key and 403 with a wrong one, with JSON bodies and rate-limit headers', async () => {
     const s = await start({});

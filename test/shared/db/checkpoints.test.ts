@@ -150,6 +150,16 @@ describe('releaseLease / recordFailure / recordRateLimited', () => {
     expect(again.status).toBe('running');
   });
 
+  it('recordFailure keeps last_error on one line with control characters and ANSI codes visible', async () => {
+    await recordFailure(db, {
+      sourceId: 'fail-ansi',
+      error: 'AuthError: bad\n\u001b[31mred\u001b[0m\u009b2J',
+    });
+    expect((await getCheckpoint(db, 'fail-ansi'))?.lastError).toBe(
+      'AuthError: bad\\u000a\\u001b[31mred\\u001b[0m\\u009b2J',
+    );
+  });
+
   it('recordRateLimited counts the request and the 429 without advancing', async () => {
     const cp = await acquireLease(db, { sourceId: 'rl', owner: 'exec', nowMs: T0, ttlMs: TTL });
     const after = await recordRateLimited(db, {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createSql } from '#shared/db/client.ts';
+import { describeDbError } from '#shared/db/connection-errors.ts';
 import {
   checkpointConflict,
   DatabaseUnavailableError,
@@ -11,6 +12,20 @@ import {
 import { CheckpointConflictError, ConfigError, LeaseHeldError } from '#shared/errors.ts';
 
 describe('the database layer errors', () => {
+  it('says what a connect timeout means: no PostgreSQL answer at that host and port', () => {
+    const described = describeDbError(
+      Object.assign(new Error('write CONNECT_TIMEOUT 10.0.0.9:5432'), { code: 'CONNECT_TIMEOUT' }),
+      'postgres://app:pw-not-printed@10.0.0.9:5432/ingest',
+    );
+    expect(described).toBeInstanceOf(DatabaseUnavailableError);
+    const message = (described as Error).message;
+    expect(message).toContain(
+      'Cannot reach PostgreSQL at 10.0.0.9:5432/ingest: no PostgreSQL answer within the connect timeout',
+    );
+    expect(message).toContain('finish its startup handshake');
+    expect(message).not.toContain('pw-not-printed');
+  });
+
   it('gives each class that leaves the layer the name Step Functions matches and says whether a retry helps', () => {
     expect(DB_ERROR_CLASSES.map((C) => [C.name, new C('x').name, new C('x').transient])).toEqual([
       ['DatabaseUnavailableError', 'DatabaseUnavailableError', true],

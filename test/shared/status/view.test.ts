@@ -4,6 +4,14 @@ import { statusResponseSchema, statusView } from '#shared/status/view.ts';
 import { DAY, OWNER, row, T0, threeChains } from '#test/support/chains.ts';
 
 describe('the status view of a source read by several chains', () => {
+  it('sums the conflicting duplicates of every chain (a source without any says 0)', () => {
+    const rows = threeChains();
+    expect(statusView(rows, T0)?.conflicts).toBe(0);
+    rows[0]!.conflicts = 2;
+    rows[2]!.conflicts = 3;
+    expect(statusView(rows, T0)?.conflicts).toBe(5);
+  });
+
   it('sums the counters over the chains and lists each chain with its range, position and lease', () => {
     const view = statusView(threeChains(), T0);
     expect(view).toMatchObject({

@@ -163,11 +163,14 @@ describe('concurrency and leases', () => {
   });
   afterEach(() => f?.close());
 
+  // These drive a one-chain source's own pacing (the checkpoint's headers): a store without the
+  // shared pacer. With one (every deployed and local run), the pacer's tests cover it
+  // (test/shared/pacing/, test/shared/db/pacer.test.ts) and the spacing tests below.
   it('two invocations of one execution racing on a source: exactly one advances', async () => {
     const state = { sourceId: 'race' };
     const results = await Promise.allSettled([
-      stepPage(f.deps(), { executionId: 'same', state }),
-      stepPage(f.deps(), { executionId: 'same', state }),
+      stepPage(f.deps({ store: createStore(f.sql) }), { executionId: 'same', state }),
+      stepPage(f.deps({ store: createStore(f.sql) }), { executionId: 'same', state }),
     ]);
     const ok = results.filter((r) => r.status === 'fulfilled');
     const failed = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
@@ -180,16 +183,20 @@ describe('concurrency and leases', () => {
   });
 
   it("a different execution's live lease is refused with LeaseHeldError naming the holder", async () => {
-    await stepPage(f.deps(), { executionId: 'holder', state: { sourceId: 'leased' } });
-    const err = await stepPage(f.deps(), { executionId: 'intruder', state: { sourceId: 'leased' } }).catch(
-      (e) => e,
-    );
+    await stepPage(f.deps({ store: createStore(f.sql) }), {
+      executionId: 'holder',
+      state: { sourceId: 'leased' },
+    });
+    const err = await stepPage(f.deps({ store: createStore(f.sql) }), {
+      executionId: 'intruder',
+      state: { sourceId: 'leased' },
+    }).catch((e) => e);
     expect(err).toBeInstanceOf(LeaseHeldError);
     expect(err.message).toContain('holder');
     const c = await counts(f, 'leased');
     expect(c.cp?.pages).toBe(1);
     // the explicit handover from a finished parent is accepted
-    const child = await stepPage(f.deps(), {
+    const child = await stepPage(f.deps({ store: createStore(f.sql) }), {
       executionId: 'child',
       state: { sourceId: 'leased', parentExecutionId: 'holder' },
     });
@@ -201,12 +208,15 @@ describe('rate limiting, cursors and auth', () => {
   it('a 429 does not advance, records the headers and asks the Wait state for the server’s delay', async () => {
     const f = await createPipelineFixture({ events: 20_000, rateLimit: 2, windowSeconds: 60 });
     try {
-      const first = await stepPage(f.deps(), { executionId: 'r', state: { sourceId: 'rl' } });
+      const first = await stepPage(f.deps({ store: createStore(f.sql) }), {
+        executionId: 'r',
+        state: { sourceId: 'rl' },
+      });
       expect(first.page.inserted).toBe(5000);
       // another client of the same key spends the window
       await fetch(`${f.sim.url}/events?limit=1`, { headers: { 'X-API-Key': f.sim.options.apiKey } });
       const before = await counts(f, 'rl');
-      const second = await stepPage(f.deps({ config: { maxInTaskSleepMs: 0 } }), {
+      const second = await stepPage(f.deps({ store: createStore(f.sql), config: { maxInTaskSleepMs: 0 } }), {
         executionId: 'r',
         state: first,
       });
@@ -216,7 +226,8 @@ describe('rate limiting, cursors and auth', () => {
       expect(after.rows).toBe(before.rows);
       expect(after.cp?.cursor).toBe(before.cp?.cursor);
       expect(after.cp?.rateLimited).toBe(1);
-      expect(after.cp?.lastRateLimit).toMatchObject({ limit: 2, remaining: 0 });
+      // The count of 429s in a row is kept with the source: a resumed run keeps backing off.
+      expect(after.cp?.lastRateLimit).toMatchObject({ limit: 2, remaining: 0, rejectedInARow: 1 });
       expect(after.cp!.nextRequestAtMs!).toBeGreaterThan(Date.now() + 50_000);
     } finally {
       await f.close();
@@ -227,7 +238,7 @@ describe('rate limiting, cursors and auth', () => {
     const f = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
     try {
       const t0 = Date.now();
-      await stepPage(f.deps({ config: { safetyMarginMs: 30_000 } }), {
+      await stepPage(f.deps({ store: createStore(f.sql), config: { safetyMarginMs: 30_000 } }), {
         executionId: 'm',
         state: { sourceId: 'm1' },
       });
@@ -240,7 +251,10 @@ describe('rate limiting, cursors and auth', () => {
       const f2 = await createPipelineFixture({ events: 20_000, rateLimit: 1, windowSeconds: 60 });
       try {
         const t2 = Date.now();
-        await stepPage(f2.deps(), { executionId: 'm', state: { sourceId: 'm2' } });
+        await stepPage(f2.deps({ store: createStore(f2.sql) }), {
+          executionId: 'm',
+          state: { sourceId: 'm2' },
+        });
         const t3 = Date.now();
         const byDefault = (await counts(f2, 'm2')).cp!.nextRequestAtMs!;
         expect(byDefault).toBeGreaterThanOrEqual(t2 + 59_000 + 250);
@@ -256,7 +270,7 @@ describe('rate limiting, cursors and auth', () => {
   it('a cursor that expired during a long pause is refreshed and accepted', async () => {
     const f = await createPipelineFixture({ events: 15_000, cursorTtlSeconds: 1 });
     try {
-      const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
+      const deps = f.deps({ store: createStore(f.sql), config: { cursorRefreshMarginMs: 0 } });
       const first = await stepPage(deps, { executionId: 'c', state: { sourceId: 'ttl' } });
       await new Promise((r) => setTimeout(r, 1_300));
       const second = await stepPage(deps, { executionId: 'c', state: first });
@@ -276,6 +290,7 @@ describe('rate limiting, cursors and auth', () => {
     try {
       // The second request is due 1.5 s after the first, slept in the task; the cursor lives 1 s.
       const deps = f.deps({
+        store: createStore(f.sql),
         config: { cursorRefreshMarginMs: 200, minSpacingMs: 1_500, maxInTaskSleepMs: 3_000 },
       });
       const first = await stepPage(deps, { executionId: 'c2', state: { sourceId: 'sleep' } });
@@ -297,7 +312,7 @@ describe('rate limiting, cursors and auth', () => {
       rejectRefreshedCursors: true,
     });
     try {
-      const deps = f.deps({ config: { cursorRefreshMarginMs: 0 } });
+      const deps = f.deps({ store: createStore(f.sql), config: { cursorRefreshMarginMs: 0 } });
       const first = await stepPage(deps, { executionId: 'x', state: { sourceId: 'stuck' } });
       const before = await counts(f, 'stuck');
       await new Promise((r) => setTimeout(r, 1_300));

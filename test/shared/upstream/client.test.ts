@@ -166,13 +166,36 @@ describe('fetchEvents', () => {
     expect(result.requestId).toBe('from-meta');
   });
 
-  it('ignores malformed or partial rate-limit headers rather than inventing numbers', async () => {
+  it('keeps the readable rate-limit headers and takes the safe value for a bad or missing one, marked suspect', async () => {
+    respond = json(
+      200,
+      { data: [], hasMore: false },
+      { 'X-RateLimit-Limit': '10', 'X-RateLimit-Remaining': '-1', 'X-RateLimit-Reset': '7' },
+    );
+    const one = (await client().fetchEvents({ limit: 10 })).rateLimit;
+    expect(one).toMatchObject({ limit: 10, remaining: 0, resetSeconds: 7 });
+    expect(one?.suspect).toMatch(/unreadable x-ratelimit-remaining: "-1".*0 left, reset in 7 s/);
     respond = json(
       200,
       { data: [], hasMore: false },
       { 'X-RateLimit-Limit': '10', 'X-RateLimit-Remaining': 'lots' },
     );
+    const two = (await client().fetchEvents({ limit: 10 })).rateLimit;
+    expect(two).toMatchObject({ limit: 10, remaining: 0, resetSeconds: 120 });
+    expect(two?.suspect).toMatch(/missing X-RateLimit-Reset/);
+    respond = json(200, { data: [], hasMore: false }, {});
     expect((await client().fetchEvents({ limit: 10 })).rateLimit).toBeNull();
+  });
+
+  it('caps a Reset beyond twice the longest window (120 s), saying so', async () => {
+    respond = json(
+      200,
+      { data: [], hasMore: false },
+      { 'X-RateLimit-Limit': '10', 'X-RateLimit-Remaining': '0', 'X-RateLimit-Reset': '100000' },
+    );
+    const rate = (await client().fetchEvents({ limit: 10 })).rateLimit;
+    expect(rate).toMatchObject({ limit: 10, remaining: 0, resetSeconds: 120 });
+    expect(rate?.suspect).toMatch(/100000 s is beyond the 120 s cap/);
   });
 
   describe('429', () => {
@@ -190,6 +213,18 @@ describe('fetchEvents', () => {
       expect((e as RateLimitedError).retryAfterSeconds).toBe(46);
       expect((e as RateLimitedError).rateLimit).toEqual({ limit: 10, remaining: 0, resetSeconds: 46 });
       expect(e.message).toContain('Rate limit exceeded');
+    });
+
+    it('reads a Retry-After that is an HTTP date, and caps one too far away', async () => {
+      const inTen = new Date(Date.now() + 10_000).toUTCString();
+      respond = json(429, body, { ...rateHeaders, 'Retry-After': inTen });
+      const e = (await failure(client().fetchEvents({ limit: 10 }))) as RateLimitedError;
+      expect(e.retryAfterSeconds).toBeGreaterThan(8);
+      expect(e.retryAfterSeconds).toBeLessThanOrEqual(10);
+      respond = json(429, body, { ...rateHeaders, 'Retry-After': '100000' });
+      expect(
+        ((await failure(client().fetchEvents({ limit: 10 }))) as RateLimitedError).retryAfterSeconds,
+      ).toBe(120);
     });
 
     it('prefers Retry-After-Exact', async () => {
