@@ -57,6 +57,7 @@ export function buildApp(
 ): { app: App; stack: IngestionStack } {
   const raw = Object.fromEntries(CONTEXT_KEYS.map((key) => [key, app.node.tryGetContext(key)]));
   const ctx = parseContext(raw);
+  applyProfile(app, ctx);
   const stack = new IngestionStack(app, ctx.stackName, {
     ...stackPropsFromContext(ctx),
     description: `datasync-ingest (${ctx.target}): DataSync API -> PostgreSQL via Step Functions and Lambda`,
@@ -65,6 +66,16 @@ export function buildApp(
   Tags.of(stack).add('project', 'datasync-ingest');
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, stack };
+}
+
+/**
+ * The lean profile spends nothing while idle: no scheduled top-ups either (each wakes the paused
+ * database for about 6 minutes), unless `-c schedule=...` asks for them.
+ */
+export function applyProfile(app: App, ctx: AppContext): void {
+  if (ctx.profile === 'lean' && app.node.tryGetContext('schedule') === undefined) {
+    app.node.setContext('schedule', 'none');
+  }
 }
 
 /** What a destroy leaves behind, said before CloudFormation deletes anything. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
-import { stackPropsFromContext } from './app.ts';
+import { applyProfile, stackPropsFromContext } from './app.ts';
 import { parseContext } from './config.ts';
 import { IngestionStack, PROJECT_ROOT } from './ingestion-stack.ts';
 
@@ -49,6 +49,11 @@ export const ASSUMPTIONS = {
   storedGb: 2,
   /** One full run (docs/benchmarks.md, three chains): invocations, seconds each, transitions, hours. */
   run: { invocations: 768, secondsEach: 5, memoryGb: 0.5, transitions: 2320, hours: 1, gbThroughNat: 1.7 },
+  /**
+   * What one scheduled top-up keeps a paused Aurora awake: the top-up itself, the roles' idle
+   * session timeout (1 minute) and Aurora's pause delay (5 minutes), at its 0.5-ACU floor once awake.
+   */
+  wakePerStart: { hours: 6.5 / 60, acu: 0.5 },
   /** Aurora during a run: average capacity and I/O requests (a COPY of 5000 rows per page). */
   auroraRun: { averageAcu: 1, ioMillions: 1 },
 } as const;
@@ -162,6 +167,7 @@ export function idleCost(template: CfnTemplate): { rows: CostRow[]; total: numbe
       `${dashboards} x $${PRICES.dashboardMonth}`,
       dashboards * PRICES.dashboardMonth,
     );
+  const serverless = ofType(template, 'AWS::RDS::DBCluster').length > 0;
   for (const [, r] of ofType(template, 'AWS::Scheduler::Schedule')) {
     const perMonth = invocationsPerMonth(String(r.Properties.ScheduleExpression));
     add(
@@ -169,6 +175,14 @@ export function idleCost(template: CfnTemplate): { rows: CostRow[]; total: numbe
       `${perMonth} invocations x $${PRICES.schedulerPerMillion}/M`,
       (perMonth / 1e6) * PRICES.schedulerPerMillion,
     );
+    if (serverless) {
+      const w = ASSUMPTIONS.wakePerStart;
+      add(
+        'Aurora woken by each scheduled top-up',
+        `${perMonth} x ${(w.hours * 60).toFixed(1)} min x ${w.acu} ACU x $${PRICES.auroraAcuHour}`,
+        perMonth * w.hours * w.acu * PRICES.auroraAcuHour,
+      );
+    }
   }
   const total = rows.reduce((sum, r) => sum + r.monthly, 0);
   return { rows, total };
@@ -227,7 +241,8 @@ export function costTable(cost: { rows: CostRow[]; total: number }, unit = '$/mo
 
 /** The profiles docs/deploy.md prices, with the context each is deployed with. */
 export const PROFILES = [
-  { name: 'default', context: {} },
+  { name: 'default, no schedule', context: { schedule: 'none' } },
+  { name: 'default with its hourly top-ups', context: {} },
   { name: 'lean', context: { profile: 'lean' } },
   {
     name: 'before (NAT gateway, endpoint, RDS instance, dashboard)',
@@ -242,10 +257,11 @@ export const PROFILES = [
 
 /** The template of a profile, synthesized in memory (no bundling) for us-east-1. */
 export function profileTemplate(context: Record<string, string>): CfnTemplate {
-  const app = new App({ context: { 'aws:cdk:bundling-stacks': [] } });
-  const props = stackPropsFromContext(
-    parseContext({ datasyncApiUrl: 'https://datasync.invalid/api/v1', ...context }),
-  );
+  const full = { datasyncApiUrl: 'https://datasync.invalid/api/v1', ...context };
+  const app = new App({ context: { 'aws:cdk:bundling-stacks': [], ...full } });
+  const ctx = parseContext(full);
+  applyProfile(app, ctx);
+  const props = stackPropsFromContext(ctx);
   const stack = new IngestionStack(app, 'DataSyncIngest', {
     ...props,
     env: { account: '123456789012', region: 'us-east-1' },

@@ -10,7 +10,7 @@ export interface RoleCredentials {
  * A connection a function leaves idle (a frozen Lambda container) keeps an auto-pausing
  * database awake: the server closes the application roles' sessions after this long idle.
  */
-export const APP_ROLE_IDLE_SESSION_TIMEOUT = '5min';
+export const APP_ROLE_IDLE_SESSION_TIMEOUT = '1min';
 
 /**
  * Creates (or updates) the least-privilege login roles, after the schema migrations, under the

@@ -95,7 +95,7 @@ describe('database roles made by the migration', () => {
         code: '42501',
       });
       const [setting] = await r<{ v: string }[]>`select current_setting('idle_session_timeout') as v`;
-      expect(setting?.v).toBe('5min');
+      expect(setting?.v).toBe('1min');
     } finally {
       await w.end();
       await r.end();

@@ -63,8 +63,12 @@ const FREE_WHILE_IDLE = new Set([
 
 describe('npm run cost', () => {
   it('keeps the default stack at or under $12 a month idle, and the lean profile at or under $5', () => {
-    expect(idleCost(templates.default).total).toBeLessThanOrEqual(12);
+    expect(idleCost(templates['default, no schedule']).total).toBeLessThanOrEqual(12);
     expect(idleCost(templates.lean).total).toBeLessThanOrEqual(5);
+    // The hourly top-ups wake the paused database 730 times a month: priced, not hidden.
+    const scheduled = idleCost(templates['default with its hourly top-ups']);
+    expect(scheduled.rows.map((r) => r.item)).toContain('Aurora woken by each scheduled top-up');
+    expect(scheduled.total).toBeGreaterThan(idleCost(templates['default, no schedule']).total + 4);
     // The stack as it was (NAT gateway, interface endpoint, always-on instance, dashboard).
     expect(
       idleCost(templates['before (NAT gateway, endpoint, RDS instance, dashboard)']).total,
@@ -83,10 +87,12 @@ describe('npm run cost', () => {
   });
 
   it('reads the NAT instance, its address and its volume from the template, and no NAT gateway', () => {
-    const items = idleCost(templates.default).rows.map((r) => r.item);
+    const items = idleCost(templates['default, no schedule']).rows.map((r) => r.item);
     expect(items).toEqual(expect.arrayContaining(['EC2 t4g.nano (NAT instance)', 'its public IPv4 address']));
     expect(items).not.toContain('NAT gateway');
-    expect(runCost(templates.default).rows.map((r) => r.item)).not.toContain('NAT gateway data');
+    expect(runCost(templates['default, no schedule']).rows.map((r) => r.item)).not.toContain(
+      'NAT gateway data',
+    );
   });
 
   it('prices a schedule by its rate when the stack has one', () => {
@@ -98,6 +104,9 @@ describe('npm run cost', () => {
     };
     const row = idleCost(withSchedule).rows.find((r) => r.item.startsWith('EventBridge schedule'));
     expect(row).toMatchObject({ arithmetic: '730 invocations x $1/M' });
+    expect(Object.values(templates.lean.Resources).map((r) => r.Type)).not.toContain(
+      'AWS::Scheduler::Schedule',
+    );
   });
 
   it('docs/deploy.md shows exactly the tables the templates give (npm run cost -- --docs rewrites them)', () => {
