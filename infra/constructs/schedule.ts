@@ -15,13 +15,15 @@ import { sourceIdSchema } from '#shared/step/contract.ts';
  * source still being read ends quietly (`ifRunning: skip`: the Plan task returns done, the
  * execution succeeds, no alarm fires).
  *
- * Default `rate(1 hour)`, against cost: a top-up that finds nothing new is one request, one
- * invocation and six state transitions (about $0.0002 a day at 24 a day). What costs is the
+ * Default `rate(6 hours)`, against cost: a top-up that finds nothing new is one request, one
+ * invocation and six state transitions (a fraction of a cent a month). What costs is the
  * database: an auto-paused Aurora Serverless v2 cluster (0 ACU idle) wakes for each top-up and
- * pauses again after its idle timeout (5 minutes at least), so hourly keeps it awake about 6
- * minutes an hour, a tenth of the time (0.5 ACU x 73 h x $0.12 = about $4.40 a month), while
- * every 5 minutes would keep it awake for good (about $44 a month at 0.5 ACU). A provisioned
- * instance costs the same either way. Events are then at most an hour (plus the lookback) late.
+ * pauses again after its idle timeout (5 minutes at least), about 6.5 minutes at 0.5 ACU a
+ * start (infra/cost.ts prices it): every 6 hours that is about $0.79 a month and keeps the
+ * default stack's idle month under $12; hourly would be $4.75 (over it), every 5 minutes keeps
+ * the database awake for good (about $44). A provisioned instance costs the same either way.
+ * Events are then at most 6 hours (plus the lookback) late; `-c schedule="rate(1 hour)"` buys
+ * fresher data for the $4.75.
  */
 
 /** A Scheduler expression: rate(N unit), cron(6 fields), or none (no schedule). */
@@ -55,7 +57,7 @@ const lookbackSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
 });
 
 export const scheduleContextSchema = z.object({
-  schedule: expressionSchema.default('rate(1 hour)'),
+  schedule: expressionSchema.default('rate(6 hours)'),
   scheduleSource: sourceIdSchema.default('default'),
   lookback: lookbackSchema.optional(),
 });
@@ -65,7 +67,7 @@ export interface IngestScheduleProps {
   readonly stateMachine: sfn.IStateMachine;
   /** The fetch-page function: it is told the lookback (TOPUP_LOOKBACK_MS). */
   readonly fetchPage: lambda.Function;
-  /** Scheduler expression, or `none` for no schedule. @default 'rate(1 hour)' */
+  /** Scheduler expression, or `none` for no schedule. @default 'rate(6 hours)' */
   readonly expression?: string;
   /** The source the schedule tops up. @default 'default' */
   readonly sourceId?: string;
@@ -102,7 +104,7 @@ export class IngestSchedule extends Construct {
 
   constructor(scope: Construct, id: string, props: IngestScheduleProps) {
     super(scope, id);
-    const expression = expressionSchema.parse(props.expression ?? 'rate(1 hour)');
+    const expression = expressionSchema.parse(props.expression ?? 'rate(6 hours)');
     const sourceId = sourceIdSchema.parse(props.sourceId ?? 'default');
     const lookbackMs = props.lookbackMs ?? configDefaults.lookbackMs;
     props.fetchPage.addEnvironment(CONFIG_ENV_NAMES.lookbackMs, String(lookbackMs));

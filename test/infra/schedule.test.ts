@@ -19,7 +19,7 @@ describe('the top-up schedule', () => {
   it('starts the state machine every hour with the source and ifRunning: skip', () => {
     const schedule = onlyResource(template, 'AWS::Scheduler::Schedule');
     const p = schedule.resource.Properties as CfnProps;
-    expect(p.ScheduleExpression).toBe('rate(1 hour)');
+    expect(p.ScheduleExpression).toBe('rate(6 hours)');
     expect(p.State).toBe('ENABLED');
     expect(JSON.parse(p.Target.Input)).toEqual({ sourceId: 'default', ifRunning: 'skip' });
     expect(p.Target.Arn.Ref).toMatch(/IngestionStateMachine/);
