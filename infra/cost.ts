@@ -241,8 +241,9 @@ export function costTable(cost: { rows: CostRow[]; total: number }, unit = '$/mo
 
 /** The profiles docs/deploy.md prices, with the context each is deployed with. */
 export const PROFILES = [
+  { name: 'default', context: {} },
   { name: 'default, no schedule', context: { schedule: 'none' } },
-  { name: 'default with its hourly top-ups', context: {} },
+  { name: 'default with hourly top-ups', context: { schedule: 'rate(1 hour)' } },
   { name: 'lean', context: { profile: 'lean' } },
   {
     name: 'before (NAT gateway, endpoint, RDS instance, dashboard)',
