@@ -20,13 +20,17 @@ const cases = JSON.parse(process.argv[2] ?? '[]') as ProbeCase[];
 const outcomes: { name: string; ok: boolean; error?: string; message?: string }[] = [];
 for (const c of cases) {
   const secrets = { get: async () => JSON.stringify(c.secret) } as unknown as SecretCache;
-  const sql = await openDatabase(
-    { databaseUrl: c.url, databaseSecretArn: c.secret ? 'arn:probe' : undefined, databaseSsl: c.ssl },
-    secrets,
-    'dsi-tls-probe',
-  );
+  let sql: Awaited<ReturnType<typeof openDatabase>> | null = null;
   try {
-    await withDbErrors(sql, () => sql`select 1 as one`);
+    // The deployed (secret) path connects inside openDatabase (it waits for a resuming
+    // database), so a refused certificate can surface there as well as at the first query.
+    const db = await openDatabase(
+      { databaseUrl: c.url, databaseSecretArn: c.secret ? 'arn:probe' : undefined, databaseSsl: c.ssl },
+      secrets,
+      'dsi-tls-probe',
+    );
+    sql = db;
+    await withDbErrors(db, () => db`select 1 as one`);
     outcomes.push({ name: c.name, ok: true });
   } catch (error) {
     outcomes.push({
@@ -36,7 +40,7 @@ for (const c of cases) {
       message: (error as Error).message,
     });
   } finally {
-    await sql.end({ timeout: 1 });
+    await sql?.end({ timeout: 1 });
   }
 }
 console.log(JSON.stringify(outcomes));
