@@ -228,6 +228,9 @@ describe('npm run local: crash, interrupt and resume', () => {
     async () => {
       const run = startCli(slow('forced'));
       await waitForSource(db.url, 'forced', (s) => (s.checkpoint?.pages ?? 0) >= 1, run);
+      // Let the next 10 s page get under way (the pacer may hold it back a little): a Ctrl-C
+      // while no page is in flight stops at once, and there would be nothing to force.
+      await new Promise((r) => setTimeout(r, 2500));
       run.child.kill('SIGINT');
       // Well past the window in which a second signal is the same keypress, well inside the 10 s page that started when the last one was stored.
       await new Promise((r) => setTimeout(r, 1500));
