@@ -60,6 +60,8 @@ export interface RecordPacerAnswerInput {
   jitter?: number;
   /** The unit Reset is rounded to. */
   resetGranularityMs?: number;
+  /** The longest window the upstream may have: a 429's backoff grows to twice that. */
+  longestWindowMs?: number;
 }
 
 export interface ReleasePacerSlotInput {
@@ -86,6 +88,7 @@ export async function recordPacerAnswer(db: Db, input: RecordPacerAnswerInput): 
     retryAfterSeconds: input.retryAfterSeconds ?? null,
     ...(input.jitter === undefined ? {} : { jitter: input.jitter }),
     ...(input.resetGranularityMs === undefined ? {} : { resetGranularityMs: input.resetGranularityMs }),
+    ...(input.longestWindowMs === undefined ? {} : { longestWindowMs: input.longestWindowMs }),
   };
   await withPacerRow(db, input.key, (state) => ({ state: applyAnswer(state, answer), result: undefined }));
 }

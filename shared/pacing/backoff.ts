@@ -15,12 +15,19 @@ import { MAX_WAIT_SECONDS } from './rate-limit-headers.ts';
 export const REJECTED_BACKOFF_BASE_MS = 2000;
 export const REJECTED_BACKOFF_CAP_MS = MAX_WAIT_SECONDS * 1000;
 
-/** `k` >= 1: the k-th 429 in a row; `u` in [0, 1): the jitter draw. */
-export function rejectedBackoffMs(k: number, u: number): number {
-  const step = Math.min(
-    REJECTED_BACKOFF_CAP_MS,
-    REJECTED_BACKOFF_BASE_MS * 2 ** Math.max(0, Math.min(k, 30) - 1),
-  );
+/**
+ * `k` >= 1: the k-th 429 in a row; `u` in [0, 1): the jitter draw; `longestWindowMs`: the
+ * longest window the upstream may have (config.longestWindowMs, 60 s by the notes, time-scaled
+ * in local runs): the wait doubles up to twice that, so it reaches a full window of the longest
+ * kind and no further.
+ */
+export function rejectedBackoffMs(
+  k: number,
+  u: number,
+  longestWindowMs = REJECTED_BACKOFF_CAP_MS / 2,
+): number {
+  const cap = Math.min(REJECTED_BACKOFF_CAP_MS, 2 * longestWindowMs);
+  const step = Math.min(cap, REJECTED_BACKOFF_BASE_MS * 2 ** Math.max(0, Math.min(k, 30) - 1));
   const jitter = Math.min(Math.max(u, 0), 1);
   return Math.ceil(step / 2 + (step / 2) * jitter);
 }

@@ -162,6 +162,8 @@ export interface AnswerInput {
   jitter?: number;
   /** A whole multiple of this in Reset / Retry-After may be that much early (rounded down). @default 0 */
   resetGranularityMs?: number;
+  /** The longest window the upstream may have: a 429's backoff grows to twice that. @default 60000 */
+  longestWindowMs?: number;
 }
 
 const finite = z.number().refine(Number.isFinite, { error: 'must be a finite number' });
@@ -190,6 +192,7 @@ const answerInputSchema = z.object({
   retryAfterSeconds: nonNegative.nullish(),
   jitter: nonNegative.optional(),
   resetGranularityMs: nonNegative.optional(),
+  longestWindowMs: nonNegative.optional(),
 });
 
 function parse<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
@@ -446,7 +449,7 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     const askedMs = (a.retryAfterSeconds ?? rate?.resetSeconds ?? 0) * 1000;
     const waitMs = Math.max(
       askedMs + roundingPadMs(askedMs, granularity),
-      rejectedBackoffMs(k, a.jitter ?? 0.5),
+      rejectedBackoffMs(k, a.jitter ?? 0.5, a.longestWindowMs),
     );
     next.rejectedInARow = k;
     next.blockedUntilMs = Math.max(state.blockedUntilMs ?? 0, a.answerAtMs + waitMs);

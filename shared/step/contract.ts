@@ -424,6 +424,8 @@ export interface SharedPacerPort {
     jitter?: number;
     /** The unit Reset is rounded to (config.resetGranularityMs). */
     resetGranularityMs?: number;
+    /** config.longestWindowMs: a 429's backoff grows to twice that. */
+    longestWindowMs?: number;
   }): Promise<void>;
   /** A reservation that will not be sent. */
   release(args: { startAtMs: number }): Promise<void>;

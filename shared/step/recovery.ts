@@ -207,6 +207,7 @@ export async function fetchWithRecovery(
         retryAfterSeconds: error instanceof RateLimitedError ? error.retryAfterSeconds : null,
         jitter: random(),
         resetGranularityMs: config.resetGranularityMs,
+        longestWindowMs: config.longestWindowMs,
       });
       if (error instanceof RateLimitedError) {
         pacer.answered(error.rateLimit);
@@ -223,7 +224,10 @@ export async function fetchWithRecovery(
         });
         // 429s in a row back off further each time, kept with the source so a resume does too.
         const inARow = (cp.lastRateLimit?.rejectedInARow ?? 0) + 1;
-        const notBeforeMs = Math.max(plan.notBeforeMs, now + rejectedBackoffMs(inARow, random()));
+        const notBeforeMs = Math.max(
+          plan.notBeforeMs,
+          now + rejectedBackoffMs(inARow, random(), config.longestWindowMs),
+        );
         const rateLimit: RateLimitInfo = {
           ...(error.rateLimit ?? { limit: 0, remaining: 0, resetSeconds: error.retryAfterSeconds }),
           rejectedInARow: inARow,

@@ -54,3 +54,16 @@ describe('rounding pad', () => {
     expect(roundingPadMs(20_000, 0)).toBe(0);
   });
 });
+
+describe('backoff cap', () => {
+  it('grows to twice the longest window the upstream may have, and no further', () => {
+    // The notes' 60 s: up to 120 s, so from some 429 in a row on every wait is a full window.
+    expect(rejectedBackoffMs(30, 0.999)).toBeLessThanOrEqual(120_000);
+    expect(rejectedBackoffMs(30, 0)).toBeGreaterThanOrEqual(60_000);
+    // An upstream known to have 1 s windows (or a time-scaled run): up to 2 s, at least 1 s.
+    for (let k = 1; k <= 30; k++) {
+      expect(rejectedBackoffMs(k, 0.999, 1000)).toBeLessThanOrEqual(2000);
+      expect(rejectedBackoffMs(k, 0, 1000)).toBeGreaterThanOrEqual(1000);
+    }
+  });
+});
