@@ -5,6 +5,7 @@ import { listChains } from '#shared/db/chains.ts';
 import { createDb } from '#shared/db/client.ts';
 import { DataSyncError, LeaseHeldError, UpstreamUnavailableError } from '#shared/errors.ts';
 import { type PlanOutput, type StepDeps, type StepOutput, ZERO_ID } from '#shared/step/index.ts';
+import { sourceTotals } from '#shared/step/totals.ts';
 import { stepPage, stepPlan } from '#test/support/step.ts';
 import type { SimulatorOptionsInput } from '../../../local/simulator/index.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '../../support/pipeline.ts';
@@ -199,6 +200,8 @@ describe('cursor chains, end to end through the step', () => {
       expect(
         f.logs.some((l) => l.level === 'warn' && l.message === 'falling back to one chain for this source'),
       ).toBe(true);
+      // Every request the simulator answered is counted, the refused built cursors' included.
+      expect(sourceTotals(rows).requests).toBe(f.sim.stats().requests);
     });
   }
 
