@@ -21,6 +21,8 @@ export interface LocalEnvironment {
   apiKey: string;
   /** null with --api-url: the real API is not ours to describe. */
   simulator: RunningSimulator | null;
+  /** Requests the preflight probe sent to a real API (0 with the simulator, which needs none). */
+  probeRequests: number;
   /** Stops what this environment started, in reverse order. Never throws. */
   close(): Promise<void>;
 }
@@ -65,6 +67,7 @@ export async function openEnvironment(
     await step(`migrating the database at ${where}`, runMigrations(sql));
 
     let simulator: RunningSimulator | null = null;
+    let probeRequests = 0;
     let apiUrl = options.apiUrl;
     let apiKey = options.apiKey ?? '';
     if (!apiUrl) {
@@ -96,13 +99,14 @@ export async function openEnvironment(
         `simulator: ${options.events.toLocaleString('en-US')} events${grown} at ${apiUrl} (${describeLimit(options)})\n`,
       );
     } else {
-      // A wrong key or an unreachable API must fail before anything is written for the source.
-      await step(
+      // A wrong key or an unreachable API must fail before anything is written for the source
+      // (bad-input.test.ts holds that nothing is stored): what the probe's request buys.
+      probeRequests = await step(
         `checking the DataSync API at ${maskCredentials(apiUrl)}`,
         preflightUpstream(apiUrl, apiKey),
       );
     }
-    return { databaseUrl, sql, db: createDb(sql), apiUrl, apiKey, simulator, close };
+    return { databaseUrl, sql, db: createDb(sql), apiUrl, apiKey, simulator, probeRequests, close };
   } catch (error) {
     await close();
     throw error;
@@ -175,14 +179,15 @@ export function describeLimit(o: LocalRunOptions): string {
 /**
  * One small request (limit=1) before the first execution. Only a wrong key or an API that cannot
  * be reached at all stops the run here; a 429 or a passing 5xx is left to the workflow's retries.
+ * Returns the requests it sent: the run's summary counts them.
  */
-async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> {
+async function preflightUpstream(apiUrl: string, apiKey: string): Promise<number> {
   const client = createDataSyncClient({ baseUrl: apiUrl, apiKey, timeoutMs: 15_000 });
   let lastError: unknown = null;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       await client.fetchEvents({ limit: 1 });
-      return;
+      return attempt + 1;
     } catch (error) {
       if (error instanceof AuthError) {
         throw new AuthError(
@@ -190,7 +195,7 @@ async function preflightUpstream(apiUrl: string, apiKey: string): Promise<void> 
           error.status,
         );
       }
-      if ((error as Error).name !== 'UpstreamUnavailableError') return;
+      if ((error as Error).name !== 'UpstreamUnavailableError') return attempt + 1;
       lastError = error;
       await new Promise((r) => setTimeout(r, 1000));
     }

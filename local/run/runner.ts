@@ -194,6 +194,8 @@ export async function runLocal(options: LocalRunOptions, io: LocalRunIo): Promis
       false,
       log,
     );
+    // The preflight probe's requests (a real API only) are requests sent too; they are not on a row.
+    summary.requests += env.probeRequests;
     if (result.failure) {
       summary.error = result.failure;
       log.write('ERROR', 'the run failed', { error: result.failure.name, reason: result.failure.message });

@@ -81,6 +81,7 @@ const createPlanSchema = z
     planRequest: z
       .object({
         nextRequestAtMs: z.number(),
+        requests: z.number().int().nonnegative().optional(),
         rateLimit: z
           .object({ limit: z.number(), remaining: z.number(), resetSeconds: z.number() })
           .nullable(),
@@ -127,7 +128,7 @@ export async function createPlan(db: Db, args: CreatePlanArgs): Promise<Checkpoi
           // The planning request: counted, and its pacing kept for chain 0's own pacer.
           ...(plan.planRequest
             ? {
-                requests: sql`${checkpoints.requests} + 1`,
+                requests: sql`${checkpoints.requests} + ${plan.planRequest.requests ?? 1}`,
                 nextRequestAt: new Date(plan.planRequest.nextRequestAtMs),
                 ...(plan.planRequest.rateLimit ? { lastRateLimit: plan.planRequest.rateLimit } : {}),
               }

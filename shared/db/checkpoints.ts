@@ -202,6 +202,21 @@ export async function acquireLease(
   });
 }
 
+/**
+ * Requests that stored nothing and drew no 429 are counted all the same. The version is not
+ * bumped: a counter moves, no position, so a chain committing under that version is not refused.
+ */
+export async function addRequests(db: Db, args: { sourceId: string; requests: number }): Promise<void> {
+  const n = z.number().int().nonnegative().parse(args.requests);
+  if (n === 0) return;
+  await withDbErrors(db.$client, async () => {
+    await db
+      .update(checkpoints)
+      .set({ requests: sql`${checkpoints.requests} + ${n}`, updatedAt: now })
+      .where(eq(checkpoints.sourceId, args.sourceId));
+  });
+}
+
 /** A 429: nothing advances, but the request, the 429 and when to try again are recorded. */
 export async function recordRateLimited(
   db: Db,

@@ -1,7 +1,7 @@
 import type { Sql } from 'postgres';
 import type { StepStore } from '../step/contract.ts';
 import { createPlan, fallbackToOneChain, finishRange, listChains, renewSourceLease } from './chains.ts';
-import { acquireLease, recordFailure, recordRateLimited, releaseLease } from './checkpoints.ts';
+import { acquireLease, addRequests, recordFailure, recordRateLimited, releaseLease } from './checkpoints.ts';
 import { createDb } from './client.ts';
 import { recordPacerAnswer, releasePacerSlot, reservePacerSlot } from './pacer.ts';
 import { persistPage } from './persist.ts';
@@ -27,6 +27,7 @@ export function createStore(sql: Sql, options: { pacerKey?: string } = {}): Step
       : {}),
     acquireLease: (args) => acquireLease(db, args),
     recordRateLimited: (args) => recordRateLimited(db, args),
+    addRequests: (args) => addRequests(db, args),
     persistPage: (args) => persistPage(db, args),
     releaseLease: (args) => releaseLease(db, args),
     recordFailure: (args) => recordFailure(db, args),

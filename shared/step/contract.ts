@@ -257,8 +257,9 @@ export interface CreatePlanArgs {
   /**
    * The Plan task's own request for page one: counted on the source row, and the earliest next
    * request and its headers kept there, so that a one-chain source keeps the spacing after it.
+   * `requests`: every request the Plan sent for it, retries and 429s included (default 1).
    */
-  planRequest?: { nextRequestAtMs: number; rateLimit: RateLimitInfo | null };
+  planRequest?: { nextRequestAtMs: number; rateLimit: RateLimitInfo | null; requests?: number };
 }
 
 export interface FinishRangeArgs {
@@ -371,6 +372,13 @@ export interface StepStore {
     rateLimit: RateLimitInfo | null;
     requestsMade: number;
   }): Promise<Checkpoint>;
+  /**
+   * Counts requests that stored nothing and drew no 429 (failed answers before a slot that was
+   * not due, a refused built cursor, a page whose commit lost the version race) on the row,
+   * without bumping its version: a counter only, so no chain's commit is disturbed. Optional:
+   * a store without it leaves them uncounted.
+   */
+  addRequests?(args: { sourceId: string; requests: number }): Promise<void>;
   persistPage(args: PersistPageInput): Promise<PersistPageResult>;
   releaseLease(args: { sourceId: string; owner: string }): Promise<void>;
   recordFailure(args: { sourceId: string; error: string }): Promise<void>;

@@ -1,5 +1,5 @@
 import { decodeCursor } from '../cursor.ts';
-import { ConfigError, DataSyncError, UpstreamProtocolError } from '../errors.ts';
+import { CheckpointConflictError, ConfigError, DataSyncError, UpstreamProtocolError } from '../errors.ts';
 import { type PacingPlan, planNextRequest, waitSecondsFor } from '../pacing/headers.ts';
 import { RequestPacer } from '../pacing/request-pacer.ts';
 import { normalisePage } from '../upstream/normalise.ts';
@@ -187,8 +187,10 @@ async function waitForWindow(
     case 'page':
       return { next: fetched };
     case 'not-due':
+      await countRequests(run, fetched.requests);
       return { end: notYetDue(run, cp, fetched.notBeforeMs) };
     case 'built-refused': {
+      await countRequests(run, fetched.requests);
       const reason = `the upstream refused a cursor built from an instant (${fetched.error.name}: ${fetched.error.message.slice(0, 200)})`;
       return { end: await fallBack(deps, { sourceId, chain, owner, reason }, (c) => fellBack(run, c)) };
     }
@@ -196,6 +198,15 @@ async function waitForWindow(
     case 'rate-limited':
       return { end: await waitOutWindow(run, cp, fetched) };
   }
+}
+
+/**
+ * Requests this invocation sent that stored nothing and drew no 429 (failed answers before a
+ * slot that is not due, a refused built cursor, rows outside the range, a lost commit): counted
+ * on the chain's row all the same, so the run's `requests` is every request sent.
+ */
+async function countRequests(run: PageRun, requests: number): Promise<void> {
+  if (requests > 0) await run.deps.store.addRequests?.({ sourceId: run.key, requests });
 }
 
 /**
@@ -275,6 +286,7 @@ async function storePage(
   const { events, rejects } = normalised;
   const outside = aboveRange(cp, events, chain);
   if (outside) {
+    await countRequests(run, requests);
     return {
       end: await fallBack(deps, { sourceId, chain, owner, reason: outside }, (c) => fellBack(run, c)),
     };
@@ -302,29 +314,36 @@ async function storePage(
   });
 
   const persistStarted = clock.now();
-  const persisted = await store.persistPage({
-    sourceId: run.key,
-    eventsSourceId: sourceId,
-    expectedVersion: cp.version,
-    owner,
-    events,
-    rejects,
-    pageCursor: cursorUsed,
-    next: {
-      cursor: page.hasMore ? page.nextCursor : null,
-      positionTs: next.ts,
-      positionId: next.id,
-      hasMore: page.hasMore,
-      nextRequestAtMs: plan.notBeforeMs,
-      rateLimit: result.rateLimit,
-      totalReported: page.total,
-      rangeDone,
-      emptyPage,
-      lateBeyondLookback: floor.lateBeyondLookback,
-    },
-    requestsMade: requests,
-    rateLimitedSeen: 0,
-  });
+  const persisted = await store
+    .persistPage({
+      sourceId: run.key,
+      eventsSourceId: sourceId,
+      expectedVersion: cp.version,
+      owner,
+      events,
+      rejects,
+      pageCursor: cursorUsed,
+      next: {
+        cursor: page.hasMore ? page.nextCursor : null,
+        positionTs: next.ts,
+        positionId: next.id,
+        hasMore: page.hasMore,
+        nextRequestAtMs: plan.notBeforeMs,
+        rateLimit: result.rateLimit,
+        totalReported: page.total,
+        rangeDone,
+        emptyPage,
+        lateBeyondLookback: floor.lateBeyondLookback,
+      },
+      requestsMade: requests,
+      rateLimitedSeen: 0,
+    })
+    .catch(async (error: unknown) => {
+      // Another invocation moved the row first (a fallback, a retry): this page is not stored,
+      // but its request was sent.
+      if (error instanceof CheckpointConflictError) await countRequests(run, requests).catch(() => undefined);
+      throw error;
+    });
   const persistMs = clock.now() - persistStarted;
   const pageCounts = {
     received: page.data.length,

@@ -149,7 +149,9 @@ async function makePlan(
 
   const pacer = new RequestPacer({ ...source, lastRateLimit: null }, config);
   const shared = store.pacer;
-  // Plan runs once per source: wait for a slot as long as the invocation allows.
+  // Plan runs once per source: wait for a slot as long as the invocation allows. Every request
+  // sent on the way (a 429, a passing 5xx) is counted with the plan.
+  let requests = 0;
   for (;;) {
     const fetched = await fetchWithRecovery(
       deps,
@@ -159,8 +161,9 @@ async function makePlan(
       deadlineMs,
       shared ? { shared } : {},
     );
+    requests += fetched.requests;
     if (fetched.kind === 'page')
-      return planFromFirstPage(deps, source.sourceId, fetched.result, single, owner);
+      return planFromFirstPage(deps, source.sourceId, fetched.result, single, owner, requests);
     if (fetched.kind === 'built-refused') throw fetched.error;
     const notBefore = fetched.notBeforeMs;
     if (notBefore + config.minAttemptMs > deadlineMs - config.writeHeadroomMs) {
@@ -183,6 +186,7 @@ async function planFromFirstPage(
   result: FetchPageResult,
   single: (note: string, planRequest?: CreatePlanArgs['planRequest']) => Promise<Checkpoint[]>,
   owner: string,
+  requests: number,
 ): Promise<Checkpoint[]> {
   const { store, logger, config } = deps;
   const { page } = result;
@@ -196,6 +200,7 @@ async function planFromFirstPage(
       resetGranularityMs: config.resetGranularityMs,
     }).notBeforeMs,
     rateLimit: result.rateLimit,
+    requests,
   };
   const { events } = normalisePage(page.data, { invalidUtf8: page.invalidUtf8 === true });
   const newest = events[0];

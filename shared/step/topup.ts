@@ -215,9 +215,12 @@ async function fetchPageOne(deps: StepDeps, source: Checkpoint, deadlineMs: numb
   const shared = chained ? store.pacer : undefined;
   const from = { ...source, cursor: null, positionTs: null, positionId: null };
   const pacer = new RequestPacer(shared ? { ...source, lastRateLimit: null } : source, config);
+  // Every request sent on the way to page one (a 429, a passing 5xx) is counted with it.
+  let requests = 0;
   for (;;) {
     const fetched = await fetchWithRecovery(deps, config, from, pacer, deadlineMs, shared ? { shared } : {});
-    if (fetched.kind === 'page') return fetched;
+    requests += fetched.requests;
+    if (fetched.kind === 'page') return { ...fetched, requests };
     if (fetched.kind === 'built-refused') throw fetched.error;
     const notBefore = fetched.notBeforeMs;
     if (notBefore + config.minAttemptMs > deadlineMs - config.writeHeadroomMs) {

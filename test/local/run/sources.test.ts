@@ -157,3 +157,39 @@ describe('an interrupted run against an API with a key and a database with a pas
     }
   });
 });
+
+describe('a run against an API (not the bundled simulator)', CLI_TIMEOUT, () => {
+  it("counts every request the API answered in the summary's requests, the preflight probe's included", async () => {
+    const key = 'sk-count-requests';
+    const simulator = await startSimulator({
+      port: 0,
+      events: 12_000,
+      apiKey: key,
+      latencyMs: 0,
+      rateLimit: 0,
+    });
+    try {
+      const r = await runCli([
+        '--api-url',
+        simulator.url,
+        '--api-key',
+        key,
+        '--database-url',
+        db.url,
+        '--data-dir',
+        dataDir,
+        '--source',
+        'counted',
+        '--progress',
+        'none',
+        '--json',
+      ]);
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      const s = lastJson(r.stdout);
+      expect(s).toMatchObject({ status: 'complete', verified: true, events: 12_000 });
+      expect(s.requests).toBe(simulator.stats().requests);
+    } finally {
+      await simulator.close();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { listChains } from '#shared/db/chains.ts';
 import { createDb } from '#shared/db/client.ts';
 import { DataSyncError, LeaseHeldError, UpstreamUnavailableError } from '#shared/errors.ts';
 import { type PlanOutput, type StepDeps, type StepOutput, ZERO_ID } from '#shared/step/index.ts';
+import { sourceTotals } from '#shared/step/totals.ts';
 import { stepPage, stepPlan } from '#test/support/step.ts';
 import type { SimulatorOptionsInput } from '../../../local/simulator/index.ts';
 import { createPipelineFixture, type PipelineFixture, storedInstants } from '../../support/pipeline.ts';
@@ -199,6 +200,8 @@ describe('cursor chains, end to end through the step', () => {
       expect(
         f.logs.some((l) => l.level === 'warn' && l.message === 'falling back to one chain for this source'),
       ).toBe(true);
+      // Every request the simulator answered is counted, the refused built cursors' included.
+      expect(sourceTotals(rows).requests).toBe(f.sim.stats().requests);
     });
   }
 
@@ -243,6 +246,37 @@ describe('cursor chains, end to end through the step', () => {
     expect(plans.at(-1)?.mode).toBe('chains');
     const rows = await expectExact(f, 20_000);
     expect(rows.find((r) => r.chain === 0)?.chainMode).toBe('chains');
+  });
+
+  it("counts every request sent, the Plan's retried first request and the chains' retries included", async () => {
+    const f = await fixture(20_000);
+    const base = depsOf(f, 3);
+    // A 503 on the Plan's first request and on every built cursor's first request, then the answer.
+    let sent = 0;
+    let planFailed = false;
+    const failed = new Set<number>();
+    const deps: StepDeps = {
+      ...base,
+      upstream: {
+        fetchEvents: async (params) => {
+          sent++;
+          const c = params.cursor ? decodeCursor(params.cursor) : null;
+          if (!params.cursor && !planFailed) {
+            planFailed = true;
+            throw new UpstreamUnavailableError('HTTP 503 from the test', 503);
+          }
+          if (c && c.id === ZERO_ID && !failed.has(c.ts)) {
+            failed.add(c.ts);
+            throw new UpstreamUnavailableError('HTTP 503 from the test', 503);
+          }
+          return base.upstream.fetchEvents(params);
+        },
+      },
+    };
+    await runChains(deps);
+    const rows = await expectExact(f, 20_000);
+    expect(planFailed).toBe(true);
+    expect(sourceTotals(rows).requests).toBe(sent);
   });
 
   it('a chain retried after the last range completed the source ends quietly', async () => {

@@ -616,3 +616,44 @@ describe('the invocation deadline', () => {
     }
   });
 });
+
+describe('every request sent is counted', () => {
+  it('counts the requests of an invocation that ends not yet due after a failed answer', async () => {
+    const f = await createPipelineFixture({ events: 10_000 });
+    try {
+      const real = createStore(f.sql, { pacerKey: f.sim.url });
+      let sent = 0;
+      const store: StepStore = {
+        ...real,
+        pacer: {
+          ...real.pacer!,
+          // Slots are granted until a request went out; the one after its failed answer is not due in this invocation.
+          reserve: async (args) =>
+            sent === 0
+              ? real.pacer!.reserve(args)
+              : { startAtMs: args.nowMs + 60_000, reserved: false, reason: 'test: the window is spent' },
+        },
+      };
+      const base = f.deps({ store });
+      const deps: StepDeps = {
+        ...base,
+        upstream: {
+          fetchEvents: async (params) => {
+            sent++;
+            if (sent === 1) throw new UpstreamUnavailableError('HTTP 503 from the test', 503);
+            return base.upstream.fetchEvents(params);
+          },
+        },
+      };
+      const out = await stepPage(deps, { executionId: 'nd', state: { sourceId: 'not-due' } });
+      expect(out).toMatchObject({ done: false, skipped: 'not-yet-due', page: { received: 0 } });
+      expect(sent).toBe(1);
+      const c = await counts(f, 'not-due');
+      expect(c.rows).toBe(0);
+      expect(c.cp?.requests).toBe(1);
+      expect(c.cp?.rateLimited).toBe(0);
+    } finally {
+      await f.close();
+    }
+  });
+});
