@@ -31,6 +31,7 @@ import type {
 } from '#shared/step/contract.ts';
 import { fetchWithRecovery } from '#shared/step/recovery.ts';
 import type { FetchPageResult } from '#shared/upstream/types.ts';
+import { seededRandom } from './random.ts';
 
 /*
  * The step's request layer (shared/step/recovery.ts: pages, retries after 5xx and timeouts,
@@ -91,18 +92,6 @@ export interface FamilyRun {
   elapsedMs: number;
   windowEstimateMs: number | null;
   stalled: boolean;
-}
-
-/** mulberry32: a small seeded generator, so a failing case replays from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A discrete-event clock: `sleep` resolves when the run reaches its instant. */

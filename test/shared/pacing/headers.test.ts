@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '#bench/random.ts';
 import { ConfigError, type RateLimitInfo } from '#shared/errors.ts';
 import { DEFAULT_SAFETY_MARGIN_MS, planNextRequest, waitSecondsFor } from '#shared/pacing/headers.ts';
 
@@ -112,18 +113,6 @@ function slidingWindowServer(o: {
   };
 }
 
-/** Deterministic PRNG (mulberry32) so fast-check can replay a failing seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Latency {
   /** Client to server, max ms. */
   upMs: number;
@@ -145,7 +134,7 @@ function runClient(o: {
   latency: Latency;
   seed: number;
 }): { sends: number[]; rateLimited: number } {
-  const random = prng(o.seed);
+  const random = seededRandom(o.seed);
   const sends: number[] = [];
   let rateLimited = 0;
   let t = o.startMs;
