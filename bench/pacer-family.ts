@@ -92,6 +92,8 @@ export interface FamilyRun {
   elapsedMs: number;
   windowEstimateMs: number | null;
   stalled: boolean;
+  /** The shared pacer's row at the end (what it learned). */
+  pacer: PacerState;
 }
 
 /** A discrete-event clock: `sleep` resolves when the run reaches its instant. */
@@ -335,6 +337,7 @@ export async function runFamilyCase(c: FamilyCase): Promise<FamilyRun> {
     elapsedMs: lastAnswer - first,
     windowEstimateMs: windowEstimateMs(state),
     stalled: !ok,
+    pacer: state,
   };
 }
 

@@ -101,6 +101,15 @@ export interface PacerState {
    * 'fixed': the whole window rolled at once. Unknown until a probe concluded.
    */
   windowKind?: 'sliding' | 'fixed';
+  /**
+   * Two answers in one window named instants as far apart as their starts: this server's Reset
+   * is a full window from each arrival (each request's own expiry), not the next free slot. Its
+   * Remaining still counts; the log over the learned window (an upper bound: an answer held
+   * alone names its own expiry) says when a slot frees.
+   */
+  ownExpiryResets?: true;
+  /** The oldest answer of the current run of answers counted in one window (what namesOwnExpiry compares with). */
+  windowRef?: PacerHeaders;
 }
 
 export function emptyPacerState(): PacerState {
@@ -388,8 +397,11 @@ function headersBound(state: PacerState, margin: number, noWindowLongestMs: numb
   // than the log holds at the answer, the log is the server's picture and decides (a Reset
   // that names the answer's own expiry, a full window away, would otherwise cost a window).
   const w = noWindow ? null : windowEstimateMs(state);
-  if (state.windowKind === 'sliding' && w !== null) {
-    const logged = state.starts.filter((s) => s.at <= h.at && effective(s) > h.answerMs - w).length;
+  if ((state.windowKind === 'sliding' || state.ownExpiryResets) && w !== null) {
+    // The server counted at its header instant (no later than start + the learned delay): the
+    // log's picture is the window before that instant.
+    const headerAt = slotFreesAt(state, h) - h.resetMs;
+    const logged = state.starts.filter((s) => s.at <= h.at && effective(s) > headerAt - w).length;
     if (h.limit - h.remaining <= logged) return Number.NEGATIVE_INFINITY;
   }
   const named = slotFreesAt(state, h) + margin;
@@ -459,6 +471,8 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     next.observations = [];
     next.anchors = [];
     delete next.windowKind;
+    delete next.ownExpiryResets;
+    delete next.windowRef;
   } else if (rate !== null) {
     next.rejectedInARow = 0;
   }
@@ -482,8 +496,17 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     // (unless this server was seen to send exact values).
     resetMs: resetMs + (next.exactResets ? 0 : padMs),
   };
+  if (refused || suspect) {
+    if (state.last === null || headers.at >= state.last.at) next.last = headers;
+    return next;
+  }
+  if (!next.ownExpiryResets) {
+    const seen = namesOwnExpiry(state, starts, headers, granularity);
+    if (seen === true) next.ownExpiryResets = true;
+    next.windowRef = seen === null ? headers : (state.windowRef ?? headers);
+    if (seen === true) delete next.windowRef;
+  }
   if (state.last === null || headers.at >= state.last.at) next.last = headers;
-  if (refused || suspect) return next;
 
   // The server holds n = limit - remaining requests: this one and the n - 1 before it. Walk back
   // over the starts it certainly saw (answered with headers); skipping uncertain ones only goes
@@ -513,6 +536,34 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
 
   next = advanceProbe(next, entry, headers, n);
   return next;
+}
+
+/**
+ * Whether this answer and an older one, both counted in one window (the count grew by exactly
+ * the requests between them), name instants that moved with their starts: a server whose Reset
+ * names the next free slot (a fixed window's end, the oldest counted request's expiry) names
+ * the same instant for both, give or take a rounding unit and the delay to its header instant
+ * (the learned one, else the answer's whole latency). null: the two are not in one window (this
+ * answer starts a new comparison); false: no evidence yet.
+ */
+function namesOwnExpiry(
+  state: PacerState,
+  starts: PacerStart[],
+  h: PacerHeaders,
+  granularityMs: number,
+): boolean | null {
+  const ref = state.windowRef;
+  const d = state.headerDelayMs;
+  if (ref === undefined || ref.at >= h.at) return null;
+  const between = starts.filter((s) => s.at > ref.at && s.at <= h.at);
+  // Every request between was answered with headers, and each one was counted in the same window.
+  if (starts.find((s) => s.at === ref.at)?.done !== 'h' || between.some((s) => s.done !== 'h')) return null;
+  if (h.limit - h.remaining !== ref.limit - ref.remaining + between.length) return null;
+  // How far each named instant may sit from the server's (its header instant is unknown up to this).
+  const delayOf = (x: PacerHeaders) => Math.min(x.answerMs - x.startMs, d ?? Number.POSITIVE_INFINITY);
+  const startGap = h.startMs - ref.startMs;
+  const slack = granularityMs + Math.max(delayOf(h), delayOf(ref));
+  return startGap > 2 * slack && slotFreesAt(state, h) - slotFreesAt(state, ref) > startGap - slack;
 }
 
 function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: number): PacerState {
