@@ -60,6 +60,8 @@ export interface PacerHeaders {
   limit: number;
   remaining: number;
   resetMs: number;
+  /** The rounding pad included in resetMs (0 or absent: none). */
+  padMs?: number;
 }
 
 export type ProbeState =
@@ -108,8 +110,30 @@ export interface PacerState {
    * alone names its own expiry) says when a slot frees.
    */
   ownExpiryResets?: true;
-  /** The oldest answer of the current run of answers counted in one window (what namesOwnExpiry compares with). */
-  windowRef?: PacerHeaders;
+  /**
+   * The current run of answers counted in one window (each one's count grew by exactly the
+   * requests since the run's first): its first answer, its newest, and the earliest instant any
+   * of them named. Each names an upper bound of when the window's next slot frees (a fixed
+   * window's end, or the oldest counted request's expiry, which no answer of the run saw leave;
+   * a Reset a full window from the arrival names a later one): the earliest is the tightest.
+   */
+  windowRun?: {
+    first: PacerHeaders;
+    newestAt: number;
+    namedMs: number;
+    /** Without the rounding pad: the earliest instant named counted from the learned delay... */
+    upperRawMs?: number;
+    /** ...and the latest counted from the start (a header instant is never before its request's start). */
+    lowerRawMs?: number;
+  };
+  /**
+   * 'up': a probe found the slot free before the latest instant this window's answers named
+   * without the pad, so this server rounds Reset up (a whole-second value is never early) and
+   * pays no pad; 'down': it did not, the pad stays.
+   */
+  rounding?: 'up' | 'down';
+  /** The pending rounding probe: the window's last slot, sent between the two bounds. */
+  roundingProbe?: { at: number; first: PacerHeaders; upperRawMs: number; lowerRawMs: number };
 }
 
 export function emptyPacerState(): PacerState {
@@ -232,7 +256,7 @@ export function windowEstimateMs(state: PacerState): number | null {
   let w = Number.NEGATIVE_INFINITY;
   const d = state.headerDelayMs;
   for (const o of pool) {
-    const unpad = state.exactResets ? (o.padMs ?? 0) : 0;
+    const unpad = state.exactResets || state.rounding === 'up' ? (o.padMs ?? 0) : 0;
     w = Math.max(w, (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad);
   }
   return w;
@@ -279,6 +303,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   const limit = state.limit;
   let probe = state.probe;
   let isProbe = false;
+  let roundingAt: number | null = null;
 
   if (windowMs === null || limit === null) {
     // No window learned yet (no answer, or none whose count could be walked back over answers
@@ -334,6 +359,14 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
         }
       }
     }
+    if (!isProbe) {
+      const at = roundingProbeAt(state, t, margin);
+      if (at !== null) {
+        t = at;
+        reason = 'probe';
+        roundingAt = at;
+      }
+    }
   }
 
   const startAtMs = Math.ceil(t);
@@ -365,9 +398,20 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   }
   const entry: PacerStart = isProbe ? { at: startAtMs, probe: true } : { at: startAtMs };
   const starts = pruneStarts([...state.starts, entry], limit);
+  const run = state.windowRun;
   return {
     state: {
       ...state,
+      ...(roundingAt !== null && run?.upperRawMs !== undefined && run.lowerRawMs !== undefined
+        ? {
+            roundingProbe: {
+              at: startAtMs,
+              first: run.first,
+              upperRawMs: run.upperRawMs,
+              lowerRawMs: run.lowerRawMs,
+            },
+          }
+        : {}),
       starts,
       probe,
       nextAtMs: startAtMs + minSpacingMs + lateToleranceMs,
@@ -404,7 +448,12 @@ function headersBound(state: PacerState, margin: number, noWindowLongestMs: numb
     const logged = state.starts.filter((s) => s.at <= h.at && effective(s) > headerAt - w).length;
     if (h.limit - h.remaining <= logged) return Number.NEGATIVE_INFINITY;
   }
-  const named = slotFreesAt(state, h) + margin;
+  const run = state.windowRun;
+  const named =
+    Math.min(
+      slotFreesAt(state, h),
+      run !== undefined && run.newestAt === h.at ? run.namedMs : Number.POSITIVE_INFINITY,
+    ) + margin;
   if (!noWindow || h.remaining - after.length >= 0) return named;
   const longest = noWindowLongestMs ?? LONGEST_WINDOW_SECONDS * 1000;
   const limit = state.limit ?? h.limit;
@@ -472,10 +521,13 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     next.anchors = [];
     delete next.windowKind;
     delete next.ownExpiryResets;
-    delete next.windowRef;
+    delete next.windowRun;
+    delete next.rounding;
+    delete next.roundingProbe;
   } else if (rate !== null) {
     next.rejectedInARow = 0;
   }
+  if (state.roundingProbe?.at === entry.at) delete next.roundingProbe;
   if (rate === null) {
     if (entry.probe && state.probe.state === 'pending' && !refused) next.probe = { state: 'none' };
     return next;
@@ -494,17 +546,40 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     remaining: rate.remaining,
     // A whole-second Reset may have been rounded down: it names an instant up to a unit later
     // (unless this server was seen to send exact values).
-    resetMs: resetMs + (next.exactResets ? 0 : padMs),
+    resetMs: resetMs + (next.exactResets || state.rounding === 'up' ? 0 : padMs),
+    ...(next.exactResets || state.rounding === 'up' || padMs === 0 ? {} : { padMs }),
   };
   if (refused || suspect) {
     if (state.last === null || headers.at >= state.last.at) next.last = headers;
     return next;
   }
-  if (!next.ownExpiryResets) {
-    const seen = namesOwnExpiry(state, starts, headers, granularity);
-    if (seen === true) next.ownExpiryResets = true;
-    next.windowRef = seen === null ? headers : (state.windowRef ?? headers);
-    if (seen === true) delete next.windowRef;
+  const run = state.windowRun;
+  if (run !== undefined && inOneWindow(starts, run.first, headers)) {
+    if (!next.ownExpiryResets && namesOwnExpiry(state, run.first, headers, granularity))
+      next.ownExpiryResets = true;
+    next.windowRun = {
+      first: run.first,
+      newestAt: Math.max(run.newestAt, headers.at),
+      namedMs: Math.min(run.namedMs, slotFreesAt(state, headers)),
+      upperRawMs: Math.min(run.upperRawMs ?? Number.POSITIVE_INFINITY, rawUpper(state, headers)),
+      lowerRawMs: Math.max(run.lowerRawMs ?? Number.NEGATIVE_INFINITY, rawLower(headers)),
+    };
+  } else {
+    next.windowRun = {
+      first: headers,
+      newestAt: headers.at,
+      namedMs: slotFreesAt(state, headers),
+      upperRawMs: rawUpper(state, headers),
+      lowerRawMs: rawLower(headers),
+    };
+  }
+  const rp = state.roundingProbe;
+  if (rp !== undefined && entry.at === rp.at) {
+    delete next.roundingProbe;
+    const verdict = roundingVerdict(starts, rp, headers);
+    if (verdict !== null) next.rounding = verdict.rounding;
+    if (verdict?.windowKind !== undefined && next.windowKind === undefined)
+      next.windowKind = verdict.windowKind;
   }
   if (state.last === null || headers.at >= state.last.at) next.last = headers;
 
@@ -538,32 +613,99 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
   return next;
 }
 
+/** The instant `h` names without its pad, counted from the learned delay (an upper bound if Reset rounds up). */
+function rawUpper(state: PacerState, h: PacerHeaders): number {
+  return slotFreesAt(state, h) - (h.padMs ?? 0);
+}
+
+/** The same counted from the start: the server's header instant is no earlier (a lower bound if Reset rounds down). */
+function rawLower(h: PacerHeaders): number {
+  return h.startMs + h.resetMs - (h.padMs ?? 0);
+}
+
 /**
- * Whether this answer and an older one, both counted in one window (the count grew by exactly
- * the requests between them), name instants that moved with their starts: a server whose Reset
- * names the next free slot (a fixed window's end, the oldest counted request's expiry) names
- * the same instant for both, give or take a rounding unit and the delay to its header instant
- * (the learned one, else the answer's whole latency). null: the two are not in one window (this
- * answer starts a new comparison); false: no evidence yet.
+ * The rounding probe's answer. It went out with one slot left, after every instant the window's
+ * answers named if Reset rounds up and before every one they named if it rounds down. A slot
+ * that left the window by then (the count did not grow by the probe) cannot be a server that
+ * rounds down: 'up'; and the count says what left, the whole window (fixed) or the one slot
+ * (sliding). The count grown by exactly the probe cannot be one that rounds up: 'down'.
+ */
+function roundingVerdict(
+  starts: PacerStart[],
+  rp: NonNullable<PacerState['roundingProbe']>,
+  h: PacerHeaders,
+): { rounding: 'up' | 'down'; windowKind?: 'fixed' | 'sliding' } | null {
+  const between = starts.filter((s) => s.at > rp.first.at && s.at < rp.at);
+  if (starts.find((s) => s.at === rp.first.at)?.done !== 'h' || between.some((s) => s.done !== 'h'))
+    return null;
+  const before = rp.first.limit - rp.first.remaining + between.length;
+  const n = h.limit - h.remaining;
+  if (n === before + 1) return { rounding: 'down' };
+  if (n > before) return null;
+  // What left: the whole window (fixed), or exactly the oldest slot while the rest stayed (sliding).
+  if (before >= 2 && n === 1) return { rounding: 'up', windowKind: 'fixed' };
+  if (before >= 2 && n === before) return { rounding: 'up', windowKind: 'sliding' };
+  return { rounding: 'up' };
+}
+
+/**
+ * The rounding probe's instant, when this reservation is the window's last slot and the
+ * window's answers leave room between their two bounds (wider than the delay twice and the
+ * margin): the middle, or null.
+ */
+function roundingProbeAt(state: PacerState, t: number, margin: number): number | null {
+  const run = state.windowRun;
+  const h = state.last;
+  if (
+    state.exactResets ||
+    state.ownExpiryResets ||
+    state.rounding !== undefined ||
+    state.roundingProbe !== undefined
+  )
+    return null;
+  if (state.probe.state === 'armed' || state.probe.state === 'pending') return null;
+  if (run === undefined || h === null || run.newestAt !== h.at || (h.padMs ?? 0) === 0) return null;
+  if (run.upperRawMs === undefined || run.lowerRawMs === undefined) return null;
+  const after = state.starts.filter((s) => s.at > h.at);
+  if (h.remaining - after.length !== 1) return null;
+  const delay = Math.min(h.answerMs - h.startMs, state.headerDelayMs ?? Number.POSITIVE_INFINITY);
+  // One instant named by all (within a unit and the delay), and room around the middle.
+  const spread = run.lowerRawMs - run.upperRawMs;
+  if (spread <= 2 * delay + margin || spread > (h.padMs ?? 0) + delay) return null;
+  const at = Math.max(t, (run.upperRawMs + run.lowerRawMs) / 2);
+  return at + delay + margin / 2 < run.lowerRawMs ? Math.ceil(at) : null;
+}
+
+/**
+ * Whether `h` was counted in the same window as the older answer `first`: every request between
+ * them was answered with headers, and the count grew by exactly those requests (nothing left the
+ * window, no window rolled).
+ */
+function inOneWindow(starts: PacerStart[], first: PacerHeaders, h: PacerHeaders): boolean {
+  if (first.at >= h.at) return false;
+  const between = starts.filter((s) => s.at > first.at && s.at <= h.at);
+  if (starts.find((s) => s.at === first.at)?.done !== 'h' || between.some((s) => s.done !== 'h'))
+    return false;
+  return h.limit - h.remaining === first.limit - first.remaining + between.length;
+}
+
+/**
+ * Whether two answers of one window name instants that moved with their starts: a server whose
+ * Reset names the next free slot (a fixed window's end, the oldest counted request's expiry)
+ * names the same instant for both, give or take a rounding unit and the delay to its header
+ * instant (the learned one, else the answer's whole latency).
  */
 function namesOwnExpiry(
   state: PacerState,
-  starts: PacerStart[],
+  first: PacerHeaders,
   h: PacerHeaders,
   granularityMs: number,
-): boolean | null {
-  const ref = state.windowRef;
+): boolean {
   const d = state.headerDelayMs;
-  if (ref === undefined || ref.at >= h.at) return null;
-  const between = starts.filter((s) => s.at > ref.at && s.at <= h.at);
-  // Every request between was answered with headers, and each one was counted in the same window.
-  if (starts.find((s) => s.at === ref.at)?.done !== 'h' || between.some((s) => s.done !== 'h')) return null;
-  if (h.limit - h.remaining !== ref.limit - ref.remaining + between.length) return null;
-  // How far each named instant may sit from the server's (its header instant is unknown up to this).
   const delayOf = (x: PacerHeaders) => Math.min(x.answerMs - x.startMs, d ?? Number.POSITIVE_INFINITY);
-  const startGap = h.startMs - ref.startMs;
-  const slack = granularityMs + Math.max(delayOf(h), delayOf(ref));
-  return startGap > 2 * slack && slotFreesAt(state, h) - slotFreesAt(state, ref) > startGap - slack;
+  const startGap = h.startMs - first.startMs;
+  const slack = granularityMs + Math.max(delayOf(h), delayOf(first));
+  return startGap > 2 * slack && slotFreesAt(state, h) - slotFreesAt(state, first) > startGap - slack;
 }
 
 function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: number): PacerState {

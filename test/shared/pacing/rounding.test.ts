@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { type FamilyCase, runFamilyCase } from '#bench/pacer-family.ts';
+
+/*
+ * Whole-second Reset values may be rounded up or down (the API notes do not say). Without
+ * knowing which, every whole-second value may be a second early: a pad of one second on the
+ * window and on every named instant, 3 % of a 30 s window. The shared pacer learns the
+ * direction with the window's last slot, sent between the latest instant the window's answers
+ * named if Reset rounds up and the earliest if it rounds down: a slot found free there rules
+ * out rounding down. The slot is one the window still had, so the test itself is never refused.
+ */
+
+const base: FamilyCase = {
+  chains: 3,
+  requests: 80,
+  limit: 10,
+  windowMs: 30_000,
+  mode: 'fixed',
+  resetBasis: 'window-start',
+  rounding: 'up',
+  align: 'first-request',
+  countRejected: false,
+  uncountedErrors: false,
+  headerAt: 'arrival',
+  live: false,
+  tailRate: 0,
+  errorRate: 0,
+  timeoutRate: 0,
+  cursorRefusalRate: 0,
+  lateRate: 0,
+  lateMaxMs: 0,
+  seed: 5,
+  minSpacingMs: 2200,
+};
+
+describe('learning which way Reset is rounded', () => {
+  for (const live of [false, true])
+    for (const seed of [1, 2, 3])
+      it(`a fixed window rounded up (${live ? 'live' : 'no'} latency, seed ${seed}): 'up', and the window without a pad`, async () => {
+        const run = await runFamilyCase({ ...base, live, seed });
+        expect(run.rateLimited).toBe(0);
+        expect(run.pacer.rounding).toBe('up');
+        expect(run.windowEstimateMs).toBeLessThan(30_000 + 500);
+      });
+
+  for (const mode of ['fixed', 'sliding'] as const)
+    for (const align of ['first-request', 'clock'] as const)
+      for (const live of [false, true])
+        for (const seed of [1, 2])
+          it(`a ${mode} window (${align}) rounded down (${live ? 'live' : 'no'} latency, seed ${seed}) is never taken for 'up'`, async () => {
+            const run = await runFamilyCase({ ...base, mode, align, live, seed, rounding: 'down' });
+            expect(run.rateLimited).toBe(0);
+            expect(run.pacer.rounding).not.toBe('up');
+            // A window on the clock is learned short (answers held alone mid-window); the headers pace it.
+            if (mode === 'sliding' || align === 'first-request')
+              expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
+          });
+
+  it("a sliding window rounded up, without latency: 'up' and 'sliding'", async () => {
+    const run = await runFamilyCase({ ...base, mode: 'sliding' });
+    expect(run.rateLimited).toBe(0);
+    expect(run.pacer).toMatchObject({ rounding: 'up', windowKind: 'sliding' });
+  });
+});
