@@ -211,8 +211,9 @@ async function markOf(
 /** Page one, through the source's pacing; waits for a slot as long as the invocation allows. */
 async function fetchPageOne(deps: StepDeps, source: Checkpoint, deadlineMs: number) {
   const { clock, config, store } = deps;
-  const chained = source.chainMode === 'chains' || source.chainMode === 'fallback';
-  const shared = chained ? store.pacer : undefined;
+  // Through the upstream's shared pacer whenever the store has one, as every page is
+  // (page.ts): after failed answers the checkpoint's last headers cannot say when a slot frees.
+  const shared = store.pacer;
   const from = { ...source, cursor: null, positionTs: null, positionId: null };
   const pacer = new RequestPacer(shared ? { ...source, lastRateLimit: null } : source, config);
   // Every request sent on the way to page one (a 429, a passing 5xx) is counted with it.
