@@ -224,7 +224,6 @@ export async function runFamilyCase(c: FamilyCase): Promise<FamilyRun> {
     async reserve(args) {
       await clock.sleep(1);
       const d = decideReservation(state, args);
-        console.log('R', ((d.startAtMs - T0) / 1000).toFixed(2), d.reason, JSON.stringify(state.last));
       state = d.state;
       await clock.sleep(1);
       return { startAtMs: d.startAtMs, reserved: d.reserved, reason: d.reason };
