@@ -425,6 +425,8 @@ async function finishRangeOrContinue(run: PageRun, stored: StoredPage): Promise<
       totals: stepTotals(totalsOf(cp)),
       requestId: result.requestId,
       rateLimit: result.rateLimit,
+      // When the request went out (epoch ms): where the time between requests went.
+      requestStartedAtMs: result.startedAtMs,
       upstreamLatencyMs: result.latencyMs,
       persistMs: stored.persistMs,
       writePath: persisted.writePath,
