@@ -56,6 +56,13 @@ export const benchmarks: Record<string, BenchEntry> = {
       '--gap-pages N (default 200), --page-size N (default 500), --request-floor-ms MS (default 100), --latency-ms MS (default 3500), --chains N|auto',
     load: () => import('./topup.ts') as Promise<BenchModule>,
   },
+  family: {
+    description:
+      'the pacer against every named member of the upstream family, 3 windows x 2 latencies, in virtual time (seconds)',
+    options:
+      '--requests N (default 600), --chains N (default 3), --seed N, --members a,b, --errors SHARE (5xx, default 0)',
+    load: () => import('./family.ts') as Promise<BenchModule>,
+  },
   floor: {
     description: 'elapsed / rate-limit floor, 600 pages, 12 time-scaled window configurations (~19 min)',
     options:
