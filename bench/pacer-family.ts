@@ -78,6 +78,30 @@ export interface FamilyCase {
   safetyMarginMs?: number;
 }
 
+/** A quiet case: 3 chains, 10 per 20 s fixed from the first request, Reset to its end rounded up, no faults. */
+export const QUIET_FAMILY_CASE: FamilyCase = {
+  chains: 3,
+  requests: 45,
+  limit: 10,
+  windowMs: 20_000,
+  mode: 'fixed',
+  resetBasis: 'window-start',
+  rounding: 'up',
+  align: 'first-request',
+  countRejected: false,
+  uncountedErrors: false,
+  headerAt: 'arrival',
+  live: false,
+  tailRate: 0,
+  errorRate: 0,
+  timeoutRate: 0,
+  cursorRefusalRate: 0,
+  lateRate: 0,
+  lateMaxMs: 0,
+  seed: 1,
+  minSpacingMs: 2200,
+};
+
 export interface FamilyRequest {
   chain: number;
   atMs: number;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type FamilyCase, runFamilyCase } from '#bench/pacer-family.ts';
+import { type FamilyCase, QUIET_FAMILY_CASE, runFamilyCase } from '#bench/pacer-family.ts';
 
 /*
  * A server whose Reset is a full window from each arrival (the API notes allow it) names, at a
@@ -10,28 +10,7 @@ import { type FamilyCase, runFamilyCase } from '#bench/pacer-family.ts';
  * slot are never taken for one.
  */
 
-const base: FamilyCase = {
-  chains: 3,
-  requests: 45,
-  limit: 10,
-  windowMs: 20_000,
-  mode: 'fixed',
-  resetBasis: 'arrival',
-  rounding: 'up',
-  align: 'first-request',
-  countRejected: false,
-  uncountedErrors: false,
-  headerAt: 'arrival',
-  live: false,
-  tailRate: 0,
-  errorRate: 0,
-  timeoutRate: 0,
-  cursorRefusalRate: 0,
-  lateRate: 0,
-  lateMaxMs: 0,
-  seed: 11,
-  minSpacingMs: 2200,
-};
+const base: FamilyCase = { ...QUIET_FAMILY_CASE, resetBasis: 'arrival', seed: 11 };
 
 const largestGapMs = (starts: number[]) =>
   starts.slice(1).reduce((g, at, i) => Math.max(g, at - starts[i]!), 0);

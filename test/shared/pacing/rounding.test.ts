@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type FamilyCase, runFamilyCase } from '#bench/pacer-family.ts';
+import { type FamilyCase, QUIET_FAMILY_CASE, runFamilyCase } from '#bench/pacer-family.ts';
 
 /*
  * Whole-second Reset values may be rounded up or down (the API notes do not say). Without
@@ -10,28 +10,7 @@ import { type FamilyCase, runFamilyCase } from '#bench/pacer-family.ts';
  * out rounding down. The slot is one the window still had, so the test itself is never refused.
  */
 
-const base: FamilyCase = {
-  chains: 3,
-  requests: 80,
-  limit: 10,
-  windowMs: 30_000,
-  mode: 'fixed',
-  resetBasis: 'window-start',
-  rounding: 'up',
-  align: 'first-request',
-  countRejected: false,
-  uncountedErrors: false,
-  headerAt: 'arrival',
-  live: false,
-  tailRate: 0,
-  errorRate: 0,
-  timeoutRate: 0,
-  cursorRefusalRate: 0,
-  lateRate: 0,
-  lateMaxMs: 0,
-  seed: 5,
-  minSpacingMs: 2200,
-};
+const base: FamilyCase = { ...QUIET_FAMILY_CASE, requests: 80, windowMs: 30_000, seed: 5 };
 
 describe('learning which way Reset is rounded', () => {
   for (const live of [false, true])
