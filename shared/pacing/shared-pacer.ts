@@ -635,10 +635,9 @@ function roundingVerdict(
   rp: NonNullable<PacerState['roundingProbe']>,
   h: PacerHeaders,
 ): { rounding: 'up' | 'down'; windowKind?: 'fixed' | 'sliding' } | null {
-  const between = starts.filter((s) => s.at > rp.first.at && s.at < rp.at);
-  if (starts.find((s) => s.at === rp.first.at)?.done !== 'h' || between.some((s) => s.done !== 'h'))
-    return null;
-  const before = rp.first.limit - rp.first.remaining + between.length;
+  const between = answeredBetween(starts, rp.first.at, rp.at);
+  if (between === null) return null;
+  const before = rp.first.limit - rp.first.remaining + between;
   const n = h.limit - h.remaining;
   if (n === before + 1) return { rounding: 'down' };
   if (n > before) return null;
@@ -683,10 +682,19 @@ function roundingProbeAt(state: PacerState, t: number, margin: number): number |
  */
 function inOneWindow(starts: PacerStart[], first: PacerHeaders, h: PacerHeaders): boolean {
   if (first.at >= h.at) return false;
-  const between = starts.filter((s) => s.at > first.at && s.at <= h.at);
-  if (starts.find((s) => s.at === first.at)?.done !== 'h' || between.some((s) => s.done !== 'h'))
-    return false;
-  return h.limit - h.remaining === first.limit - first.remaining + between.length;
+  const between = answeredBetween(starts, first.at, h.at);
+  // The count grew by the requests between and by `h` itself.
+  return between !== null && h.limit - h.remaining === first.limit - first.remaining + between + 1;
+}
+
+/**
+ * How many starts lie strictly between `firstAt` and `endAt`, when the start at `firstAt` and
+ * every one of those was answered with headers (the server certainly counted each); else null.
+ */
+function answeredBetween(starts: PacerStart[], firstAt: number, endAt: number): number | null {
+  const between = starts.filter((s) => s.at > firstAt && s.at < endAt);
+  if (starts.find((s) => s.at === firstAt)?.done !== 'h' || between.some((s) => s.done !== 'h')) return null;
+  return between.length;
 }
 
 /**
