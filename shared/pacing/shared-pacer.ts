@@ -50,6 +50,15 @@ export interface PacerObservation {
   padMs?: number;
   /** The server held this request alone (n = 1): the oldest counted is the request itself. */
   alone?: true;
+  /**
+   * An anchor's tighter bounds of W: the earliest instant the answers counted in its window
+   * named (each names the anchor's expiry or a later one), counted from their answers and
+   * from their starts as `fromAnswer` and `fromStart` are, less the anchor's start.
+   * Whole-second Resets taken at different offsets into the window name that instant to within
+   * a fraction of a unit, where one answer alone leaves a whole unit's pad. Never unpadded.
+   */
+  runFromAnswer?: number;
+  runFromStart?: number;
 }
 
 export interface PacerHeaders {
@@ -257,7 +266,14 @@ export function windowEstimateMs(state: PacerState): number | null {
   const d = state.headerDelayMs;
   for (const o of pool) {
     const unpad = state.exactResets || state.rounding === 'up' ? (o.padMs ?? 0) : 0;
-    w = Math.max(w, (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad);
+    const own = (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad;
+    const run =
+      o.runFromAnswer === undefined || o.runFromStart === undefined
+        ? Number.POSITIVE_INFINITY
+        : d === null
+          ? o.runFromAnswer
+          : Math.min(o.runFromAnswer, o.runFromStart + d);
+    w = Math.max(w, Math.min(own, run));
   }
   return w;
 }
@@ -564,6 +580,11 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
       upperRawMs: Math.min(run.upperRawMs ?? Number.POSITIVE_INFINITY, rawUpper(state, headers)),
       lowerRawMs: Math.max(run.lowerRawMs ?? Number.NEGATIVE_INFINITY, rawLower(headers)),
     };
+    // Not on a rounding only inferred as 'up' (no pad): a window that rolls before the instant
+    // its answers name (one on the clock, its Reset counted from the oldest request) passes
+    // that probe too, and unpadded instants could then undercut W.
+    if (next.exactResets || state.rounding !== 'up')
+      next.anchors = tightenAnchor(state.anchors, run.first, headers);
   } else {
     next.windowRun = {
       first: headers,
@@ -611,6 +632,31 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
 
   next = advanceProbe(next, entry, headers, n);
   return next;
+}
+
+/**
+ * When the run's first answer was held alone (an anchor), every answer counted in its window
+ * names the anchor's expiry or a later instant (a fixed window's end, the oldest counted
+ * request's expiry, the next free slot, its own expiry), so the earliest of them bounds the
+ * anchor's W from its start.
+ */
+function tightenAnchor(
+  anchors: PacerObservation[] | undefined,
+  first: PacerHeaders,
+  h: PacerHeaders,
+): PacerObservation[] | undefined {
+  if (anchors === undefined || first.limit - first.remaining !== 1) return anchors;
+  const fromAnswer = h.answerMs + h.resetMs - first.startMs;
+  const fromStart = h.startMs + h.resetMs - first.startMs;
+  return anchors.map((o) =>
+    o.answerAt === first.answerMs
+      ? {
+          ...o,
+          runFromAnswer: Math.min(o.runFromAnswer ?? Number.POSITIVE_INFINITY, fromAnswer),
+          runFromStart: Math.min(o.runFromStart ?? Number.POSITIVE_INFINITY, fromStart),
+        }
+      : o,
+  );
 }
 
 /** The instant `h` names without its pad, counted from the learned delay (an upper bound if Reset rounds up). */

@@ -41,3 +41,26 @@ describe('learning which way Reset is rounded', () => {
     expect(run.pacer).toMatchObject({ rounding: 'up', windowKind: 'sliding' });
   });
 });
+
+/*
+ * An answer held alone (an anchor) pads its window by a whole second when Reset may round
+ * down. The answers counted after it in the same window each name the anchor's expiry or a
+ * later instant, each from its own offset into the second, so the earliest of them bounds W
+ * to a fraction of that second: the pad shrinks without ever going below the true length.
+ */
+describe('bounding the window by the answers counted after an anchor', () => {
+  const cases = [
+    { mode: 'fixed', resetBasis: 'window-start' },
+    { mode: 'sliding', resetBasis: 'oldest-counted' },
+  ] as const;
+  for (const { mode, resetBasis } of cases)
+    for (const live of [false, true])
+      for (const seed of [1, 2, 3])
+        it(`a ${mode} 30 s window rounded down (Reset from the ${resetBasis}, ${live ? 'live' : 'no'} latency, seed ${seed}): under a whole second's pad, never under W`, async () => {
+          const run = await runFamilyCase({ ...base, mode, resetBasis, live, seed, rounding: 'down' });
+          expect(run.rateLimited).toBe(0);
+          expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
+          // Without the anchor's run bound: 31,000 (no latency) and 31,125 (live) on these cases.
+          if (mode === 'sliding' || live) expect(run.windowEstimateMs).toBeLessThan(31_000);
+        });
+});
