@@ -51,14 +51,15 @@ export interface PacerObservation {
   /** The server held this request alone (n = 1): the oldest counted is the request itself. */
   alone?: true;
   /**
-   * An anchor's tighter bounds of W: the earliest instant the answers counted in its window
-   * named (each names the anchor's expiry or a later one), counted from their answers and
-   * from their starts as `fromAnswer` and `fromStart` are, less the anchor's start.
-   * Whole-second Resets taken at different offsets into the window name that instant to within
-   * a fraction of a unit, where one answer alone leaves a whole unit's pad. Never unpadded.
+   * An anchor's tighter bound of W: the earliest instant the answers counted in its window
+   * named (each names the anchor's expiry or a later one), counted from their answers, less
+   * the anchor's start. Whole-second Resets taken at different offsets into the window name
+   * that instant to within a fraction of a unit, where one answer alone leaves a whole unit's
+   * pad. Never unpadded, and never counted from the starts: a learned header delay bounds the
+   * probe's answer, not every answer's (headers computed at the answer, latencies that vary),
+   * and the earliest of many such instants is the one most likely to undercut W.
    */
   runFromAnswer?: number;
-  runFromStart?: number;
 }
 
 export interface PacerHeaders {
@@ -77,9 +78,23 @@ export type ProbeState =
   /** Not started; arms at the next clean point while δ is unknown. */
   | { state: 'none' }
   /** The opener was reserved at `openerAt`; the window holds one slot back. */
-  | { state: 'armed'; openerAt: number; openerSent?: number; openerResetMs?: number }
+  | {
+      state: 'armed';
+      openerAt: number;
+      openerSent?: number;
+      openerResetMs?: number;
+      /** The opener's latency less the most its padded Reset can exceed the true remainder. */
+      openerSlackMs?: number;
+    }
   /** The probe was reserved at `probeAt`. */
-  | { state: 'pending'; openerAt: number; openerSent: number; openerResetMs: number; probeAt: number }
+  | {
+      state: 'pending';
+      openerAt: number;
+      openerSent: number;
+      openerResetMs: number;
+      openerSlackMs?: number;
+      probeAt: number;
+    }
   /** Evidence against an early basis: answers count from the answer from now on. */
   | { state: 'failed'; reason: string };
 
@@ -267,12 +282,7 @@ export function windowEstimateMs(state: PacerState): number | null {
   for (const o of pool) {
     const unpad = state.exactResets || state.rounding === 'up' ? (o.padMs ?? 0) : 0;
     const own = (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad;
-    const run =
-      o.runFromAnswer === undefined || o.runFromStart === undefined
-        ? Number.POSITIVE_INFINITY
-        : d === null
-          ? o.runFromAnswer
-          : Math.min(o.runFromAnswer, o.runFromStart + d);
+    const run = o.runFromAnswer ?? Number.POSITIVE_INFINITY;
     w = Math.max(w, Math.min(own, run));
   }
   return w;
@@ -401,6 +411,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
       openerAt: probe.openerAt,
       openerSent: probe.openerSent,
       openerResetMs: probe.openerResetMs,
+      ...(probe.openerSlackMs === undefined ? {} : { openerSlackMs: probe.openerSlackMs }),
       probeAt: startAtMs,
     };
   } else if (state.headerDelayMs === null && (probe.state === 'none' || probe.state === 'failed')) {
@@ -630,7 +641,7 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     if (n === 1) next.anchors = [...(state.anchors ?? []), obs].slice(-ANCHORS_KEPT);
   }
 
-  next = advanceProbe(next, entry, headers, n);
+  next = advanceProbe(next, entry, headers, n, run, granularity);
   return next;
 }
 
@@ -647,13 +658,11 @@ function tightenAnchor(
 ): PacerObservation[] | undefined {
   if (anchors === undefined || first.limit - first.remaining !== 1) return anchors;
   const fromAnswer = h.answerMs + h.resetMs - first.startMs;
-  const fromStart = h.startMs + h.resetMs - first.startMs;
   return anchors.map((o) =>
     o.answerAt === first.answerMs
       ? {
           ...o,
           runFromAnswer: Math.min(o.runFromAnswer ?? Number.POSITIVE_INFINITY, fromAnswer),
-          runFromStart: Math.min(o.runFromStart ?? Number.POSITIVE_INFINITY, fromStart),
         }
       : o,
   );
@@ -762,12 +771,22 @@ function namesOwnExpiry(
   return startGap > 2 * slack && slotFreesAt(state, h) - slotFreesAt(state, first) > startGap - slack;
 }
 
-function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: number): PacerState {
+function advanceProbe(
+  state: PacerState,
+  entry: PacerStart,
+  h: PacerHeaders,
+  n: number,
+  runBefore: PacerState['windowRun'],
+  granularityMs: number,
+): PacerState {
   const p = state.probe;
   if (p.state === 'armed' && entry.at === p.openerAt) {
     // The opener must have found a fresh window (or log): then Reset = W - (c - arrival).
     if (n !== 1) return { ...state, probe: { state: 'none' } };
-    return { ...state, probe: { ...p, openerSent: h.startMs, openerResetMs: h.resetMs } };
+    // A padded whole-second Reset exceeds the true remainder by up to its pad and one unit.
+    const excess = state.exactResets ? 0 : (h.padMs ?? 0) + granularityMs;
+    const openerSlackMs = h.answerMs - h.startMs - excess;
+    return { ...state, probe: { ...p, openerSent: h.startMs, openerResetMs: h.resetMs, openerSlackMs } };
   }
   if (p.state === 'pending' && entry.probe) {
     const phase = state.starts.filter((s) => s.at > p.openerAt && s.at < p.probeAt);
@@ -779,10 +798,24 @@ function advanceProbe(state: PacerState, entry: PacerStart, h: PacerHeaders, n: 
     // still counted (a sliding log: n = the probe + the phase) or the whole window rolled (a
     // fixed window: n = 1). Either way the opener's slot was free at the probe.
     if (uncertain === 0 && (n === certain + 1 || n === 1)) {
+      // 'sliding' only when the opener and the whole phase were counted in one window: a fixed
+      // window that rolled between the opener and the phase (one on the clock) gives the same n.
+      const oneWindow =
+        runBefore !== undefined &&
+        runBefore.first.at === p.openerAt &&
+        (phase.length === 0 || runBefore.newestAt === phase[phase.length - 1]!.at);
+      const kind = n === 1 ? ('fixed' as const) : oneWindow ? ('sliding' as const) : undefined;
+      const delay = Math.max(0, h.startMs - p.openerSent - p.openerResetMs);
+      // A slot found free only once the opener's latency (less its Reset's slack) had passed
+      // says nothing of the header instant: headers computed at the answer free it by then too
+      // (a probe pushed late by the log or the headers, a window that rolled). A delay learned
+      // from such a probe undercut W for answers slower than the opener's (a 429 in the
+      // property test: a clock window, headers at the answer). The next clean point tries again.
+      const tellsDelay = p.openerSlackMs === undefined || p.openerSlackMs <= 0 || delay < p.openerSlackMs;
       return {
         ...state,
-        ...(certain >= 1 ? { windowKind: n === 1 ? ('fixed' as const) : ('sliding' as const) } : {}),
-        headerDelayMs: Math.max(0, h.startMs - p.openerSent - p.openerResetMs),
+        ...(certain >= 1 && kind !== undefined ? { windowKind: kind } : {}),
+        ...(tellsDelay ? { headerDelayMs: delay } : {}),
         probe: { state: 'none' },
       };
     }
