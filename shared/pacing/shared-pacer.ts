@@ -50,6 +50,8 @@ export interface PacerObservation {
   padMs?: number;
   /** The server held this request alone (n = 1): the oldest counted is the request itself. */
   alone?: true;
+  /** The walk back to the oldest passed only answers with headers: no start skipped, so none older. */
+  walked?: true;
   /**
    * An anchor's tighter bound of W: the earliest instant the answers counted in its window
    * named (each names the anchor's expiry or a later one), counted from their answers, less
@@ -158,6 +160,12 @@ export interface PacerState {
   rounding?: 'up' | 'down';
   /** The pending rounding probe: the window's last slot, sent between the two bounds. */
   roundingProbe?: { at: number; first: PacerHeaders; upperRawMs: number; lowerRawMs: number };
+  /**
+   * The pending rounding question of a sliding log (which never has a window's last slot to
+   * ask it with): the slot that freed first was left unused, and this start went out between
+   * the two instants the NEXT slot (`slotAt`) frees at if Reset rounds up and if it rounds down.
+   */
+  slotProbe?: { at: number; slotAt: number };
 }
 
 export function emptyPacerState(): PacerState {
@@ -330,6 +338,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
   let probe = state.probe;
   let isProbe = false;
   let roundingAt: number | null = null;
+  let slotProbe: PacerState['slotProbe'];
 
   if (windowMs === null || limit === null) {
     // No window learned yet (no answer, or none whose count could be walked back over answers
@@ -393,6 +402,15 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
         roundingAt = at;
       }
     }
+    const waitsForSlot = (reason as PacerReason) === 'window' || (reason as PacerReason) === 'headers';
+    if (!isProbe && roundingAt === null && waitsForSlot) {
+      const sp = slotProbeAt(state, t, margin, limit, nowMs, windowMs);
+      if (sp !== null) {
+        t = sp.at;
+        reason = 'probe';
+        slotProbe = sp;
+      }
+    }
   }
 
   const startAtMs = Math.ceil(t);
@@ -439,6 +457,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
             },
           }
         : {}),
+      ...(slotProbe !== undefined ? { slotProbe: { at: startAtMs, slotAt: slotProbe.slotAt } } : {}),
       starts,
       probe,
       nextAtMs: startAtMs + minSpacingMs + lateToleranceMs,
@@ -551,10 +570,12 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     delete next.windowRun;
     delete next.rounding;
     delete next.roundingProbe;
+    delete next.slotProbe;
   } else if (rate !== null) {
     next.rejectedInARow = 0;
   }
   if (state.roundingProbe?.at === entry.at) delete next.roundingProbe;
+  if (state.slotProbe?.at === entry.at) delete next.slotProbe;
   if (rate === null) {
     if (entry.probe && state.probe.state === 'pending' && !refused) next.probe = { state: 'none' };
     return next;
@@ -613,6 +634,11 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     if (verdict?.windowKind !== undefined && next.windowKind === undefined)
       next.windowKind = verdict.windowKind;
   }
+  const sp = state.slotProbe;
+  if (sp !== undefined && entry.at === sp.at && next.rounding === undefined) {
+    const verdict = slotProbeVerdict(starts, sp, rate.limit - rate.remaining);
+    if (verdict !== null) next.rounding = verdict;
+  }
   if (state.last === null || headers.at >= state.last.at) next.last = headers;
 
   // The server holds n = limit - remaining requests: this one and the n - 1 before it. Walk back
@@ -621,11 +647,12 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
   const n = rate.limit - rate.remaining;
   let oldest: PacerStart | null = entry;
   let need = n - 1;
+  let skipped = false;
   for (let i = idx - 1; i >= 0 && need > 0; i--) {
     if (starts[i]!.done === 'h') {
       oldest = starts[i]!;
       need--;
-    }
+    } else skipped = true;
   }
   if (need > 0) oldest = null; // not enough history (pruned, or the server counts others): no observation
   if (oldest !== null && n >= 1) {
@@ -636,6 +663,7 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
       fromStart: entry.sent + headers.resetMs - o,
       ...(headers.resetMs !== resetMs ? { padMs: headers.resetMs - resetMs } : {}),
       ...(n === 1 ? { alone: true as const } : {}),
+      ...(skipped ? {} : { walked: true as const }),
     };
     next.observations = [...state.observations, obs].slice(-OBSERVATIONS_KEPT);
     if (n === 1) next.anchors = [...(state.anchors ?? []), obs].slice(-ANCHORS_KEPT);
@@ -728,6 +756,74 @@ function roundingProbeAt(state: PacerState, t: number, margin: number): number |
   if (spread <= 2 * delay + margin || spread > (h.padMs ?? 0) + delay) return null;
   const at = Math.max(t, (run.upperRawMs + run.lowerRawMs) / 2);
   return at + delay + margin / 2 < run.lowerRawMs ? Math.ceil(at) : null;
+}
+
+/**
+ * The rounding question for a sliding log. Each answer bounds W from the oldest request it
+ * counted: if Reset rounds up, W is at most (its header instant + Reset) - that start, the
+ * header instant counted from the learned delay (U, the least of them); if down, at least
+ * (its start + Reset) - that start (L, the greatest). The two readings differ by a whole unit,
+ * and answers taken at different offsets into the second leave room between U and L. The slot
+ * that frees first (the `limit`-th newest start's) is left unused, and the start goes out when
+ * the next one has left the log if Reset rounds up and is still in it if it rounds down: the
+ * middle of the two. It goes out no earlier than its normal instant (the slot left unused is
+ * free under either reading), so the question itself is never refused; it costs the gap
+ * between the two slots once. Only for a log learned to be sliding, while the rounding is
+ * unknown and the delay learned.
+ */
+function slotProbeAt(
+  state: PacerState,
+  t: number,
+  margin: number,
+  limit: number,
+  nowMs: number,
+  windowMs: number,
+): { at: number; slotAt: number } | null {
+  if (state.slotProbe !== undefined && nowMs > state.slotProbe.at + windowMs) return null;
+  if (
+    state.windowKind !== 'sliding' ||
+    state.rounding !== undefined ||
+    state.exactResets ||
+    state.ownExpiryResets ||
+    state.slotProbe !== undefined ||
+    state.roundingProbe !== undefined ||
+    state.headerDelayMs === null
+  )
+    return null;
+  if (state.probe.state === 'armed' || state.probe.state === 'pending') return null;
+  const d = state.headerDelayMs;
+  const obs = state.observations.filter((o) => o.padMs !== undefined && o.walked);
+  if (obs.length < limit) return null;
+  const pad = Math.max(...obs.map((o) => o.padMs!));
+  const upper = Math.min(...obs.map((o) => Math.min(o.fromAnswer, o.fromStart + d) - o.padMs!));
+  const lower = Math.max(...obs.map((o) => o.fromStart - o.padMs!));
+  // One W named by all (within a unit and the delay: answers that name their own expiry, a
+  // window away from the oldest, spread further), and room around the middle.
+  if (lower - upper <= 2 * margin || lower - upper > pad + d) return null;
+  const sorted = [...state.starts].sort((a, b) => effective(a) - effective(b));
+  if (sorted.length < limit + 1) return null;
+  const next = sorted[sorted.length - limit + 1]!;
+  if (next.done !== 'h') return null;
+  const at = Math.max(t, effective(next) + (upper + lower) / 2);
+  if (at + margin / 2 >= effective(next) + lower || at - margin / 2 <= effective(next) + upper) return null;
+  return { at: Math.ceil(at), slotAt: next.at };
+}
+
+/**
+ * The sliding rounding question's answer: the server holds the probe, every start after the
+ * slot asked about (each answered with headers) and, if Reset rounds down, that slot. Any other
+ * count (a start without headers, a window that rolled) answers nothing.
+ */
+function slotProbeVerdict(
+  starts: PacerStart[],
+  sp: NonNullable<PacerState['slotProbe']>,
+  n: number,
+): 'up' | 'down' | null {
+  const between = answeredBetween(starts, sp.slotAt, sp.at);
+  if (between === null) return null;
+  if (n === between + 1) return 'up';
+  if (n === between + 2) return 'down';
+  return null;
 }
 
 /**
@@ -854,5 +950,7 @@ export function releaseReservation(state: PacerState, startAtMs: number): PacerS
     (probe.state === 'pending' && probe.probeAt === startAtMs)
   )
     probe = { state: 'none' };
-  return { ...state, starts, probe, nextAtMs };
+  const next: PacerState = { ...state, starts, probe, nextAtMs };
+  if (state.slotProbe?.at === startAtMs) delete next.slotProbe;
+  return next;
 }

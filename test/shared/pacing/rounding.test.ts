@@ -35,6 +35,25 @@ describe('learning which way Reset is rounded', () => {
               expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
           });
 
+  // A sliding log never has a window's last slot: the slot that frees first is left unused and
+  // the start goes out between the instants the next one frees at under either rounding.
+  for (const seed of [1, 2, 3])
+    it(`a sliding window rounded up, with latency (seed ${seed}): 'up', and the window without a pad`, async () => {
+      const run = await runFamilyCase({ ...base, mode: 'sliding', live: true, seed });
+      expect(run.rateLimited).toBe(0);
+      expect(run.pacer).toMatchObject({ rounding: 'up', windowKind: 'sliding' });
+      expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
+      expect(run.windowEstimateMs).toBeLessThan(30_000 + 500);
+    });
+
+  for (const seed of [1, 2, 3])
+    it(`a sliding window rounded down, with latency (seed ${seed}): 'down', the pad kept`, async () => {
+      const run = await runFamilyCase({ ...base, mode: 'sliding', live: true, seed, rounding: 'down' });
+      expect(run.rateLimited).toBe(0);
+      expect(run.pacer.rounding).toBe('down');
+      expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
+    });
+
   it("a sliding window rounded up, without latency: 'up' and 'sliding'", async () => {
     const run = await runFamilyCase({ ...base, mode: 'sliding' });
     expect(run.rateLimited).toBe(0);
