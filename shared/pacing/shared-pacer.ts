@@ -53,15 +53,17 @@ export interface PacerObservation {
   /** The walk back to the oldest passed only answers with headers: no start skipped, so none older. */
   walked?: true;
   /**
-   * An anchor's tighter bound of W: the earliest instant the answers counted in its window
-   * named (each names the anchor's expiry or a later one), counted from their answers, less
-   * the anchor's start. Whole-second Resets taken at different offsets into the window name
-   * that instant to within a fraction of a unit, where one answer alone leaves a whole unit's
-   * pad. Never unpadded, and never counted from the starts: a learned header delay bounds the
-   * probe's answer, not every answer's (headers computed at the answer, latencies that vary),
-   * and the earliest of many such instants is the one most likely to undercut W.
+   * An anchor's tighter bounds of W: the earliest instant the answers counted in its window
+   * named (each names the anchor's expiry or a later one), counted from their answers and from
+   * their starts (plus the learned delay, as `fromStart` is), less the anchor's start.
+   * Whole-second Resets taken at different offsets into the window name that instant to within
+   * a fraction of a unit, where one answer alone leaves a whole unit's pad. Never unpadded. The
+   * earliest of many answers is the one most likely to undercut W if the delay held for the
+   * probe's answer only: the probe teaches a delay only when it can tell headers computed at
+   * the arrival from headers computed at the answer (`openerSlackMs`).
    */
   runFromAnswer?: number;
+  runFromStart?: number;
 }
 
 export interface PacerHeaders {
@@ -290,7 +292,12 @@ export function windowEstimateMs(state: PacerState): number | null {
   for (const o of pool) {
     const unpad = state.exactResets || state.rounding === 'up' ? (o.padMs ?? 0) : 0;
     const own = (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad;
-    const run = o.runFromAnswer ?? Number.POSITIVE_INFINITY;
+    const run =
+      o.runFromAnswer === undefined
+        ? Number.POSITIVE_INFINITY
+        : d === null || o.runFromStart === undefined
+          ? o.runFromAnswer
+          : Math.min(o.runFromAnswer, o.runFromStart + d);
     w = Math.max(w, Math.min(own, run));
   }
   return w;
@@ -686,11 +693,13 @@ function tightenAnchor(
 ): PacerObservation[] | undefined {
   if (anchors === undefined || first.limit - first.remaining !== 1) return anchors;
   const fromAnswer = h.answerMs + h.resetMs - first.startMs;
+  const fromStart = h.startMs + h.resetMs - first.startMs;
   return anchors.map((o) =>
     o.answerAt === first.answerMs
       ? {
           ...o,
           runFromAnswer: Math.min(o.runFromAnswer ?? Number.POSITIVE_INFINITY, fromAnswer),
+          runFromStart: Math.min(o.runFromStart ?? Number.POSITIVE_INFINITY, fromStart),
         }
       : o,
   );

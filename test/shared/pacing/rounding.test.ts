@@ -47,10 +47,10 @@ describe('learning which way Reset is rounded', () => {
     });
 
   for (const seed of [1, 2, 3])
-    it(`a sliding window rounded down, with latency (seed ${seed}): 'down', the pad kept`, async () => {
+    it(`a sliding window rounded down, with latency (seed ${seed}): never 'up', never under W`, async () => {
       const run = await runFamilyCase({ ...base, mode: 'sliding', live: true, seed, rounding: 'down' });
       expect(run.rateLimited).toBe(0);
-      expect(run.pacer.rounding).toBe('down');
+      expect(run.pacer.rounding).not.toBe('up');
       expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
     });
 
@@ -64,10 +64,10 @@ describe('learning which way Reset is rounded', () => {
 /*
  * An answer held alone (an anchor) pads its window by a whole second when Reset may round
  * down. The answers counted after it in the same window each name the anchor's expiry or a
- * later instant, each from its own offset into the second, so the earliest of them, counted
- * from its answer, bounds W to a fraction of that second. Counted from the answer only: with
- * latency that bound stays a latency wide, and counting from the starts with a learned header
- * delay undercut W (a 429 in the property test, headers computed at the answer).
+ * later instant, each from its own offset into the second, so the earliest of them bounds W
+ * to a fraction of that second: counted from its answer, or from its start plus the learned
+ * header delay (a delay learned only from a probe that tells headers at the arrival from
+ * headers at the answer: one that did not undercut W and drew a 429 in the property test).
  */
 describe('bounding the window by the answers counted after an anchor', () => {
   const cases = [
@@ -77,11 +77,11 @@ describe('bounding the window by the answers counted after an anchor', () => {
   for (const { mode, resetBasis } of cases)
     for (const live of [false, true])
       for (const seed of [1, 2, 3])
-        it(`a ${mode} 30 s window rounded down (Reset from the ${resetBasis}, ${live ? 'live' : 'no'} latency, seed ${seed}): never under W${mode === 'sliding' && !live ? ", under a whole second's pad" : ''}`, async () => {
+        it(`a ${mode} 30 s window rounded down (Reset from the ${resetBasis}, ${live ? 'live' : 'no'} latency, seed ${seed}): never under W${mode === 'sliding' || live ? ", under a whole second's pad" : ''}`, async () => {
           const run = await runFamilyCase({ ...base, mode, resetBasis, live, seed, rounding: 'down' });
           expect(run.rateLimited).toBe(0);
           expect(run.windowEstimateMs).toBeGreaterThanOrEqual(30_000);
-          // Without the anchor's run bound: 31,000.
-          if (mode === 'sliding' && !live) expect(run.windowEstimateMs).toBeLessThan(31_000);
+          // Without the anchor's run bound: 31,000 (no latency) and 31,125 (live).
+          if (mode === 'sliding' || live) expect(run.windowEstimateMs).toBeLessThan(31_000);
         });
 });
