@@ -778,7 +778,7 @@ function roundingProbeAt(state: PacerState, t: number, margin: number): number |
  * middle of the two. It goes out no earlier than its normal instant (the slot left unused is
  * free under either reading), so the question itself is never refused; it costs the gap
  * between the two slots once. Only for a log learned to be sliding, while the rounding is
- * unknown and the delay learned.
+ * unknown.
  */
 function slotProbeAt(
   state: PacerState,
@@ -795,12 +795,12 @@ function slotProbeAt(
     state.exactResets ||
     state.ownExpiryResets ||
     state.slotProbe !== undefined ||
-    state.roundingProbe !== undefined ||
-    state.headerDelayMs === null
+    state.roundingProbe !== undefined
   )
     return null;
   if (state.probe.state === 'armed' || state.probe.state === 'pending') return null;
-  const d = state.headerDelayMs;
+  // Without a learned delay the header instant is bounded by the answer only.
+  const d = state.headerDelayMs ?? Number.POSITIVE_INFINITY;
   const obs = state.observations.filter((o) => o.padMs !== undefined && o.walked);
   if (obs.length < limit) return null;
   const pad = Math.max(...obs.map((o) => o.padMs!));
@@ -916,7 +916,8 @@ function advanceProbe(
       // (a probe pushed late by the log or the headers, a window that rolled). A delay learned
       // from such a probe undercut W for answers slower than the opener's (a 429 in the
       // property test: a clock window, headers at the answer). The next clean point tries again.
-      const tellsDelay = p.openerSlackMs === undefined || p.openerSlackMs <= 0 || delay < p.openerSlackMs;
+      // An opener that answered within its Reset's slack cannot tell them apart at all.
+      const tellsDelay = p.openerSlackMs !== undefined && delay < p.openerSlackMs;
       return {
         ...state,
         ...(certain >= 1 && kind !== undefined ? { windowKind: kind } : {}),

@@ -207,6 +207,58 @@ describe('learning the window and the header basis', () => {
     }
   });
 
+  // The probe's answer: the opener's slot was free (a fixed window rolled: n = 1). What that
+  // teaches depends on how fast the opener answered against its Reset's slack.
+  const probeAnswered = (openerSlackMs: number | undefined, probeDelayMs: number) => {
+    const openerAt = T0;
+    const openerResetMs = 20_000;
+    const probeAt = openerAt + openerResetMs + probeDelayMs;
+    const phase = [1, 2, 3].map((k) => ({
+      at: openerAt + k * 2200,
+      sent: openerAt + k * 2200,
+      done: 'h' as const,
+    }));
+    const state: PacerState = {
+      ...learned(openerAt, 20, 3500),
+      starts: [{ at: openerAt, sent: openerAt, done: 'h' }, ...phase, { at: probeAt, probe: true }],
+      probe: {
+        state: 'pending',
+        openerAt,
+        openerSent: openerAt,
+        openerResetMs,
+        ...(openerSlackMs === undefined ? {} : { openerSlackMs }),
+        probeAt,
+      },
+    };
+    return applyAnswer(state, {
+      requestStartMs: probeAt,
+      reservedStartMs: probeAt,
+      answerAtMs: probeAt + 3500,
+      rateLimit: rl(9, 20),
+    });
+  };
+
+  it('learns the delay from a probe that found the slot free before the opener could have answered', () => {
+    const s = probeAnswered(1500, 125);
+    expect(s.headerDelayMs).toBe(125);
+    expect(s.windowKind).toBe('fixed');
+  });
+
+  it('learns no delay when the slot was found free only after the opener answered (headers at the answer free it too)', () => {
+    // Pushed past the opener's latency less its slack, or an opener that answered within the
+    // slack of its padded Reset, or a probe from a state that did not record the slack.
+    for (const [slack, delay] of [
+      [1500, 1500],
+      [-500, 125],
+      [undefined, 125],
+    ] as const) {
+      const s = probeAnswered(slack, delay);
+      expect(s.headerDelayMs, `slack ${slack}, delay ${delay}`).toBeNull();
+      expect(s.windowKind, 'the kind is still learned').toBe('fixed');
+      expect(s.probe.state).toBe('none');
+    }
+  });
+
   it('does not probe when the opener did not find a fresh window', () => {
     const d = reserve(emptyPacerState(), T0);
     expect(d.state.probe.state).toBe('armed');
