@@ -21,6 +21,8 @@ const MIN_STARTS_KEPT = 64;
 const OBSERVATIONS_KEPT = 20;
 /** Anchor observations kept (answers the server held alone; a new one comes after every pause of a window). */
 const ANCHORS_KEPT = 5;
+/** Answers the server held alone kept for the bound their spacing puts on W. */
+const ALONE_KEPT = 8;
 /** Before headers: a start never answered counts as lost after this many spacings. */
 const STALE_SPACINGS = 10;
 
@@ -168,6 +170,12 @@ export interface PacerState {
    * the two instants the NEXT slot (`slotAt`) frees at if Reset rounds up and if it rounds down.
    */
   slotProbe?: { at: number; slotAt: number };
+  /**
+   * Answers the server held alone (n = 1), oldest first: `at`, the request's start, and
+   * `after`, the latest start before it answered with headers (certainly counted, and no
+   * longer by the time `at` arrived). See `aloneBoundMs`.
+   */
+  alone?: { at: number; after: number }[];
 }
 
 export function emptyPacerState(): PacerState {
@@ -300,7 +308,25 @@ export function windowEstimateMs(state: PacerState): number | null {
           : Math.min(o.runFromAnswer, o.runFromStart + d);
     w = Math.max(w, Math.min(own, run));
   }
-  return w;
+  return Math.min(w, aloneBoundMs(state.alone));
+}
+
+/**
+ * An upper bound of W from the answers the server held alone, whatever the window's kind or
+ * Reset's reading: each says every counted request before it had left, so a window ended (a
+ * fixed window rolled, or a sliding log's last entry expired) between `after` and `at`. Those
+ * intervals are disjoint, and windows do not overlap: k of them later, at least k windows have
+ * passed, so W <= (at_k - after_0) / k. A window on the clock, whose anchors name the window's
+ * end rather than their own expiry and whose probe cannot conclude, is learned this way to
+ * within the gaps around its rolls divided by their count.
+ */
+function aloneBoundMs(alone: PacerState['alone']): number {
+  let bound = Number.POSITIVE_INFINITY;
+  if (alone === undefined) return bound;
+  for (let j = 0; j < alone.length; j++)
+    for (let k = j + 1; k < alone.length; k++)
+      bound = Math.min(bound, (alone[k]!.at - alone[j]!.after) / (k - j));
+  return bound;
 }
 
 /** When the slot the answer's Reset names frees (without margin). */
@@ -578,6 +604,7 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     delete next.rounding;
     delete next.roundingProbe;
     delete next.slotProbe;
+    delete next.alone;
   } else if (rate !== null) {
     next.rejectedInARow = 0;
   }
@@ -674,6 +701,14 @@ export function applyAnswer(state: PacerState, input: AnswerInput): PacerState {
     };
     next.observations = [...state.observations, obs].slice(-OBSERVATIONS_KEPT);
     if (n === 1) next.anchors = [...(state.anchors ?? []), obs].slice(-ANCHORS_KEPT);
+  }
+  if (n === 1) {
+    const at = effective(entry);
+    let after: number | null = null;
+    for (const s of starts)
+      if (s !== entry && s.done === 'h' && effective(s) < at && (after === null || effective(s) > after))
+        after = effective(s);
+    if (after !== null) next.alone = [...(state.alone ?? []), { at, after }].slice(-ALONE_KEPT);
   }
 
   next = advanceProbe(next, entry, headers, n, run, granularity);
