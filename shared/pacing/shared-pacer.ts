@@ -437,7 +437,7 @@ export function decideReservation(state: PacerState, input: ReserveInput): Reser
     }
     const waitsForSlot = (reason as PacerReason) === 'window' || (reason as PacerReason) === 'headers';
     if (!isProbe && roundingAt === null && waitsForSlot) {
-      const sp = slotProbeAt(state, t, margin, limit, nowMs, windowMs);
+      const sp = slotProbeAt(state, t, margin, limit);
       if (sp !== null) {
         t = sp.at;
         reason = 'probe';
@@ -775,6 +775,24 @@ function roundingVerdict(
 }
 
 /**
+ * Whether the rounding question may be asked now: the answer is not known (exact values, a
+ * Reset that names each request's own expiry, a verdict), no question is pending (either kind;
+ * one whose request was lost leaves it unasked, which is safe), and the delay probe is not
+ * holding a slot.
+ */
+function mayAskRounding(state: PacerState): boolean {
+  return !(
+    state.exactResets ||
+    state.ownExpiryResets ||
+    state.rounding !== undefined ||
+    state.roundingProbe !== undefined ||
+    state.slotProbe !== undefined ||
+    state.probe.state === 'armed' ||
+    state.probe.state === 'pending'
+  );
+}
+
+/**
  * The rounding probe's instant, when this reservation is the window's last slot and the
  * window's answers leave room between their two bounds (wider than the delay twice and the
  * margin): the middle, or null.
@@ -782,14 +800,7 @@ function roundingVerdict(
 function roundingProbeAt(state: PacerState, t: number, margin: number): number | null {
   const run = state.windowRun;
   const h = state.last;
-  if (
-    state.exactResets ||
-    state.ownExpiryResets ||
-    state.rounding !== undefined ||
-    state.roundingProbe !== undefined
-  )
-    return null;
-  if (state.probe.state === 'armed' || state.probe.state === 'pending') return null;
+  if (!mayAskRounding(state)) return null;
   if (run === undefined || h === null || run.newestAt !== h.at || (h.padMs ?? 0) === 0) return null;
   if (run.upperRawMs === undefined || run.lowerRawMs === undefined) return null;
   const after = state.starts.filter((s) => s.at > h.at);
@@ -820,20 +831,8 @@ function slotProbeAt(
   t: number,
   margin: number,
   limit: number,
-  nowMs: number,
-  windowMs: number,
 ): { at: number; slotAt: number } | null {
-  if (state.slotProbe !== undefined && nowMs > state.slotProbe.at + windowMs) return null;
-  if (
-    state.windowKind !== 'sliding' ||
-    state.rounding !== undefined ||
-    state.exactResets ||
-    state.ownExpiryResets ||
-    state.slotProbe !== undefined ||
-    state.roundingProbe !== undefined
-  )
-    return null;
-  if (state.probe.state === 'armed' || state.probe.state === 'pending') return null;
+  if (state.windowKind !== 'sliding' || !mayAskRounding(state)) return null;
   // Without a learned delay the header instant is bounded by the answer only.
   const d = state.headerDelayMs ?? Number.POSITIVE_INFINITY;
   const obs = state.observations.filter((o) => o.padMs !== undefined && o.walked);
