@@ -299,16 +299,22 @@ export function windowEstimateMs(state: PacerState): number | null {
   const d = state.headerDelayMs;
   for (const o of pool) {
     const unpad = state.exactResets || state.rounding === 'up' ? (o.padMs ?? 0) : 0;
-    const own = (d === null ? o.fromAnswer : Math.min(o.fromAnswer, o.fromStart + d)) - unpad;
+    const own = fromHeaderInstant(o.fromAnswer, o.fromStart, d) - unpad;
     const run =
       o.runFromAnswer === undefined
         ? Number.POSITIVE_INFINITY
-        : d === null || o.runFromStart === undefined
-          ? o.runFromAnswer
-          : Math.min(o.runFromAnswer, o.runFromStart + d);
+        : fromHeaderInstant(o.runFromAnswer, o.runFromStart, d);
     w = Math.max(w, Math.min(own, run));
   }
   return Math.min(w, aloneBoundMs(state.alone));
+}
+
+/**
+ * A bound counted from the answer, or from the start plus the learned header delay when that
+ * is earlier (the header instant is no later than either).
+ */
+function fromHeaderInstant(fromAnswer: number, fromStart: number | undefined, d: number | null): number {
+  return d === null || fromStart === undefined ? fromAnswer : Math.min(fromAnswer, fromStart + d);
 }
 
 /**
@@ -833,16 +839,15 @@ function slotProbeAt(
   limit: number,
 ): { at: number; slotAt: number } | null {
   if (state.windowKind !== 'sliding' || !mayAskRounding(state)) return null;
-  // Without a learned delay the header instant is bounded by the answer only.
-  const d = state.headerDelayMs ?? Number.POSITIVE_INFINITY;
+  const d = state.headerDelayMs;
   const obs = state.observations.filter((o) => o.padMs !== undefined && o.walked);
   if (obs.length < limit) return null;
   const pad = Math.max(...obs.map((o) => o.padMs!));
-  const upper = Math.min(...obs.map((o) => Math.min(o.fromAnswer, o.fromStart + d) - o.padMs!));
+  const upper = Math.min(...obs.map((o) => fromHeaderInstant(o.fromAnswer, o.fromStart, d) - o.padMs!));
   const lower = Math.max(...obs.map((o) => o.fromStart - o.padMs!));
   // One W named by all (within a unit and the delay: answers that name their own expiry, a
   // window away from the oldest, spread further), and room around the middle.
-  if (lower - upper <= 2 * margin || lower - upper > pad + d) return null;
+  if (lower - upper <= 2 * margin || lower - upper > pad + (d ?? Number.POSITIVE_INFINITY)) return null;
   const sorted = [...state.starts].sort((a, b) => effective(a) - effective(b));
   if (sorted.length < limit + 1) return null;
   const next = sorted[sorted.length - limit + 1]!;
